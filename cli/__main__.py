@@ -1,0 +1,3 @@
+from bitpatch.cli import main
+
+main()

@@ -1,0 +1,51 @@
+"""Tokenizing inputs (single texts or pairs) and padding rows of mixed tasks into one batch."""
+
+from __future__ import annotations
+
+import torch
+
+Item = str | tuple[str, str] | list[str]
+EncodedRow = dict[str, list[int]]
+
+
+def split_pairs(items: list[Item]) -> tuple[list[str], list[str] | None]:
+    """Texts and text pairs as the tokenizer takes them; all items single or all pairs."""
+    if all(isinstance(x, str) for x in items):
+        return list(items), None
+    return [x[0] for x in items], [x[1] for x in items]
+
+
+def encode_inputs(tokenizer, items: list[Item], max_length: int) -> list[EncodedRow]:
+    """`tokenizer(text, text_pair, truncation=True, max_length=...)` for each item, unpadded."""
+    rows: list[EncodedRow] = []
+    singles = [i for i, x in enumerate(items) if isinstance(x, str)]
+    pairs = [i for i, x in enumerate(items) if not isinstance(x, str)]
+    by_index: dict[int, EncodedRow] = {}
+    for group in (singles, pairs):
+        if not group:
+            continue
+        texts, text_pairs = split_pairs([items[i] for i in group])
+        enc = tokenizer(texts, text_pairs, truncation=True, max_length=max_length)
+        keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+        for j, i in enumerate(group):
+            by_index[i] = {k: enc[k][j] for k in keys}
+    rows = [by_index[i] for i in range(len(items))]
+    return rows
+
+
+def collate(rows: list[EncodedRow], pad_id: int | None) -> dict[str, torch.Tensor]:
+    """Right-pad rows to the longest: input_ids, attention_mask, token_type_ids (B, T)."""
+    length = max(len(r["input_ids"]) for r in rows)
+    pad = pad_id if pad_id is not None else 0
+    input_ids = torch.full((len(rows), length), pad, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)  # (B, T)
+    batch = {"input_ids": input_ids, "attention_mask": mask}
+    if "token_type_ids" in rows[0]:
+        batch["token_type_ids"] = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        input_ids[i, :n] = torch.tensor(row["input_ids"])
+        mask[i, :n] = 1
+        if "token_type_ids" in batch:
+            batch["token_type_ids"][i, :n] = torch.tensor(row["token_type_ids"])
+    return batch

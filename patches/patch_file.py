@@ -1,0 +1,238 @@
+"""The bitpatch/1 file: a safetensors file of bias values, a linear head, and metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from .backbone import BackboneSpec
+
+FORMAT = "bitpatch/1"
+KINDS = ("classification", "regression")
+POOLINGS = ("pooler", "cls", "mean")
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+REQUIRED_KEYS = ("format", "task", "backbone", "backbone_sha256", "kind", "pooling", "max_length")
+JSON_OBJECT_KEYS = ("metrics", "trainer")
+
+
+class PatchError(ValueError):
+    """A patch file that cannot be served; `key` names the offending field or tensor."""
+
+    def __init__(self, message: str, key: str | None = None, code: str = "invalid_patch"):
+        super().__init__(message)
+        self.key = key
+        self.code = code
+
+
+@dataclass
+class PatchFile:
+    """One task's bias values (full values, not deltas), head, and self-description."""
+
+    task: str
+    kind: str
+    labels: list[str]
+    pooling: str
+    max_length: int
+    backbone: str
+    backbone_sha256: str
+    biases: dict[str, torch.Tensor]  # backbone parameter name -> (dim,)
+    head_weight: torch.Tensor  # (n, hidden)
+    head_bias: torch.Tensor  # (n,)
+    metrics: dict = field(default_factory=dict)
+    trainer: dict = field(default_factory=dict)
+    created_at: str = ""
+
+    @property
+    def num_outputs(self) -> int:
+        """Head rows: number of labels, or 1 for regression."""
+        return len(self.labels) if self.kind == "classification" else 1
+
+    def metadata(self) -> dict[str, str]:
+        """The safetensors `__metadata__` block (all values strings)."""
+        meta = {
+            "format": FORMAT,
+            "task": self.task,
+            "backbone": self.backbone,
+            "backbone_sha256": self.backbone_sha256,
+            "kind": self.kind,
+            "pooling": self.pooling,
+            "max_length": str(self.max_length),
+            "created_at": self.created_at or datetime.now(timezone.utc).isoformat(),
+        }
+        if self.kind == "classification":
+            meta["labels"] = json.dumps(self.labels)
+        for key in JSON_OBJECT_KEYS:
+            if getattr(self, key):
+                meta[key] = json.dumps(getattr(self, key), sort_keys=True)
+        return meta
+
+    def to_bytes(self) -> bytes:
+        """Serialise as bitpatch/1 safetensors bytes."""
+        tensors = {f"bias.{name}": t.detach().contiguous() for name, t in self.biases.items()}
+        tensors["head.weight"] = self.head_weight.detach().contiguous()
+        tensors["head.bias"] = self.head_bias.detach().contiguous()
+        return save_safetensors({k: v.cpu() for k, v in tensors.items()}, self.metadata())
+
+    def save(self, path: str | Path) -> Path:
+        """Write the file (atomically: temporary name, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(self.to_bytes())
+        tmp.replace(path)
+        return path
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of a file's bytes (the version identity in the store)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_patch(source: bytes | str | Path, spec: BackboneSpec | None = None) -> PatchFile:
+    """Parse and validate a patch; with `spec`, also check it fits that backbone."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    patch = decode_patch(data)
+    if spec is not None:
+        check_fits(patch, spec)
+    return patch
+
+
+def decode_patch(data: bytes) -> PatchFile:
+    """Structural validation: safetensors, metadata, tensor names, finiteness, head shape."""
+    tensors, meta = _load_raw(data)
+    fields = _parse_metadata(meta)
+    biases, head_weight, head_bias = _split_tensors(tensors)
+    patch = PatchFile(biases=biases, head_weight=head_weight, head_bias=head_bias, **fields)
+    _check_head(patch)
+    return patch
+
+
+def _load_raw(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        tensors = load_safetensors(data)
+    except (SafetensorError, Exception) as err:
+        raise PatchError(
+            f"not a readable safetensors file ({err}); expected the bytes of a bitpatch/1 "
+            "file as written by `bitpatch train` - check the upload is complete",
+            key="file",
+        ) from err
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_len])
+    return tensors, header.get("__metadata__") or {}
+
+
+def _require(meta: dict[str, str], key: str) -> str:
+    if key not in meta:
+        raise PatchError(f"metadata key '{key}' is missing; a bitpatch/1 file needs {key}", key)
+    return meta[key]
+
+
+def _json_field(meta: dict[str, str], key: str, expected: type):
+    try:
+        value = json.loads(meta[key])
+    except json.JSONDecodeError as err:
+        raise PatchError(f"metadata '{key}' is not valid JSON: {meta[key]!r}", key) from err
+    if not isinstance(value, expected):
+        raise PatchError(f"metadata '{key}' must be a JSON {expected.__name__}", key)
+    return value
+
+
+def _parse_metadata(meta: dict[str, str]) -> dict:
+    for key in REQUIRED_KEYS:
+        _require(meta, key)
+    if meta["format"] != FORMAT:
+        raise PatchError(f"unknown format {meta['format']!r}; this server reads {FORMAT!r}", "format")
+    kind, pooling = meta["kind"], meta["pooling"]
+    if kind not in KINDS:
+        raise PatchError(f"metadata 'kind' must be one of {KINDS}, got {kind!r}", "kind")
+    if pooling not in POOLINGS:
+        raise PatchError(f"metadata 'pooling' must be one of {POOLINGS}, got {pooling!r}", "pooling")
+    if not meta["max_length"].isdigit() or int(meta["max_length"]) < 2:
+        raise PatchError(f"metadata 'max_length' must be an integer >= 2, got "
+                         f"{meta['max_length']!r}", "max_length")
+    fields = {"task": meta["task"], "kind": kind, "pooling": pooling,
+              "max_length": int(meta["max_length"]), "backbone": meta["backbone"],
+              "backbone_sha256": meta["backbone_sha256"], "created_at": meta.get("created_at", ""),
+              "labels": _parse_labels(meta, kind)}
+    for key in JSON_OBJECT_KEYS:
+        fields[key] = _json_field(meta, key, dict) if key in meta else {}
+    return fields
+
+
+def _parse_labels(meta: dict[str, str], kind: str) -> list[str]:
+    if kind == "regression":
+        return []
+    labels = _json_field(meta, "labels", list) if "labels" in meta else None
+    if labels is None:
+        raise PatchError("metadata 'labels' is missing; classification patches list their "
+                         "labels as a JSON list of strings", "labels")
+    if len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+        raise PatchError(f"metadata 'labels' must list >= 2 strings, got {labels!r}", "labels")
+    if len(set(labels)) != len(labels):
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        raise PatchError(f"metadata 'labels' has duplicate labels {dupes}", "labels")
+    return labels
+
+
+def _split_tensors(tensors: dict[str, torch.Tensor]):
+    biases = {}
+    for key, tensor in tensors.items():
+        if tensor.dtype not in FLOAT_DTYPES:
+            raise PatchError(f"tensor '{key}' has dtype {tensor.dtype}; use float32, float16 "
+                             "or bfloat16", key)
+        if not torch.isfinite(tensor.float()).all():
+            raise PatchError(f"tensor '{key}' has non-finite values (nan or inf)", key)
+        if key.startswith("bias.") and key.endswith("bias"):
+            biases[key[len("bias."):]] = tensor.float()
+        elif key not in ("head.weight", "head.bias"):
+            raise PatchError(f"tensor '{key}' is not a bias term: a patch holds only "
+                             "'bias.<backbone name ending in bias>', 'head.weight', 'head.bias'",
+                             key)
+    for key in ("head.weight", "head.bias"):
+        if key not in tensors:
+            raise PatchError(f"tensor '{key}' is missing; every patch carries its head", key)
+    return biases, tensors["head.weight"].float(), tensors["head.bias"].float()
+
+
+def _check_head(patch: PatchFile) -> None:
+    rows = patch.num_outputs
+    if patch.head_weight.dim() != 2 or patch.head_weight.shape[0] != rows:
+        raise PatchError(f"tensor 'head.weight' has shape {tuple(patch.head_weight.shape)}; "
+                         f"expected ({rows}, hidden) for {patch.kind} with {rows} outputs "
+                         "(head rows must equal the number of labels)", "head.weight")
+    if tuple(patch.head_bias.shape) != (rows,):
+        raise PatchError(f"tensor 'head.bias' has shape {tuple(patch.head_bias.shape)}; "
+                         f"expected ({rows},)", "head.bias")
+
+
+def check_fits(patch: PatchFile, spec: BackboneSpec) -> None:
+    """Check a decoded patch against one backbone: fingerprint, names, shapes, lengths."""
+    if patch.backbone_sha256 != spec.sha256:
+        raise PatchError(
+            f"patch was made for backbone '{patch.backbone}' (sha256 "
+            f"{patch.backbone_sha256[:12]}...), this server runs '{spec.name}' (sha256 "
+            f"{spec.sha256[:12]}...); retrain the patch on this backbone",
+            key="backbone_sha256", code="backbone_mismatch")
+    for name, tensor in patch.biases.items():
+        key = f"bias.{name}"
+        if name not in spec.bias_shapes:
+            raise PatchError(f"tensor '{key}' is not a bias of backbone '{spec.name}'", key)
+        if tuple(tensor.shape) != spec.bias_shapes[name]:
+            raise PatchError(f"tensor '{key}' has shape {tuple(tensor.shape)}; the backbone's "
+                             f"is {spec.bias_shapes[name]}", key)
+    if patch.head_weight.shape[1] != spec.hidden_size:
+        raise PatchError(f"tensor 'head.weight' has {patch.head_weight.shape[1]} columns; the "
+                         f"backbone's hidden size is {spec.hidden_size}", "head.weight")
+    if patch.max_length > spec.max_positions:
+        raise PatchError(f"metadata 'max_length' is {patch.max_length}; the backbone allows at "
+                         f"most {spec.max_positions} positions", "max_length")
+    if patch.pooling == "pooler" and not spec.has_pooler:
+        raise PatchError("metadata 'pooling' is 'pooler' but the backbone has no pooler; use "
+                         "'cls' or 'mean'", "pooling")

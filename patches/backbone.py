@@ -140,8 +140,13 @@ def load_backbone(source: str = DEFAULT_BACKBONE, dtype: str = "auto", device: s
     name = "sentence-transformers/all-MiniLM-L6-v2" if default else source
     sha256 = fingerprint(model)
     model = freeze(model).to(device=torch_device, dtype=torch_dtype)
-    log.info("backbone loaded name=%s sha256=%s dtype=%s device=%s", name, sha256[:12],
-             torch_dtype, torch_device)
+    log.info(
+        "backbone loaded name=%s sha256=%s dtype=%s device=%s",
+        name,
+        sha256[:12],
+        torch_dtype,
+        torch_device,
+    )
     return Backbone(model, tokenizer, spec_of(model, name, sha256), torch_device, torch_dtype)
 
 

@@ -17,7 +17,6 @@ def split_pairs(items: list[Item]) -> tuple[list[str], list[str] | None]:
 
 def encode_inputs(tokenizer, items: list[Item], max_length: int) -> list[EncodedRow]:
     """`tokenizer(text, text_pair, truncation=True, max_length=...)` for each item, unpadded."""
-    rows: list[EncodedRow] = []
     singles = [i for i, x in enumerate(items) if isinstance(x, str)]
     pairs = [i for i, x in enumerate(items) if not isinstance(x, str)]
     by_index: dict[int, EncodedRow] = {}
@@ -29,8 +28,7 @@ def encode_inputs(tokenizer, items: list[Item], max_length: int) -> list[Encoded
         keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
         for j, i in enumerate(group):
             by_index[i] = {k: enc[k][j] for k in keys}
-    rows = [by_index[i] for i in range(len(items))]
-    return rows
+    return [by_index[i] for i in range(len(items))]
 
 
 def collate(rows: list[EncodedRow], pad_id: int | None) -> dict[str, torch.Tensor]:

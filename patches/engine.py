@@ -11,6 +11,7 @@ import torch
 from .backbone import Backbone
 from .encoding import Item, collate, encode_inputs
 from .patch_file import PatchFile, check_fits
+from .pooling import pool
 from .task_layers import install_task_layers, row_biases
 
 MIN_CAPACITY = 16
@@ -74,9 +75,12 @@ class MultiTaskEngine:
             for name, table in tables.items():
                 table[slot] = patch.biases.get(name, self._base[name]).to(table.dtype)
             self._state = replace(
-                state, tables=tables, next_slot=slot + 1,
+                state,
+                tables=tables,
+                next_slot=slot + 1,
                 slot_of={**state.slot_of, key: slot},
-                heads={**state.heads, key: self._head_of(patch)})
+                heads={**state.heads, key: self._head_of(patch)},
+            )
 
     def register_many(self, items: Iterable[tuple[str, PatchFile]]) -> None:
         """Register several patches (start-up)."""
@@ -118,9 +122,14 @@ class MultiTaskEngine:
 
     def _head_of(self, patch: PatchFile) -> TaskHead:
         device = self.backbone.device
-        return TaskHead(patch.kind, tuple(patch.labels), patch.pooling, patch.max_length,
-                        patch.head_weight.to(device, torch.float32),
-                        patch.head_bias.to(device, torch.float32))
+        return TaskHead(
+            patch.kind,
+            tuple(patch.labels),
+            patch.pooling,
+            patch.max_length,
+            patch.head_weight.to(device, torch.float32),
+            patch.head_bias.to(device, torch.float32),
+        )
 
     def forward(self, batch: Mapping[str, torch.Tensor], keys: list[str]) -> list[torch.Tensor]:
         """Logits for each row of a padded batch, row i served by task `keys[i]`."""
@@ -138,19 +147,16 @@ class MultiTaskEngine:
             pooled = self._pool(out, inputs["attention_mask"], [state.heads[k] for k in keys])
             return self._apply_heads(pooled, keys, state.heads)
 
-    def _pool(self, out, mask: torch.Tensor, heads: list[TaskHead]) -> torch.Tensor:
+    @staticmethod
+    def _pool(out, mask: torch.Tensor, heads: list[TaskHead]) -> torch.Tensor:
         """(B, H) float32: each row pooled the way its task asks."""
-        hidden = out.last_hidden_state.float()  # (B, T, H)
         poolings = [h.pooling for h in heads]
-        pooled = hidden[:, 0].clone()  # (B, H) cls
-        if "mean" in poolings:
-            m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, H)
-            rows = [i for i, p in enumerate(poolings) if p == "mean"]
-            pooled[rows] = mean[rows]
-        if "pooler" in poolings:
-            rows = [i for i, p in enumerate(poolings) if p == "pooler"]
-            pooled[rows] = out.pooler_output.float()[rows]
+        pooled = torch.empty(
+            out.last_hidden_state.shape[::2], dtype=torch.float32, device=mask.device
+        )  # (B, H)
+        for pooling in set(poolings):
+            rows = [i for i, p in enumerate(poolings) if p == pooling]
+            pooled[rows] = pool(out, mask, pooling)[rows].float()
         return pooled
 
     @staticmethod

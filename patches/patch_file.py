@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from .backbone import BackboneSpec
 
@@ -48,7 +47,7 @@ class PatchFile:
     head_bias: torch.Tensor  # (n,)
     metrics: dict = field(default_factory=dict)
     trainer: dict = field(default_factory=dict)
-    created_at: str = ""
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     @property
     def num_outputs(self) -> int:
@@ -65,8 +64,9 @@ class PatchFile:
             "kind": self.kind,
             "pooling": self.pooling,
             "max_length": str(self.max_length),
-            "created_at": self.created_at or datetime.now(timezone.utc).isoformat(),
         }
+        if self.created_at:
+            meta["created_at"] = self.created_at
         if self.kind == "classification":
             meta["labels"] = json.dumps(self.labels)
         for key in JSON_OBJECT_KEYS:
@@ -76,10 +76,10 @@ class PatchFile:
 
     def to_bytes(self) -> bytes:
         """Serialise as bitpatch/1 safetensors bytes."""
-        tensors = {f"bias.{name}": t.detach().contiguous() for name, t in self.biases.items()}
-        tensors["head.weight"] = self.head_weight.detach().contiguous()
-        tensors["head.bias"] = self.head_bias.detach().contiguous()
-        return save_safetensors({k: v.cpu() for k, v in tensors.items()}, self.metadata())
+        tensors = {f"bias.{name}": t for name, t in self.biases.items()}
+        tensors["head.weight"] = self.head_weight
+        tensors["head.bias"] = self.head_bias
+        return serialize(tensors, self.metadata())
 
     def save(self, path: str | Path) -> Path:
         """Write the file (atomically: temporary name, then rename)."""
@@ -88,6 +88,25 @@ class PatchFile:
         tmp.write_bytes(self.to_bytes())
         tmp.replace(path)
         return path
+
+
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """Safetensors bytes with sorted keys, so the same patch always gives the same bytes."""
+    header: dict = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        blob = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        header[name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format aligns the data to 8 bytes
+    return len(text).to_bytes(8, "little") + text + b"".join(blobs)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -148,19 +167,31 @@ def _parse_metadata(meta: dict[str, str]) -> dict:
     for key in REQUIRED_KEYS:
         _require(meta, key)
     if meta["format"] != FORMAT:
-        raise PatchError(f"unknown format {meta['format']!r}; this server reads {FORMAT!r}", "format")
+        raise PatchError(
+            f"unknown format {meta['format']!r}; this server reads {FORMAT!r}", "format"
+        )
     kind, pooling = meta["kind"], meta["pooling"]
     if kind not in KINDS:
         raise PatchError(f"metadata 'kind' must be one of {KINDS}, got {kind!r}", "kind")
     if pooling not in POOLINGS:
-        raise PatchError(f"metadata 'pooling' must be one of {POOLINGS}, got {pooling!r}", "pooling")
+        raise PatchError(
+            f"metadata 'pooling' must be one of {POOLINGS}, got {pooling!r}", "pooling"
+        )
     if not meta["max_length"].isdigit() or int(meta["max_length"]) < 2:
-        raise PatchError(f"metadata 'max_length' must be an integer >= 2, got "
-                         f"{meta['max_length']!r}", "max_length")
-    fields = {"task": meta["task"], "kind": kind, "pooling": pooling,
-              "max_length": int(meta["max_length"]), "backbone": meta["backbone"],
-              "backbone_sha256": meta["backbone_sha256"], "created_at": meta.get("created_at", ""),
-              "labels": _parse_labels(meta, kind)}
+        raise PatchError(
+            f"metadata 'max_length' must be an integer >= 2, got {meta['max_length']!r}",
+            "max_length",
+        )
+    fields = {
+        "task": meta["task"],
+        "kind": kind,
+        "pooling": pooling,
+        "max_length": int(meta["max_length"]),
+        "backbone": meta["backbone"],
+        "backbone_sha256": meta["backbone_sha256"],
+        "created_at": meta.get("created_at", ""),
+        "labels": _parse_labels(meta, kind),
+    }
     for key in JSON_OBJECT_KEYS:
         fields[key] = _json_field(meta, key, dict) if key in meta else {}
     return fields
@@ -171,8 +202,11 @@ def _parse_labels(meta: dict[str, str], kind: str) -> list[str]:
         return []
     labels = _json_field(meta, "labels", list) if "labels" in meta else None
     if labels is None:
-        raise PatchError("metadata 'labels' is missing; classification patches list their "
-                         "labels as a JSON list of strings", "labels")
+        raise PatchError(
+            "metadata 'labels' is missing; classification patches list their "
+            "labels as a JSON list of strings",
+            "labels",
+        )
     if len(labels) < 2 or not all(isinstance(x, str) for x in labels):
         raise PatchError(f"metadata 'labels' must list >= 2 strings, got {labels!r}", "labels")
     if len(set(labels)) != len(labels):
@@ -185,16 +219,19 @@ def _split_tensors(tensors: dict[str, torch.Tensor]):
     biases = {}
     for key, tensor in tensors.items():
         if tensor.dtype not in FLOAT_DTYPES:
-            raise PatchError(f"tensor '{key}' has dtype {tensor.dtype}; use float32, float16 "
-                             "or bfloat16", key)
+            raise PatchError(
+                f"tensor '{key}' has dtype {tensor.dtype}; use float32, float16 or bfloat16", key
+            )
         if not torch.isfinite(tensor.float()).all():
             raise PatchError(f"tensor '{key}' has non-finite values (nan or inf)", key)
         if key.startswith("bias.") and key.endswith("bias"):
-            biases[key[len("bias."):]] = tensor.float()
+            biases[key[len("bias.") :]] = tensor.float()
         elif key not in ("head.weight", "head.bias"):
-            raise PatchError(f"tensor '{key}' is not a bias term: a patch holds only "
-                             "'bias.<backbone name ending in bias>', 'head.weight', 'head.bias'",
-                             key)
+            raise PatchError(
+                f"tensor '{key}' is not a bias term: a patch holds only "
+                "'bias.<backbone name ending in bias>', 'head.weight', 'head.bias'",
+                key,
+            )
     for key in ("head.weight", "head.bias"):
         if key not in tensors:
             raise PatchError(f"tensor '{key}' is missing; every patch carries its head", key)
@@ -204,12 +241,17 @@ def _split_tensors(tensors: dict[str, torch.Tensor]):
 def _check_head(patch: PatchFile) -> None:
     rows = patch.num_outputs
     if patch.head_weight.dim() != 2 or patch.head_weight.shape[0] != rows:
-        raise PatchError(f"tensor 'head.weight' has shape {tuple(patch.head_weight.shape)}; "
-                         f"expected ({rows}, hidden) for {patch.kind} with {rows} outputs "
-                         "(head rows must equal the number of labels)", "head.weight")
+        raise PatchError(
+            f"tensor 'head.weight' has shape {tuple(patch.head_weight.shape)}; "
+            f"expected ({rows}, hidden) for {patch.kind} with {rows} outputs "
+            "(head rows must equal the number of labels)",
+            "head.weight",
+        )
     if tuple(patch.head_bias.shape) != (rows,):
-        raise PatchError(f"tensor 'head.bias' has shape {tuple(patch.head_bias.shape)}; "
-                         f"expected ({rows},)", "head.bias")
+        raise PatchError(
+            f"tensor 'head.bias' has shape {tuple(patch.head_bias.shape)}; expected ({rows},)",
+            "head.bias",
+        )
 
 
 def check_fits(patch: PatchFile, spec: BackboneSpec) -> None:
@@ -219,20 +261,33 @@ def check_fits(patch: PatchFile, spec: BackboneSpec) -> None:
             f"patch was made for backbone '{patch.backbone}' (sha256 "
             f"{patch.backbone_sha256[:12]}...), this server runs '{spec.name}' (sha256 "
             f"{spec.sha256[:12]}...); retrain the patch on this backbone",
-            key="backbone_sha256", code="backbone_mismatch")
+            key="backbone_sha256",
+            code="backbone_mismatch",
+        )
     for name, tensor in patch.biases.items():
         key = f"bias.{name}"
         if name not in spec.bias_shapes:
             raise PatchError(f"tensor '{key}' is not a bias of backbone '{spec.name}'", key)
         if tuple(tensor.shape) != spec.bias_shapes[name]:
-            raise PatchError(f"tensor '{key}' has shape {tuple(tensor.shape)}; the backbone's "
-                             f"is {spec.bias_shapes[name]}", key)
+            raise PatchError(
+                f"tensor '{key}' has shape {tuple(tensor.shape)}; the backbone's "
+                f"is {spec.bias_shapes[name]}",
+                key,
+            )
     if patch.head_weight.shape[1] != spec.hidden_size:
-        raise PatchError(f"tensor 'head.weight' has {patch.head_weight.shape[1]} columns; the "
-                         f"backbone's hidden size is {spec.hidden_size}", "head.weight")
+        raise PatchError(
+            f"tensor 'head.weight' has {patch.head_weight.shape[1]} columns; the "
+            f"backbone's hidden size is {spec.hidden_size}",
+            "head.weight",
+        )
     if patch.max_length > spec.max_positions:
-        raise PatchError(f"metadata 'max_length' is {patch.max_length}; the backbone allows at "
-                         f"most {spec.max_positions} positions", "max_length")
+        raise PatchError(
+            f"metadata 'max_length' is {patch.max_length}; the backbone allows at "
+            f"most {spec.max_positions} positions",
+            "max_length",
+        )
     if patch.pooling == "pooler" and not spec.has_pooler:
-        raise PatchError("metadata 'pooling' is 'pooler' but the backbone has no pooler; use "
-                         "'cls' or 'mean'", "pooling")
+        raise PatchError(
+            "metadata 'pooling' is 'pooler' but the backbone has no pooler; use 'cls' or 'mean'",
+            "pooling",
+        )

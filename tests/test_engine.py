@@ -7,17 +7,24 @@ import threading
 
 import pytest
 import torch
-from tiny import random_patch, random_sentence
-from transformers import AutoModel, AutoTokenizer
-
 from bitpatch.patches.backbone import default_backbone_path, load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
+from tiny import random_patch, random_sentence
+from transformers import AutoModel, AutoTokenizer
 
 # (labels, pooling, fraction of bias terms patched): 2/3/5 labels, one regression, 3 poolings
-TASK_SHAPES = [(2, "pooler", 1.0), (3, "cls", 1.0), (5, "mean", 1.0), (1, "mean", 1.0),
-               (2, "cls", 0.3), (3, "pooler", 0.5), (2, "mean", 0.0), (5, "cls", 0.7),
-               (1, "pooler", 0.4)]
+TASK_SHAPES = [
+    (2, "pooler", 1.0),
+    (3, "cls", 1.0),
+    (5, "mean", 1.0),
+    (1, "mean", 1.0),
+    (2, "cls", 0.3),
+    (3, "pooler", 0.5),
+    (2, "mean", 0.0),
+    (5, "cls", 0.7),
+    (1, "pooler", 0.4),
+]
 
 
 def reference_logits(folder, patch, item) -> torch.Tensor:
@@ -29,8 +36,9 @@ def reference_logits(folder, patch, item) -> torch.Tensor:
         for name, value in patch.biases.items():
             params[name].copy_(value)
         text, pair = (item, None) if isinstance(item, str) else item
-        enc = tokenizer(text, pair, truncation=True, max_length=patch.max_length,
-                        return_tensors="pt")
+        enc = tokenizer(
+            text, pair, truncation=True, max_length=patch.max_length, return_tensors="pt"
+        )
         out = model(**enc)
         hidden = out.last_hidden_state[0]  # (T, H)
         pooled = {"cls": hidden[0], "mean": hidden.mean(0), "pooler": out.pooler_output[0]}
@@ -50,9 +58,18 @@ def mixed_rows(rng: random.Random, n_tasks: int, n_rows: int):
 def build_engine(folder):
     engine = MultiTaskEngine(load_backbone(str(folder), dtype="float32", device="cpu"))
     model = engine.backbone.model
-    patches = [random_patch(model, f"t{i}", n, pooling, seed=i, fraction=frac,
-                            max_length=min(48, engine.backbone.spec.max_positions))
-               for i, (n, pooling, frac) in enumerate(TASK_SHAPES)]
+    patches = [
+        random_patch(
+            model,
+            f"t{i}",
+            n,
+            pooling,
+            seed=i,
+            fraction=frac,
+            max_length=min(48, engine.backbone.spec.max_positions),
+        )
+        for i, (n, pooling, frac) in enumerate(TASK_SHAPES)
+    ]
     for p in patches:
         engine.register(p.task, p)
     return engine, patches
@@ -83,8 +100,9 @@ def test_mixed_batch_default_backbone():
     rows = mixed_rows(random.Random(2), len(patches), 12)
     logits = run_mixed(engine, rows, patches)
     for (t, item), got in zip(rows, logits, strict=True):
-        torch.testing.assert_close(got, reference_logits(folder, patches[t], item),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            got, reference_logits(folder, patches[t], item), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_engine_rows_differ_per_task(tiny_bert_dir):
@@ -99,8 +117,12 @@ def test_unpatched_backbone_outside_context_is_untouched(tiny_bert_dir):
     plain = AutoModel.from_pretrained(tiny_bert_dir).eval()
     enc = AutoTokenizer.from_pretrained(tiny_bert_dir)("a cat sat", return_tensors="pt")
     with torch.no_grad():
-        torch.testing.assert_close(engine.backbone.model(**enc).last_hidden_state,
-                                   plain(**enc).last_hidden_state, atol=0, rtol=0)
+        torch.testing.assert_close(
+            engine.backbone.model(**enc).last_hidden_state,
+            plain(**enc).last_hidden_state,
+            atol=0,
+            rtol=0,
+        )
 
 
 def test_replace_and_unregister(tiny_bert_dir):
@@ -140,8 +162,9 @@ def test_register_during_forward_leaves_that_forward_unchanged(tiny_bert_dir):
 
     handle = layer.register_forward_pre_hook(pause)
     result = {}
-    thread = threading.Thread(target=lambda: result.update(out=run_mixed(engine, rows, patches)),
-                              name="fwd")
+    thread = threading.Thread(
+        target=lambda: result.update(out=run_mixed(engine, rows, patches)), name="fwd"
+    )
     thread.start()
     assert entered.wait(10)
     for i, p in enumerate(patches):  # replace every task, add new ones, remove one

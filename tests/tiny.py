@@ -6,15 +6,61 @@ import random
 from pathlib import Path
 
 import torch
+from bitpatch.patches.backbone import fingerprint
+from bitpatch.patches.patch_file import PatchFile
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoModel, BertConfig, PreTrainedTokenizerFast, RobertaConfig
 
-from bitpatch.patches.backbone import fingerprint
-from bitpatch.patches.patch_file import PatchFile
-
-WORDS = ("the a movie film was great bad good terrible fine not very it is and but plot actors "
-         "dull funny sad happy love hate boring story cat dog sat on mat man woman runs fast "
-         "slow red blue green big small house car tree sun moon day night").split()
+WORDS = [
+    "the",
+    "a",
+    "movie",
+    "film",
+    "was",
+    "great",
+    "bad",
+    "good",
+    "terrible",
+    "fine",
+    "not",
+    "very",
+    "it",
+    "is",
+    "and",
+    "but",
+    "plot",
+    "actors",
+    "dull",
+    "funny",
+    "sad",
+    "happy",
+    "love",
+    "hate",
+    "boring",
+    "story",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "man",
+    "woman",
+    "runs",
+    "fast",
+    "slow",
+    "red",
+    "blue",
+    "green",
+    "big",
+    "small",
+    "house",
+    "car",
+    "tree",
+    "sun",
+    "moon",
+    "day",
+    "night",
+]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -27,24 +73,39 @@ def make_tokenizer(family: str) -> PreTrainedTokenizerFast:
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
     names = ["input_ids", "attention_mask"]
     if family == "bert":
         names.insert(1, "token_type_ids")
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_input_names=names)
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_input_names=names,
+    )
 
 
 def make_config(family: str, vocab_size: int):
     """A 2-layer, hidden-32 config; dropout stays in the config (eval mode turns it off)."""
-    common = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
-                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     if family == "bert":
         return BertConfig(**common)
-    return RobertaConfig(**common, pad_token_id=0, bos_token_id=2, eos_token_id=3,
-                         type_vocab_size=1)
+    return RobertaConfig(
+        **common, pad_token_id=0, bos_token_id=2, eos_token_id=3, type_vocab_size=1
+    )
 
 
 def make_model(family: str, seed: int = 0):
@@ -67,8 +128,15 @@ def save_tiny(family: str, folder: Path) -> Path:
     return folder
 
 
-def random_patch(model, task: str, num_labels: int, pooling: str, seed: int,
-                 fraction: float = 1.0, max_length: int = 48) -> PatchFile:
+def random_patch(
+    model,
+    task: str,
+    num_labels: int,
+    pooling: str,
+    seed: int,
+    fraction: float = 1.0,
+    max_length: int = 48,
+) -> PatchFile:
     """Random biases on all (or a random fraction of) bias terms and a random head."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -80,10 +148,17 @@ def random_patch(model, task: str, num_labels: int, pooling: str, seed: int,
     labels = [f"label_{i}" for i in range(num_labels)] if kind == "classification" else []
     hidden = model.config.hidden_size
     return PatchFile(
-        task=task, kind=kind, labels=labels, pooling=pooling, max_length=max_length,
-        backbone="tiny", backbone_sha256=fingerprint(model), biases=biases,
+        task=task,
+        kind=kind,
+        labels=labels,
+        pooling=pooling,
+        max_length=max_length,
+        backbone="tiny",
+        backbone_sha256=fingerprint(model),
+        biases=biases,
         head_weight=torch.randn((num_labels, hidden), generator=gen),
-        head_bias=torch.randn((num_labels,), generator=gen))
+        head_bias=torch.randn((num_labels,), generator=gen),
+    )
 
 
 def random_sentence(rng: random.Random) -> str:

@@ -1,0 +1,79 @@
+"""A small Python client for a bitpatch server: predict, push, list, activate, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+
+class BitpatchError(RuntimeError):
+    """An error answer from the server (status, code, message)."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class Client:
+    """Talks to one server; `token` is sent as a Bearer token on every call."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs) -> dict:
+        reply = self.http.request(method, path, **kwargs)
+        if reply.status_code >= 400:
+            try:
+                error = reply.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                error = {"code": "http_error", "message": reply.text}
+            raise BitpatchError(reply.status_code, error["code"], error["message"])
+        return reply.json() if reply.content else {}
+
+    def predict(self, task: str, inputs: list, version: int | None = None) -> dict:
+        """POST /tasks/{task}/predict."""
+        body = {"inputs": inputs} | ({"version": version} if version is not None else {})
+        return self._call("POST", f"/tasks/{task}/predict", json=body)
+
+    def push(self, patch: str | Path | bytes, task: str | None = None) -> dict:
+        """PUT /tasks/{task}/patch with the file's bytes (task defaults to the patch's own)."""
+        data = patch if isinstance(patch, bytes) else Path(patch).read_bytes()
+        if task is None:
+            from bitpatch.patches.patch_file import decode_patch
+
+            task = decode_patch(data).task
+        return self._call(
+            "PUT",
+            f"/tasks/{task}/patch",
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def tasks(self) -> list[dict]:
+        """GET /tasks."""
+        return self._call("GET", "/tasks")["tasks"]
+
+    def task(self, task: str) -> dict:
+        """GET /tasks/{task}."""
+        return self._call("GET", f"/tasks/{task}")
+
+    def activate(self, task: str, version: int) -> dict:
+        """POST /tasks/{task}/versions/{v}/activate."""
+        return self._call("POST", f"/tasks/{task}/versions/{version}/activate")
+
+    def delete(self, task: str, version: int | None = None) -> dict:
+        """DELETE a version, or the whole task."""
+        path = f"/tasks/{task}" + (f"/versions/{version}" if version is not None else "")
+        return self._call("DELETE", path)
+
+    def download(self, task: str, version: int) -> bytes:
+        """GET /tasks/{task}/versions/{v}/patch."""
+        reply = self.http.get(f"/tasks/{task}/versions/{version}/patch")
+        reply.raise_for_status()
+        return reply.content
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.http.close()

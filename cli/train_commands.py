@@ -1,0 +1,172 @@
+"""`bitpatch train`, `eval` and `inspect`: argument parsing and dispatch to the trainer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """Where examples come from: a GLUE folder, user files, or a datasets name."""
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--glue",
+        choices=["sst2", "cola", "mrpc", "rte", "stsb", "qnli", "mnli", "qqp", "wnli"],
+        help="GLUE task (with --data DIR)",
+    )
+    group.add_argument("--data", type=Path, help="GLUE task folder (train.tsv, dev.tsv)")
+    group.add_argument("--file", type=Path, help="user training file: .csv, .tsv or .jsonl")
+    group.add_argument("--dev-file", type=Path, help="user dev file (default: --dev-split)")
+    group.add_argument("--dev-split", type=float, default=0.1, help="dev fraction of --file")
+    group.add_argument("--text-column", default="text")
+    group.add_argument("--pair-column", default=None)
+    group.add_argument("--label-column", default="label")
+    group.add_argument(
+        "--kind",
+        choices=["classification", "regression"],
+        default=None,
+        help="override the kind inferred from the labels",
+    )
+    group.add_argument("--hf-dataset", help="a Hugging Face datasets name (needs the hub)")
+    group.add_argument("--hf-config", default=None)
+
+
+def load_data(args: argparse.Namespace):
+    """The TaskData the arguments point at, or a clear error."""
+    from bitpatch.trainer.data import Columns, DataError, load_glue, load_hf_dataset, load_user_data
+
+    columns = Columns(args.text_column, args.pair_column, args.label_column)
+    if args.glue:
+        if not args.data:
+            raise DataError("--glue needs --data DIR (the task's folder with train.tsv, dev.tsv)")
+        return load_glue(args.glue, args.data)
+    if args.file:
+        return load_user_data(args.file, columns, args.dev_file, args.dev_split, args.kind)
+    if args.hf_dataset:
+        return load_hf_dataset(args.hf_dataset, args.hf_config, columns, args.kind)
+    raise DataError("no data: pass --glue T --data DIR, --file F, or --hf-dataset NAME")
+
+
+def add_train_parser(sub) -> None:
+    """`bitpatch train`."""
+    p = sub.add_parser("train", help="train a bias patch (BitFit) or a baseline")
+    add_data_args(p)
+    p.add_argument(
+        "--out", type=Path, required=True, help="patch file (or folder for --method full)"
+    )
+    p.add_argument("--task", help="task name in the patch (default: the data's name)")
+    p.add_argument("--backbone", default="default", help="model folder or hub id")
+    p.add_argument("--method", choices=["bitfit", "frozen", "full"], default="bitfit")
+    p.add_argument(
+        "--bias-terms",
+        default=None,
+        help="components, e.g. query,intermediate, or preset bq+bm2 (default: all)",
+    )
+    p.add_argument("--pooling", choices=["mean", "cls", "pooler"], default="mean")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (bias), 2e-5 (full)")
+    p.add_argument(
+        "--lr-grid",
+        default=None,
+        help="comma-separated rates to search, or 'paper' for 1e-4,4e-4,7e-4,1e-3",
+    )
+    p.add_argument("--epochs", type=float, default=5.0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-train-examples", type=int, default=None)
+    p.add_argument("--push", default=None, help="server URL to upload the patch to")
+    p.add_argument("--token", default=None, help="admin token for --push")
+    p.set_defaults(func=run_train)
+
+
+def _lr_grid(spec: str | None) -> list[float]:
+    from bitpatch.trainer.train import PAPER_LR_GRID
+
+    if not spec:
+        return []
+    return list(PAPER_LR_GRID) if spec == "paper" else [float(x) for x in spec.split(",")]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train, write the patch, optionally push it."""
+    from bitpatch.trainer.train import TrainSettings, train
+
+    data = load_data(args)
+    settings = TrainSettings(
+        out=args.out,
+        task=args.task or data.name,
+        backbone=args.backbone,
+        method=args.method,
+        bias_terms=args.bias_terms,
+        pooling=args.pooling,
+        max_length=args.max_length,
+        learning_rate=args.lr,
+        lr_grid=_lr_grid(args.lr_grid),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_train_examples=args.max_train_examples,
+    )
+    result = train(settings, data)
+    print(
+        json.dumps(
+            {
+                "out": str(result.out),
+                "metrics": result.metrics,
+                "seconds": round(result.seconds, 1),
+                "learning_rate": result.learning_rate,
+                "trainable_percent": round(result.trainable_percent, 4),
+            }
+        )
+    )
+    if args.push:
+        from bitpatch.client import Client
+
+        reply = Client(args.push, token=args.token).push(result.out, task=settings.task)
+        print(json.dumps(reply))
+    return 0
+
+
+def add_eval_parser(sub) -> None:
+    """`bitpatch eval`."""
+    p = sub.add_parser("eval", help="score a patch on dev data through the serving engine")
+    p.add_argument("patch", type=Path)
+    add_data_args(p)
+    p.add_argument("--backbone", default="default")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Print the patch's dev metrics as JSON."""
+    from bitpatch.patches.patch_file import read_patch
+    from bitpatch.trainer.evaluate import evaluate_patch
+
+    patch = read_patch(args.patch)
+    data = load_data(args)
+    metrics = evaluate_patch(patch, data, args.backbone, dtype=args.dtype, device=args.device)
+    print(json.dumps({"task": patch.task, "metrics": metrics, "recorded": patch.metrics}))
+    return 0
+
+
+def add_inspect_parser(sub) -> None:
+    """`bitpatch inspect`."""
+    p = sub.add_parser("inspect", help="how much each bias moved, per layer and component")
+    p.add_argument("patch", type=Path)
+    p.add_argument("--backbone", default="default")
+    p.add_argument("--plot", type=Path, default=None, help="write a heatmap PNG here")
+    p.set_defaults(func=run_inspect)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """Print the change table; optionally plot it."""
+    from bitpatch.trainer.inspect import bias_changes, format_table, plot_heatmap
+
+    changes = bias_changes(args.patch, args.backbone)
+    print(format_table(changes))
+    if args.plot:
+        plot_heatmap(changes, args.plot)
+        print(f"heatmap written to {args.plot}")
+    return 0

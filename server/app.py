@@ -1,0 +1,64 @@
+"""create_app(settings): the FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+
+from fastapi import FastAPI
+
+from .. import __version__
+from . import routes_ops, routes_predict, routes_tasks
+from .batcher import Batcher
+from .errors import install_error_handlers
+from .responses import OrjsonResponse
+from .settings import Settings
+from .state import ServerState
+
+log = logging.getLogger(__name__)
+
+
+async def _start(state: ServerState) -> None:
+    """Load off the event loop, then start batching; a failed load stops the process."""
+    try:
+        await asyncio.to_thread(state.load)
+    except Exception as err:
+        log.exception("event=startup_failed")
+        state.failure = f"{type(err).__name__}: {err}"
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    s = state.settings
+    batcher = Batcher(state.engine, state.metrics, s.max_batch_size, s.max_wait_ms, s.max_queue)
+    batcher.start()
+    state.batcher = batcher
+    log.info("event=ready tasks=%d", len(state.registry.tasks()))
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The app; the backbone loads in the background so /healthz and /readyz answer at once."""
+    state = ServerState(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        loading = asyncio.create_task(_start(state))
+        yield
+        loading.cancel()
+        if state.batcher is not None:
+            await state.batcher.stop()
+        state.tokenize_pool.shutdown(wait=False)
+
+    app = FastAPI(
+        title="bitpatch",
+        version=__version__,
+        lifespan=lifespan,
+        default_response_class=OrjsonResponse,
+        description="Many NLP tasks from one frozen backbone, one bias patch each.",
+    )
+    app.state.server = state
+    install_error_handlers(app)
+    for module in (routes_predict, routes_tasks, routes_ops):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,182 @@
+"""One queue for all tasks: rows of many requests form one mixed-task forward.
+
+Requests are tokenized before they are queued; the batcher takes the oldest row and the rows
+closest to it in length (up to --max-batch-size; while admitted requests are still being
+tokenized it waits for them, at most --max-wait-ms, so a lone request never waits), runs
+ONE engine forward in the inference thread, and resolves each request when its rows are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..patches.encoding import EncodedRow, collate
+from ..patches.engine import MultiTaskEngine
+from ..patches.outputs import to_prediction
+from .errors import ApiError
+from .metrics import Metrics
+from .registry import Lease
+
+log = logging.getLogger(__name__)
+LOOKAHEAD = 4  # batches' worth of queued rows searched for similar lengths
+
+
+@dataclass
+class Job:
+    """One request: its lease, encoded rows, and where its predictions go."""
+
+    lease: Lease
+    rows: list[EncodedRow]
+    future: asyncio.Future
+    predictions: list = field(default_factory=list)
+    pending: int = 0
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input of a job, waiting in the queue."""
+
+    job: Job
+    index: int
+    length: int
+    seq: int
+
+
+class Batcher:
+    """Bounded row queue + a loop that runs mixed-task forwards off the event loop."""
+
+    def __init__(
+        self,
+        engine: MultiTaskEngine,
+        metrics: Metrics,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_queue: int,
+    ):
+        self.engine, self.metrics = engine, metrics
+        self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
+        self.max_queue = max_queue
+        self._queue: list[Row] = []
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._incoming = 0  # requests admitted and being tokenized, not yet queued
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="bitpatch-forward")
+        self._task: asyncio.Task | None = None
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for a forward."""
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Finish every queued row, then stop."""
+        while self._queue:
+            await asyncio.sleep(0.01)
+        if self._task:
+            self._task.cancel()
+        self._executor.shutdown(wait=True)
+
+    def admit(self, n_rows: int) -> None:
+        """Reserve room for a request about to be tokenized; 503 when the queue is full."""
+        if len(self._queue) + n_rows > self.max_queue:
+            self.metrics.rejections.labels("queue_full").inc()
+            raise ApiError(
+                503,
+                "overloaded",
+                f"the queue holds {len(self._queue)} rows (limit {self.max_queue}); retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self._incoming += 1
+
+    def withdraw(self) -> None:
+        """An admitted request failed before it was queued."""
+        self._incoming -= 1
+        self._wake.set()
+
+    def submit(self, lease: Lease, rows: list[EncodedRow]) -> asyncio.Future:
+        """Queue an admitted request's rows."""
+        self._incoming -= 1
+        job = Job(
+            lease, rows, asyncio.get_running_loop().create_future(), [None] * len(rows), len(rows)
+        )
+        for i, row in enumerate(rows):
+            self._queue.append(Row(job, i, len(row["input_ids"]), self._seq))
+            self._seq += 1
+        self.metrics.queue_rows.set(len(self._queue))
+        self._wake.set()
+        return job.future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._fill()
+            batch = self._take()
+            if self._queue:
+                self._wake.set()
+            if batch:
+                await self._forward(batch)
+
+    async def _fill(self) -> None:
+        """Wait up to max-wait for requests still being tokenized, while the batch has room."""
+        deadline = time.perf_counter() + self.max_wait
+        while self._incoming > 0 and len(self._queue) < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            self._wake.clear()
+
+    def _take(self) -> list[Row]:
+        """The oldest row plus the queued rows nearest to it in length."""
+        if not self._queue:
+            return []
+        window = self._queue[: self.max_batch_size * LOOKAHEAD]
+        oldest = window[0]
+        chosen = sorted(window, key=lambda r: (abs(r.length - oldest.length), r.seq))
+        chosen = chosen[: self.max_batch_size]
+        taken = {id(r) for r in chosen}
+        self._queue = [r for r in self._queue if id(r) not in taken]
+        self.metrics.queue_rows.set(len(self._queue))
+        return chosen
+
+    async def _forward(self, batch: list[Row]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._compute, batch)
+        except Exception as err:  # a failed forward fails its requests, not the server
+            log.exception("event=forward_failed rows=%d", len(batch))
+            for row in batch:
+                if not row.job.future.done():
+                    row.job.future.set_exception(err)
+            return
+        for row, prediction in zip(batch, outputs, strict=True):
+            job = row.job
+            job.predictions[row.index] = prediction
+            job.pending -= 1
+            if job.pending == 0 and not job.future.done():
+                job.future.set_result(job.predictions)
+
+    def _compute(self, batch: list[Row]) -> list[dict]:
+        """Inference thread: collate, one forward, predictions."""
+        started = time.perf_counter()
+        rows = [r.job.rows[r.index] for r in batch]
+        keys = [r.job.lease.key for r in batch]
+        logits = self.engine.forward(
+            collate(rows, self.engine.backbone.tokenizer.pad_token_id), keys
+        )
+        out = [to_prediction(r.job.lease.head, x) for r, x in zip(batch, logits, strict=True)]
+        self.metrics.forward.observe(time.perf_counter() - started)
+        self.metrics.batch_rows.observe(len(batch))
+        self.metrics.batch_tasks.observe(len(set(keys)))
+        return out

@@ -1,0 +1,70 @@
+"""Prometheus metrics (prefix bitpatch_), one registry per app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1,
+    2,
+    5,
+    10,
+)
+ROW_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256)
+
+
+class Metrics:
+    """Every metric the server exports."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "bitpatch_requests",
+            "Predict requests by task and status",
+            ["task", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "bitpatch_request_seconds",
+            "Predict latency by task",
+            ["task"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "bitpatch_batch_rows", "Rows per forward", buckets=ROW_BUCKETS, registry=r
+        )
+        self.batch_tasks = Histogram(
+            "bitpatch_batch_tasks", "Distinct tasks per forward", buckets=ROW_BUCKETS, registry=r
+        )
+        self.forward = Histogram(
+            "bitpatch_forward_seconds",
+            "Time of one batched forward",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_rows = Gauge("bitpatch_queue_rows", "Rows waiting for a forward", registry=r)
+        self.tasks = Gauge("bitpatch_registered_tasks", "Tasks with an active version", registry=r)
+        self.uploads = Counter(
+            "bitpatch_uploads", "Accepted patch uploads (new versions)", ["task"], registry=r
+        )
+        self.activations = Counter(
+            "bitpatch_activations", "Version activations", ["task"], registry=r
+        )
+        self.rejections = Counter(
+            "bitpatch_rejections", "Rejected uploads and requests by reason", ["reason"], registry=r
+        )

@@ -1,0 +1,54 @@
+"""Liveness, readiness, server info and Prometheus metrics."""
+
+from __future__ import annotations
+
+import torch
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .. import __version__
+from .deps import StateDep
+from .errors import error_response
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz():
+    """Alive (the process answers)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: StateDep):
+    """200 once the backbone and store are loaded; 503 before."""
+    if state.registry is None or state.batcher is None:
+        reason = state.failure or "loading"
+        return error_response(503, "not_ready", f"server not ready: {reason}", {"Retry-After": "2"})
+    return {"status": "ready", "tasks": len(state.registry.tasks())}
+
+
+@router.get("/info")
+async def info(state: StateDep):
+    """Backbone identity, dtype, device and version."""
+    registry, _ = state.ready()
+    backbone = registry.engine.backbone
+    return {
+        "backbone": backbone.spec.name,
+        "backbone_sha256": backbone.spec.sha256,
+        "dtype": str(backbone.dtype).removeprefix("torch."),
+        "device": str(backbone.device),
+        "bitpatch_version": __version__,
+        "torch_version": torch.__version__,
+        "max_batch_size": state.settings.max_batch_size,
+        "max_inputs": state.settings.max_inputs,
+        "tasks": len(registry.tasks()),
+    }
+
+
+@router.get("/metrics")
+async def metrics(state: StateDep):
+    """Prometheus text exposition."""
+    if state.batcher is not None:
+        state.metrics.queue_rows.set(state.batcher.queued_rows)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

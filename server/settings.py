@@ -1,0 +1,71 @@
+"""Server settings: one pydantic Settings from BITPATCH_* environment variables and CLI flags."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of `bitpatch serve`; each field is `--flag-name` and `BITPATCH_FIELD_NAME`."""
+
+    model_config = SettingsConfigDict(env_prefix="BITPATCH_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 in containers)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
+    backbone: str = Field("default", description="model folder or hub id; default: MiniLM-L6")
+    store: Path = Field(Path("store"), description="folder where patches persist")
+    dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    max_batch_size: int = Field(32, ge=1, le=4096, description="rows per forward at most")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    max_queue: int = Field(2048, ge=1, description="rows waiting at most; more answers 503")
+    max_inputs: int = Field(64, ge=1, description="inputs per predict request at most")
+    max_upload_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="patch upload limit")
+    admin_token: str | None = Field(None, description="Bearer token for PUT/activate/DELETE")
+    predict_token: str | None = Field(None, description="Bearer token for predict (optional)")
+    demo_patches: bool = Field(True, description="seed an empty store with the demo patches")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    log_level: str = Field("info", description="debug | info | warning | error")
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        allowed = ("auto", "float32", "bfloat16", "float16")
+        if value not in allowed:
+            raise ValueError(f"dtype must be one of {allowed}, got {value!r}")
+        return value
+
+    @field_validator("admin_token", "predict_token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 8:
+            raise ValueError("tokens must be at least 8 characters; use a long random string")
+        return value or None
+
+
+def add_settings_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field; unset flags fall back to the environment, then defaults."""
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = f"BITPATCH_{name.upper()}"
+        if field.annotation is bool:
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{field.description} (env {env})",
+            )
+        else:
+            parser.add_argument(
+                flag, default=None, help=f"{field.description} (default {field.default}; env {env})"
+            )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Flags given on the command line override the environment."""
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    return Settings(**given)

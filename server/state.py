@@ -1,0 +1,76 @@
+"""What the running server holds: settings, metrics, and (once loaded) engine, registry, batcher."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+
+import torch
+
+from ..patches.backbone import load_backbone
+from ..patches.engine import MultiTaskEngine
+from ..patches.patch_file import PatchError
+from .batcher import Batcher
+from .errors import ApiError
+from .metrics import Metrics
+from .registry import Registry
+from .settings import Settings
+from .store import PatchStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerState:
+    """Shared by every request; `registry` and `batcher` are None until the backbone is ready."""
+
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    engine: MultiTaskEngine | None = None
+    registry: Registry | None = None
+    batcher: Batcher | None = None
+    failure: str | None = None
+    tokenize_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="bitpatch-tokenize")
+    )
+
+    def load(self) -> None:
+        """Blocking: backbone, engine, store, registry, demo patches (runs off the event loop)."""
+        s = self.settings
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        self.engine = MultiTaskEngine(load_backbone(s.backbone, s.dtype, s.device))
+        registry = Registry(PatchStore(s.store), self.engine)
+        registry.load()
+        if s.demo_patches and not registry.tasks():
+            seed_demo_patches(registry)
+        self.metrics.tasks.set(len(registry.tasks()))
+        self.registry = registry
+
+    def ready(self) -> tuple[Registry, Batcher]:
+        """Registry and batcher, or 503 while loading."""
+        if self.registry is None or self.batcher is None:
+            reason = self.failure or "the backbone and patch store are still loading"
+            raise ApiError(
+                503,
+                "not_ready",
+                f"server not ready: {reason}; retry shortly",
+                headers={"Retry-After": "2"},
+            )
+        return self.registry, self.batcher
+
+
+def seed_demo_patches(registry: Registry) -> None:
+    """Upload the packaged demo patches into an empty store (skipped for other backbones)."""
+    folder = resources.files("bitpatch.patches.demo")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".safetensors"):
+            continue
+        try:
+            data = entry.read_bytes()
+            info, _ = registry.upload(entry.name.removesuffix(".safetensors"), data)
+            log.info("event=demo_patch_loaded task=%s version=%d", entry.name, info.version)
+        except PatchError as err:
+            log.warning("event=demo_patch_skipped file=%s error=%s", entry.name, err)

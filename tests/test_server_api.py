@@ -1,0 +1,319 @@
+"""The REST contract, driven over HTTP against a real uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+
+import httpx
+import pytest
+from server_process import ServerProcess
+from tiny import make_model, random_patch, random_sentence
+
+from bitpatch.patches.backbone import load_backbone
+from bitpatch.patches.engine import MultiTaskEngine
+from bitpatch.patches.outputs import to_prediction
+
+TOKEN = "admin-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model("bert")[0]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bert_dir, tmp_path_factory):
+    store = tmp_path_factory.mktemp("api") / "store"
+    with ServerProcess(tiny_bert_dir, store, "--no-demo-patches", "--admin-token", TOKEN,
+                       "--max-inputs", "8", "--max-upload-bytes", "65536") as srv:
+        yield srv
+
+
+@pytest.fixture
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+class Expected:
+    """What the engine computes for a patch: the reference every answer is checked against."""
+
+    def __init__(self, folder):
+        self.engine = MultiTaskEngine(load_backbone(str(folder), "float32", "cpu"))
+
+    def __call__(self, patch, items):
+        key = f"{patch.task}:{id(patch)}"
+        if key not in self.engine.keys():
+            self.engine.register(key, patch)
+        logits = self.engine.predict_logits(key, items)
+        return [to_prediction(self.engine.state.heads[key], x) for x in logits]
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_bert_dir):
+    return Expected(tiny_bert_dir)
+
+
+def assert_same(got: list[dict], want: list[dict]) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        if "value" in w:
+            assert g["value"] == pytest.approx(w["value"], abs=1e-4)
+        else:
+            assert g["label"] == w["label"]
+            for label, p in w["scores"].items():
+                assert g["scores"][label] == pytest.approx(p, abs=1e-4)
+
+
+def put(http, task, patch, headers=AUTH):
+    return http.put(f"/tasks/{task}/patch", content=patch.to_bytes(), headers=headers)
+
+
+ITEMS = ["the movie was great", ["a cat sat on the mat", "a dog runs"], "bad plot"]
+
+
+def test_upload_predict_version_rollback_delete(http, model, expected):
+    v1, v2 = (random_patch(model, "life", 3, "cls", seed=s) for s in (10, 11))
+    r = put(http, "life", v1)
+    assert r.status_code == 201 and r.json()["version"] == 1 and r.json()["created"]
+    r = http.post("/tasks/life/predict", json={"inputs": ITEMS})
+    assert r.status_code == 200 and r.json()["version"] == 1
+    assert_same(r.json()["predictions"], expected(v1, ITEMS))
+    again = put(http, "life", v1)
+    assert again.status_code == 200 and again.json()["version"] == 1
+    assert not again.json()["created"]
+    assert put(http, "life", v2).json()["version"] == 2
+    r = http.post("/tasks/life/predict", json={"inputs": ITEMS})
+    assert r.json()["version"] == 2
+    assert_same(r.json()["predictions"], expected(v2, ITEMS))
+    pinned = http.post("/tasks/life/predict", json={"inputs": ITEMS, "version": 1})
+    assert_same(pinned.json()["predictions"], expected(v1, ITEMS))
+    r = http.post("/tasks/life/versions/1/activate", headers=AUTH)
+    assert r.status_code == 200 and r.json()["active_version"] == 1
+    assert_same(http.post("/tasks/life/predict", json={"inputs": ITEMS}).json()["predictions"],
+                expected(v1, ITEMS))
+    assert http.get("/tasks/life/versions/2/patch").content == v2.to_bytes()
+    r = http.delete("/tasks/life/versions/1", headers=AUTH)
+    assert r.status_code == 409 and "active" in r.json()["error"]["message"]
+    assert http.delete("/tasks/life/versions/2", headers=AUTH).status_code == 200
+    info = http.get("/tasks/life").json()
+    assert [v["version"] for v in info["versions"]] == [1] and info["active_version"] == 1
+    assert put(http, "life", v2).json()["version"] == 3  # numbers are never reused
+    assert http.delete("/tasks/life", headers=AUTH).status_code == 200
+    assert http.post("/tasks/life/predict", json={"inputs": ITEMS}).status_code == 404
+
+
+def test_list_describe_and_ops(http, model):
+    put(http, "listed", random_patch(model, "listed", 1, "mean", seed=3))
+    tasks = {t["task"]: t for t in http.get("/tasks").json()["tasks"]}
+    assert tasks["listed"]["kind"] == "regression" and tasks["listed"]["active_version"] >= 1
+    assert http.get("/healthz").json() == {"status": "ok"}
+    assert http.get("/readyz").status_code == 200
+    info = http.get("/info").json()
+    assert info["dtype"] == "float32" and len(info["backbone_sha256"]) == 64
+    value = http.post("/tasks/listed/predict", json={"inputs": ["x"]}).json()["predictions"]
+    assert set(value[0]) == {"value"}
+
+
+def error_of(reply: httpx.Response, status: int, *words: str) -> dict:
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert error["code"] and error["message"]
+    for word in words:
+        assert word in error["message"], error["message"]
+    return error
+
+
+def test_predict_errors(http, model):
+    put(http, "errs", random_patch(model, "errs", 2, "mean", seed=4))
+    url = "/tasks/errs/predict"
+    error_of(http.post("/tasks/missing/predict", json={"inputs": ["x"]}), 404, "missing")
+    error_of(http.post(url, content=b"{not json", headers={"Content-Type": "application/json"}),
+             422, "JSON")
+    error_of(http.post(url, json={"inputs": "text"}), 422, "inputs")
+    error_of(http.post(url, json={"inputs": [1]}), 422, "inputs[0]")
+    error_of(http.post(url, json={"inputs": []}), 422, "inputs")
+    error_of(http.post(url, json={"inputs": ["a"] * 9}), 422, "9 inputs", "at most 8")
+    error_of(http.post(url, json={"inputs": [["a"]]}), 422, "pair")
+    error_of(http.post(url, json={"inputs": [["a", 2]]}), 422, "pair")
+    error_of(http.post(url, json={"inputs": ["a"], "version": 99}), 404, "no version 99")
+    error_of(http.post(url, json={"inputs": ["a"], "extra": 1}), 422, "extra")
+    error_of(http.post("/tasks/Bad_Name/predict", json={"inputs": ["a"]}), 422, "not valid")
+
+
+def test_upload_errors_keep_the_store_intact(http, model, tiny_roberta_dir):
+    good = random_patch(model, "keep", 2, "mean", seed=5)
+    put(http, "keep", good)
+    before = http.get("/tasks/keep").json()
+    error_of(put(http, "keep", good, headers={}), 401, "Bearer")
+    error_of(put(http, "keep", good, headers={"Authorization": "Bearer wrong-token"}), 403)
+    error_of(http.put("/tasks/keep/patch", content=b"x" * 70000, headers=AUTH), 413, "65536")
+    error_of(http.put("/tasks/keep/patch", content=b"", headers=AUTH), 422, "empty")
+    error_of(http.put("/tasks/keep/patch", content=b"garbage!" * 10, headers=AUTH), 422,
+             "safetensors")
+    truncated = good.to_bytes()[:-100]
+    error_of(http.put("/tasks/keep/patch", content=truncated, headers=AUTH), 422, "safetensors")
+    error_of(put(http, "other", good), 422, "'keep'", "/tasks/keep/patch")
+    foreign = random_patch(make_model("roberta")[0], "keep", 2, "mean", seed=5)
+    error_of(put(http, "keep", foreign), 409, "retrain")
+    bad_head = random_patch(model, "keep", 2, "mean", seed=6)
+    bad_head.labels = ["a", "b", "c"]
+    error_of(put(http, "keep", bad_head), 422, "head.weight")
+    error_of(put(http, "UPPER", good), 422, "not valid")
+    error_of(put(http, "a" * 65, good), 422, "not valid")
+    assert http.get("/tasks/keep").json() == before
+
+
+def test_management_auth(http, model):
+    put(http, "authz", random_patch(model, "authz", 2, "cls", seed=7))
+    put(http, "authz", random_patch(model, "authz", 2, "cls", seed=8))
+    for method, url in (("POST", "/tasks/authz/versions/1/activate"),
+                        ("DELETE", "/tasks/authz/versions/1"), ("DELETE", "/tasks/authz")):
+        error_of(http.request(method, url), 401, "Bearer")
+        error_of(http.request(method, url, headers={"Authorization": "Bearer nope-nope"}), 403)
+    assert http.post("/tasks/authz/predict", json={"inputs": ["a"]}).status_code == 200
+    assert http.get("/tasks/authz").json()["active_version"] == 2
+
+
+def test_metrics_names(http, model):
+    put(http, "metered", random_patch(model, "metered", 2, "cls", seed=9))
+    http.post("/tasks/metered/predict", json={"inputs": ["a", "b"]})
+    text = http.get("/metrics").text
+    for name in ("bitpatch_requests_total", "bitpatch_request_seconds_bucket",
+                 "bitpatch_batch_rows_bucket", "bitpatch_batch_tasks_bucket",
+                 "bitpatch_forward_seconds_bucket", "bitpatch_queue_rows",
+                 "bitpatch_registered_tasks", "bitpatch_uploads_total",
+                 "bitpatch_activations_total", "bitpatch_rejections_total"):
+        assert name in text, name
+    assert 'bitpatch_requests_total{status="200",task="metered"}' in text
+
+
+def test_64_clients_over_8_tasks_with_uploads(server, model, expected):
+    tasks = [f"mix{i}" for i in range(8)]
+    shapes = [(2, "cls"), (3, "mean"), (5, "pooler"), (1, "mean")]
+    versions = {t: [random_patch(model, t, *shapes[i % 4], seed=100 + 10 * i + v)
+                    for v in range(2)] for i, t in enumerate(tasks)}
+    with httpx.Client(base_url=server.url) as http:
+        for t in tasks:
+            assert put(http, t, versions[t][0]).status_code == 201
+    rng = random.Random(0)
+    pool = [random_sentence(rng) for _ in range(40)] + \
+        [[random_sentence(rng), random_sentence(rng)] for _ in range(20)]
+    answers, errors = asyncio.run(_load(server.url, tasks, pool, versions))
+    assert errors == []
+    by_version = {}
+    for task, items, reply in answers:
+        version = reply["version"]
+        by_version.setdefault((task, version), []).append((items, reply["predictions"]))
+    assert {v for (_, v) in by_version} == {1, 2}  # uploads landed mid-traffic
+    for (task, version), rows in by_version.items():
+        patch = versions[task][version - 1]
+        for items, got in rows:
+            assert_same(got, expected(patch, items))
+
+
+async def _load(url, tasks, pool, versions, clients=64, per_client=6):
+    answers, errors = [], []
+
+    async def client(i, http):
+        rng = random.Random(i)
+        for _ in range(per_client):
+            task = rng.choice(tasks)
+            items = rng.sample(pool, rng.randint(1, 3))
+            r = await http.post(f"/tasks/{task}/predict", json={"inputs": items})
+            if r.status_code != 200:
+                errors.append(r.text)
+            else:
+                answers.append((task, items, r.json()))
+
+    async def uploader(http):
+        await asyncio.sleep(0.3)
+        for t in tasks:
+            r = await http.put(f"/tasks/{t}/patch", content=versions[t][1].to_bytes(),
+                               headers=AUTH)
+            if r.status_code != 201:
+                errors.append(r.text)
+
+    limits = httpx.Limits(max_connections=clients + 1)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        await asyncio.gather(uploader(http), *(client(i, http) for i in range(clients)))
+    return answers, errors
+
+
+def test_queue_full_answers_503(tiny_bert_dir, tmp_path, model):
+    with ServerProcess(tiny_bert_dir, tmp_path / "store", "--no-demo-patches",
+                       "--max-queue", "1") as srv, httpx.Client(base_url=srv.url) as http:
+        put(http, "q", random_patch(model, "q", 2, "cls", seed=1), headers={})
+        reply = http.post("/tasks/q/predict", json={"inputs": ["a", "b"]})
+        error_of(reply, 503, "queue")
+        assert reply.headers["Retry-After"] == "1"
+        assert http.post("/tasks/q/predict", json={"inputs": ["a"]}).status_code == 200
+
+
+def test_predict_token(tiny_bert_dir, tmp_path, model):
+    with ServerProcess(tiny_bert_dir, tmp_path / "store", "--no-demo-patches",
+                       "--predict-token", "predict-secret") as srv, \
+            httpx.Client(base_url=srv.url) as http:
+        put(http, "p", random_patch(model, "p", 2, "cls", seed=1), headers={})
+        error_of(http.post("/tasks/p/predict", json={"inputs": ["a"]}), 401, "Bearer")
+        ok = http.post("/tasks/p/predict", json={"inputs": ["a"]},
+                       headers={"Authorization": "Bearer predict-secret"})
+        assert ok.status_code == 200
+
+
+def test_restart_keeps_tasks_versions_and_outputs(tiny_bert_dir, tmp_path, model):
+    store = tmp_path / "store"
+    patches = [random_patch(model, "keepme", 2, "mean", seed=s) for s in (1, 2, 3)]
+    with ServerProcess(tiny_bert_dir, store, "--no-demo-patches") as srv, \
+            httpx.Client(base_url=srv.url) as http:
+        for p in patches:
+            put(http, "keepme", p, headers={})
+        put(http, "other", random_patch(model, "other", 1, "cls", seed=4), headers={})
+        http.post("/tasks/keepme/versions/2/activate")
+        before = (http.get("/tasks").json(), http.get("/tasks/keepme").json(),
+                  http.post("/tasks/keepme/predict", json={"inputs": ITEMS}).json())
+    with ServerProcess(tiny_bert_dir, store, "--no-demo-patches") as srv, \
+            httpx.Client(base_url=srv.url) as http:
+        after = (http.get("/tasks").json(), http.get("/tasks/keepme").json(),
+                 http.post("/tasks/keepme/predict", json={"inputs": ITEMS}).json())
+    assert after == before
+
+
+def test_kill9_during_uploads_leaves_complete_versions(tiny_bert_dir, tmp_path, model, expected):
+    store = tmp_path / "store"
+    patches = [random_patch(model, "crash", 3, "mean", seed=s) for s in range(40)]
+    for delay in (0.15, 0.4, 0.7):
+        srv = ServerProcess(tiny_bert_dir, store, "--no-demo-patches").start()
+        stop = threading.Event()
+        thread = threading.Thread(target=_upload_until, args=(srv.url, patches, stop))
+        thread.start()
+        time.sleep(delay)
+        srv.kill9()
+        stop.set()
+        thread.join()
+        with ServerProcess(tiny_bert_dir, store, "--no-demo-patches") as again, \
+                httpx.Client(base_url=again.url) as http:
+            info = http.get("/tasks/crash").json()
+            for v in info["versions"]:
+                data = http.get(f"/tasks/crash/versions/{v['version']}/patch").content
+                assert data in {p.to_bytes() for p in patches}
+            reply = http.post("/tasks/crash/predict", json={"inputs": ITEMS}).json()
+            served = next(p for p in patches if
+                          p.to_bytes() == http.get(f"/tasks/crash/versions/"
+                                                   f"{reply['version']}/patch").content)
+            assert_same(reply["predictions"], expected(served, ITEMS))
+
+
+def _upload_until(url, patches, stop):
+    with httpx.Client(base_url=url, timeout=5) as http:
+        for p in patches:
+            if stop.is_set():
+                return
+            try:
+                http.put("/tasks/crash/patch", content=p.to_bytes())
+            except httpx.HTTPError:
+                return

@@ -1,0 +1,257 @@
+"""`bitpatch train`: fit bias terms (or baselines) with transformers' Trainer, write a patch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import (
+    AutoModel,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from ..patches.backbone import DEFAULT_BACKBONE, cpu_has_bf16, fingerprint, resolve_source
+from ..patches.patch_file import PatchFile
+from .data import TaskData
+from .evaluate import evaluate_patch
+from .metrics import main_metric, score
+from .model import PatchModel, parse_bias_terms, set_trainable, trainable_fraction, trained_biases
+
+log = logging.getLogger(__name__)
+PAPER_LR_GRID = (1e-4, 4e-4, 7e-4, 1e-3)
+
+
+@dataclass
+class TrainSettings:
+    """Everything one training run needs (CLI flags map 1:1)."""
+
+    out: Path
+    task: str
+    backbone: str = DEFAULT_BACKBONE
+    method: str = "bitfit"
+    bias_terms: str | None = None
+    pooling: str = "mean"
+    max_length: int = 128
+    learning_rate: float | None = None  # default 1e-3 for bias methods, 2e-5 for full
+    lr_grid: list[float] = field(default_factory=list)
+    epochs: float = 5.0
+    batch_size: int = 16
+    warmup_ratio: float = 0.06
+    seed: int = 0
+    max_train_examples: int | None = None
+    bf16: bool | None = None  # None: where the hardware has it
+    workdir: Path | None = None
+
+    def lr(self) -> float:
+        """The learning rate for this run."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 2e-5 if self.method == "full" else 1e-3
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the file, its dev metrics, and how long it took."""
+
+    out: Path
+    metrics: dict[str, float]
+    seconds: float
+    trainable_percent: float
+    learning_rate: float
+
+
+class RowsDataset(torch.utils.data.Dataset):
+    """Tokenized rows with labels, for Trainer."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+def tokenize(tokenizer, data: TaskData, examples, max_length: int) -> RowsDataset:
+    """Examples -> tokenized rows; labels as ids (classification) or floats."""
+    texts = [e.text for e in examples]
+    pairs = [e.pair for e in examples] if examples[0].pair is not None else None
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    index = {label: i for i, label in enumerate(data.labels)}
+    rows = []
+    for i, e in enumerate(examples):
+        row = {k: enc[k][i] for k in enc}
+        row["labels"] = float(e.label) if data.kind == "regression" else index[e.label]
+        rows.append(row)
+    return RowsDataset(rows)
+
+
+def train(settings: TrainSettings, data: TaskData) -> TrainResult:
+    """Train with each learning rate of the grid (or the one given); keep the best on dev."""
+    rates = settings.lr_grid or [settings.lr()]
+    results = []
+    for lr in rates:
+        one = TrainSettings(**{**asdict(settings), "learning_rate": lr, "lr_grid": []})
+        if len(rates) > 1:
+            one.out = settings.out.with_name(f"{settings.out.stem}.lr{lr:g}{settings.out.suffix}")
+        results.append(train_once(one, data))
+    metric = main_metric(data.name, data.kind)
+    best = max(results, key=lambda r: r.metrics[metric])
+    if len(rates) > 1:
+        _promote(best.out, settings.out)
+        best.out = settings.out
+    return best
+
+
+def _promote(src: Path, dst: Path) -> None:
+    """Move the best grid run's output to the requested path."""
+    if dst.is_dir():
+        shutil.rmtree(dst)
+    src.replace(dst)
+
+
+def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
+    """One run at one learning rate."""
+    set_seed(settings.seed)
+    started = time.perf_counter()
+    source = resolve_source(settings.backbone)
+    local = os.path.isdir(source)
+    backbone = AutoModel.from_pretrained(source, dtype=torch.float32, local_files_only=local)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    sha256 = fingerprint(backbone)
+    n_out = len(data.labels) if data.kind == "classification" else 1
+    model = PatchModel(backbone, n_out, settings.pooling, data.kind)
+    trained = set_trainable(model, settings.method, parse_bias_terms(settings.bias_terms))
+    train_rows = (
+        data.train[: settings.max_train_examples] if settings.max_train_examples else data.train
+    )
+    trainer = _make_trainer(settings, data, model, tokenizer, train_rows)
+    trainer.train()
+    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # epoch checkpoints
+    seconds = time.perf_counter() - started
+    pct = trainable_fraction(model)
+    if settings.method == "full":
+        metrics = trainer.evaluate()
+        metrics = {k.removeprefix("eval_"): v for k, v in metrics.items() if _is_metric(k)}
+        _save_full(settings, data, model, tokenizer, metrics, seconds)
+        return TrainResult(settings.out, metrics, seconds, pct, settings.lr())
+    patch = _to_patch(settings, data, model, trained, sha256, seconds, pct, len(train_rows))
+    patch.metrics = evaluate_patch(patch, data, settings.backbone)
+    patch.save(settings.out)
+    log.info("wrote %s metrics=%s seconds=%.0f", settings.out, patch.metrics, seconds)
+    return TrainResult(settings.out, patch.metrics, seconds, pct, settings.lr())
+
+
+def _is_metric(key: str) -> bool:
+    return key.removeprefix("eval_") in ("accuracy", "f1", "mcc", "spearman", "pearson", "macro_f1")
+
+
+def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:
+    workdir = settings.workdir or settings.out.parent / f".{settings.out.stem}.work"
+    bf16 = cpu_has_bf16() or torch.cuda.is_available() if settings.bf16 is None else settings.bf16
+    args = TrainingArguments(
+        output_dir=str(workdir),
+        learning_rate=settings.lr(),
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=64,
+        lr_scheduler_type="linear",
+        warmup_steps=settings.warmup_ratio,
+        weight_decay=0.0,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model=main_metric(data.name, data.kind),
+        greater_is_better=True,
+        save_total_limit=1,
+        save_only_model=True,
+        bf16=bf16,
+        seed=settings.seed,
+        report_to=[],
+        logging_steps=50,
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+
+    def compute_metrics(pred):
+        return score(data.name, data.kind, pred.predictions, pred.label_ids)
+
+    return Trainer(
+        model=model,
+        args=args,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        train_dataset=tokenize(tokenizer, data, train_rows, settings.max_length),
+        eval_dataset=tokenize(tokenizer, data, data.dev, settings.max_length),
+        compute_metrics=compute_metrics,
+    )
+
+
+def _to_patch(settings, data, model, trained, sha256, seconds, pct, n_train) -> PatchFile:
+    name = (
+        "sentence-transformers/all-MiniLM-L6-v2"
+        if settings.backbone == DEFAULT_BACKBONE
+        else settings.backbone
+    )
+    recipe = {
+        "method": settings.method,
+        "bias_terms": settings.bias_terms or "all",
+        "learning_rate": settings.lr(),
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "seed": settings.seed,
+        "train_examples": n_train,
+        "seconds": round(seconds, 1),
+        "trainable_percent": round(pct, 4),
+        "data": data.name,
+    }
+    return PatchFile(
+        task=settings.task,
+        kind=data.kind,
+        labels=data.labels,
+        pooling=settings.pooling,
+        max_length=settings.max_length,
+        backbone=name,
+        backbone_sha256=sha256,
+        biases=trained_biases(model, trained),
+        head_weight=model.head.weight.detach().float().cpu().clone(),
+        head_bias=model.head.bias.detach().float().cpu().clone(),
+        trainer=recipe,
+    )
+
+
+def _save_full(settings, data, model, tokenizer, metrics, seconds) -> None:
+    """Full fine-tuning: the tuned backbone as a standard HF folder, its head, metrics.json."""
+    out = Path(settings.out)
+    model.backbone.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    save_file(
+        {
+            "weight": model.head.weight.detach().contiguous(),
+            "bias": model.head.bias.detach().contiguous(),
+        },
+        str(out / "head.safetensors"),
+    )
+    record = {
+        "metrics": metrics,
+        "seconds": round(seconds, 1),
+        "pooling": settings.pooling,
+        "kind": data.kind,
+        "labels": data.labels,
+        "learning_rate": settings.lr(),
+        "epochs": settings.epochs,
+        "seed": settings.seed,
+    }
+    (out / "metrics.json").write_text(json.dumps(record, indent=2))

@@ -228,7 +228,7 @@ def type_labels(examples: list[Example], kind: str, path) -> list[Example]:
 def load_user_data(
     train_path,
     columns: Columns,
-    dev_path=None,
+    dev_file=None,
     dev_split: float = 0.1,
     kind: str | None = None,
     seed: int = 0,
@@ -237,13 +237,13 @@ def load_user_data(
     train = load_user_file(train_path, columns)
     kind = kind or infer_kind(train, train_path)
     train = type_labels(train, kind, train_path)
-    if dev_path:
-        dev = type_labels(load_user_file(dev_path, columns), kind, dev_path)
+    if dev_file:
+        dev = type_labels(load_user_file(dev_file, columns), kind, dev_file)
     else:
         train, dev = split_dev(train, dev_split, seed)
     labels = sorted({e.label for e in train}) if kind == "classification" else []
     if kind == "classification":
-        check_dev_labels(dev, labels, dev_path or train_path)
+        check_dev_labels(dev, labels, dev_file or train_path)
     return TaskData(Path(train_path).stem, kind, labels, train, dev)
 
 

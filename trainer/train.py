@@ -51,6 +51,7 @@ class TrainSettings:
     seed: int = 0
     max_train_examples: int | None = None
     bf16: bool | None = None  # None: where the hardware has it
+    logging_steps: int = 50
     workdir: Path | None = None
 
     def lr(self) -> float:
@@ -69,6 +70,8 @@ class TrainResult:
     seconds: float
     trainable_percent: float
     learning_rate: float
+    model: PatchModel | None = field(default=None, repr=False)
+    log_history: list[dict] = field(default_factory=list, repr=False)
 
 
 class RowsDataset(torch.utils.data.Dataset):
@@ -139,6 +142,7 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
     )
     trainer = _make_trainer(settings, data, model, tokenizer, train_rows)
     trainer.train()
+    history = trainer.state.log_history
     shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # epoch checkpoints
     seconds = time.perf_counter() - started
     pct = trainable_fraction(model)
@@ -146,12 +150,12 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
         metrics = trainer.evaluate()
         metrics = {k.removeprefix("eval_"): v for k, v in metrics.items() if _is_metric(k)}
         _save_full(settings, data, model, tokenizer, metrics, seconds)
-        return TrainResult(settings.out, metrics, seconds, pct, settings.lr())
+        return TrainResult(settings.out, metrics, seconds, pct, settings.lr(), model, history)
     patch = _to_patch(settings, data, model, trained, sha256, seconds, pct, len(train_rows))
     patch.metrics = evaluate_patch(patch, data, settings.backbone)
     patch.save(settings.out)
     log.info("wrote %s metrics=%s seconds=%.0f", settings.out, patch.metrics, seconds)
-    return TrainResult(settings.out, patch.metrics, seconds, pct, settings.lr())
+    return TrainResult(settings.out, patch.metrics, seconds, pct, settings.lr(), model, history)
 
 
 def _is_metric(key: str) -> bool:
@@ -180,7 +184,7 @@ def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:
         bf16=bf16,
         seed=settings.seed,
         report_to=[],
-        logging_steps=50,
+        logging_steps=settings.logging_steps,
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,

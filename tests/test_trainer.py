@@ -1,0 +1,99 @@
+"""BitFit training on a tiny model: loss falls, only biases move, eval agrees with training."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from bitpatch.cli import main as cli_main
+from bitpatch.patches.backbone import load_backbone
+from bitpatch.patches.patch_file import read_patch
+from bitpatch.trainer.data import Example, TaskData
+from bitpatch.trainer.evaluate import evaluate_patch
+from bitpatch.trainer.model import bias_names, parse_bias_terms
+from bitpatch.trainer.train import TrainSettings, train
+
+POSITIVE = "great good love fine happy funny".split()
+NEGATIVE = "bad terrible hate dull sad boring".split()
+
+
+def toy_sentiment(n: int = 96, seed: int = 0) -> TaskData:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = rng.choice(["neg", "pos"])
+        words = rng.sample(POSITIVE if label == "pos" else NEGATIVE, 3) + ["the", "movie"]
+        rng.shuffle(words)
+        rows.append(Example(" ".join(words), None, label, i + 1))
+    return TaskData("toy", "classification", ["neg", "pos"], rows[: n - 32], rows[n - 32:])
+
+
+def settings_for(folder, out, **kw) -> TrainSettings:
+    base = dict(out=out, task="toy", backbone=str(folder), learning_rate=1e-2, epochs=4,
+                batch_size=8, bf16=False, logging_steps=1, max_length=32, pooling="mean")
+    return TrainSettings(**{**base, **kw})
+
+
+def test_bitfit_lowers_loss_and_moves_only_biases(tiny_bert_dir, tmp_path):
+    result = train(settings_for(tiny_bert_dir, tmp_path / "toy.safetensors"), toy_sentiment())
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    original = dict(AutoModel.from_pretrained(tiny_bert_dir).named_parameters())
+    for name, param in result.model.backbone.named_parameters():
+        if not name.endswith("bias"):
+            assert torch.equal(param, original[name]), name
+        elif "key" not in name and "pooler" not in name:  # key bias: softmax-invariant, no grad
+            assert not torch.equal(param, original[name]), name
+    assert result.metrics["accuracy"] > 80
+
+
+def test_eval_through_engine_equals_training_metric(tiny_bert_dir, tmp_path):
+    data = toy_sentiment(seed=1)
+    out = tmp_path / "toy.safetensors"
+    train(settings_for(tiny_bert_dir, out, epochs=2), data)
+    patch = read_patch(out, load_backbone(str(tiny_bert_dir), "float32", "cpu").spec)
+    assert patch.metrics and patch.trainer["method"] == "bitfit" and patch.created_at
+    assert evaluate_patch(patch, data, str(tiny_bert_dir)) == patch.metrics
+
+
+def test_bias_term_presets_and_frozen(tiny_bert_dir, tmp_path):
+    names = bias_names(AutoModel.from_pretrained(tiny_bert_dir), parse_bias_terms("bq+bm2"))
+    assert names and all("query" in n or "intermediate" in n for n in names)
+    with pytest.raises(ValueError, match="unknown bias terms"):
+        parse_bias_terms("query,nonsense")
+    out = tmp_path / "q.safetensors"
+    train(settings_for(tiny_bert_dir, out, bias_terms="bq+bm2", epochs=1), toy_sentiment())
+    assert set(read_patch(out).biases) == set(names)
+    frozen = tmp_path / "f.safetensors"
+    train(settings_for(tiny_bert_dir, frozen, method="frozen", epochs=1), toy_sentiment())
+    assert read_patch(frozen).biases == {}
+
+
+def test_cli_train_user_file_then_eval(tiny_bert_dir, tmp_path, capsys):
+    data = toy_sentiment(seed=2)
+    lines = [json.dumps({"text": e.text, "label": e.label}) for e in data.train + data.dev]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines))
+    common = ["--file", str(tmp_path / "d.jsonl"), "--dev-split", "0.25",
+              "--backbone", str(tiny_bert_dir)]
+    out = str(tmp_path / "cli.safetensors")
+    with pytest.raises(SystemExit) as done:
+        cli_main(["train", *common, "--out", out, "--epochs", "1", "--lr", "0.01",
+                  "--task", "cli-task", "--max-length", "32"])
+    assert done.value.code == 0
+    with pytest.raises(SystemExit) as done:
+        cli_main(["eval", out, *common])
+    assert done.value.code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["metrics"] == report["recorded"] and report["task"] == "cli-task"
+
+
+def test_cli_reports_bad_data_clearly(tmp_path, capsys):
+    (tmp_path / "e.csv").write_text("")
+    with pytest.raises(SystemExit) as done:
+        cli_main(["train", "--file", str(tmp_path / "e.csv"), "--out", str(tmp_path / "x")])
+    assert done.value.code == 2
+    assert "e.csv: the file is empty" in capsys.readouterr().err

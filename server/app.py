@@ -11,6 +11,7 @@ import signal
 from fastapi import FastAPI
 
 from .. import __version__
+from ..patches.engine import MultiTaskEngine
 from . import routes_ops, routes_predict, routes_tasks
 from .batcher import Batcher
 from .errors import install_error_handlers
@@ -37,9 +38,12 @@ async def _start(state: ServerState) -> None:
     log.info("event=ready tasks=%d", len(state.registry.tasks()))
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The app; the backbone loads in the background so /healthz and /readyz answer at once."""
-    state = ServerState(settings)
+def create_app(settings: Settings, engine_factory=MultiTaskEngine) -> FastAPI:
+    """The app; the backbone loads in the background so /healthz and /readyz answer at once.
+
+    `engine_factory` lets benchmarks serve the alternative designs through the same HTTP layer.
+    """
+    state = ServerState(settings, engine_factory=engine_factory)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uvicorn
 
+from ..patches.engine import MultiTaskEngine
 from .app import create_app
 from .logs import configure_logging
 from .settings import Settings
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, engine_factory=MultiTaskEngine) -> None:
     """Blocking: serve until SIGINT/SIGTERM; admitted requests finish first."""
     configure_logging(settings.log_level)
-    app = create_app(settings)
+    app = create_app(settings, engine_factory)
     uvicorn.run(
         app,
         host=settings.host,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..patches.engine import MultiTaskEngine, TaskHead
 from ..patches.patch_file import PatchError, PatchFile, read_patch, sha256_bytes
@@ -20,12 +20,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """One stored version: number, file hash and size, and its patch's description."""
+    """One stored version: number, file hash and size, and its patch minus the bias values."""
 
     version: int
     sha256: str
     size_bytes: int
-    patch: PatchFile
+    patch: PatchFile  # biases dropped: the engine holds the served ones, the store all of them
+
+
+def describe(version: int, data: bytes, patch: PatchFile) -> VersionInfo:
+    """Index entry for a version; keeps metadata and head, not the bias values."""
+    return VersionInfo(version, sha256_bytes(data), len(data), replace(patch, biases={}))
 
 
 @dataclass(frozen=True)
@@ -73,14 +78,19 @@ class Registry:
             self.engine.register(engine_key(task, active), infos[active].patch)
         log.info("event=registry_loaded tasks=%d", len(self._active))
 
-    def _read(self, task: str, version: int) -> VersionInfo | None:
+    def _read(self, task: str, version: int) -> tuple[bytes, PatchFile] | None:
+        """A stored version's bytes and validated patch, or None (logged) if unusable."""
         try:
             data = self.store.read(task, version)
-            patch = read_patch(data, self.engine.backbone.spec)
+            return data, read_patch(data, self.engine.backbone.spec)
         except (OSError, PatchError) as err:
             log.error("event=patch_skipped task=%s version=%s error=%s", task, version, err)
             return None
-        return VersionInfo(version, sha256_bytes(data), len(data), patch)
+
+    def _serve(self, task: str, version: int) -> None:
+        """Register a stored version with the engine (read back from the store)."""
+        data = self.store.read(task, version)
+        self.engine.register(engine_key(task, version), read_patch(data, self.engine.backbone.spec))
 
     # ---- reads ----------------------------------------------------------------------------
     def tasks(self) -> list[str]:
@@ -142,7 +152,7 @@ class Registry:
                 if info.sha256 == digest:
                     return info, False
             version = self.store.add_version(task, data)
-            info = VersionInfo(version, digest, len(data), patch)
+            info = describe(version, data, patch)
             self.engine.register(engine_key(task, version), patch)
             self._versions.setdefault(task, {})[version] = info
             self._switch_active(task, version)
@@ -153,7 +163,8 @@ class Registry:
         with self._lock:
             info = self._require_version(task, version)
             if self._active[task] != version:
-                self.engine.register(engine_key(task, version), info.patch)
+                if engine_key(task, version) not in self.engine.state.slot_of:
+                    self._serve(task, version)
                 self._switch_active(task, version)
         return info
 
@@ -199,10 +210,10 @@ class Registry:
         """Pin the active (or a named) version for one request."""
         with self._lock:
             version = self.active_version(task) if version is None else version
-            info = self._require_version(task, version)
+            self._require_version(task, version)
             key = engine_key(task, version)
             if key not in self.engine.state.slot_of:
-                self.engine.register(key, info.patch)
+                self._serve(task, version)
             self._leases[key] = self._leases.get(key, 0) + 1
             return Lease(task, version, key, self.engine.state.heads[key])
 

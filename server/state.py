@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 
 import torch
 
-from ..patches.backbone import load_backbone
+from ..patches.backbone import Backbone, load_backbone
 from ..patches.engine import MultiTaskEngine
 from ..patches.patch_file import PatchError
 from .batcher import Batcher
@@ -32,6 +33,7 @@ class ServerState:
     registry: Registry | None = None
     batcher: Batcher | None = None
     failure: str | None = None
+    engine_factory: Callable[[Backbone], MultiTaskEngine] = MultiTaskEngine
     tokenize_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="bitpatch-tokenize")
     )
@@ -41,7 +43,7 @@ class ServerState:
         s = self.settings
         if s.threads:
             torch.set_num_threads(s.threads)
-        self.engine = MultiTaskEngine(load_backbone(s.backbone, s.dtype, s.device))
+        self.engine = self.engine_factory(load_backbone(s.backbone, s.dtype, s.device))
         registry = Registry(PatchStore(s.store), self.engine)
         registry.load()
         if s.demo_patches and not registry.tasks():

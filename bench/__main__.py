@@ -1,0 +1,37 @@
+"""`python -m bench {micro,server} [--quick]`: benchmarks, results as Markdown (and JSON, PNG)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from .micro import format_rows, run_micro
+
+
+def main() -> None:
+    """Parse and run."""
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("suite", choices=["micro", "server"])
+    parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
+    parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
+    parser.add_argument("--dtype", default="auto", help="server: dtype of the servers")
+    parser.add_argument("--out", type=Path, default=None, help="server: folder for JSON + PNG")
+    args = parser.parse_args()
+    logging.basicConfig(level="WARNING")
+    if args.suite == "micro":
+        print(format_rows(run_micro(reps=2 if args.quick else args.reps)))
+        return
+    from .report import markdown, plot
+    from .server_bench import BenchConfig, run_all
+
+    results = run_all(BenchConfig(quick=args.quick, dtype=args.dtype))
+    print(markdown(results))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+        plot(results, args.out / "server.png")
+
+
+main()

@@ -1,0 +1,90 @@
+"""The designs users would otherwise build, as engines the same HTTP server can run.
+
+(a) `CopiesEngine`: one full model copy per task, each row group run by its task's copy.
+(b) `SwapEngine`: one model; per task group of a batch, copy that task's biases into the
+    model under a lock, then run the group.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import torch
+from bitpatch.patches.engine import MultiTaskEngine
+from bitpatch.patches.patch_file import PatchFile
+
+
+def _groups(keys: list[str]) -> dict[str, list[int]]:
+    rows_of: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        rows_of.setdefault(key, []).append(i)
+    return rows_of
+
+
+class _GroupedEngine(MultiTaskEngine):
+    """Keeps MultiTaskEngine's registry and heads; runs one forward per task group."""
+
+    def _run_group(self, key: str, inputs: dict[str, torch.Tensor]):
+        raise NotImplementedError
+
+    def forward(self, batch, keys):
+        state = self.state
+        pooled_rows = [None] * len(keys)
+        with torch.inference_mode():
+            for key, rows in _groups(keys).items():
+                sub = {k: v[rows].to(self.backbone.device) for k, v in batch.items()}
+                out = self._run_group(key, sub)
+                pooled = self._pool(out, sub["attention_mask"], [state.heads[key]] * len(rows))
+                for j, row in enumerate(rows):
+                    pooled_rows[row] = pooled[j]
+            return self._apply_heads(torch.stack(pooled_rows), keys, state.heads)
+
+
+class SwapEngine(_GroupedEngine):
+    """Design (b): biases copied into the one model per task group, under a lock."""
+
+    def __init__(self, backbone):
+        super().__init__(backbone)
+        self._swap_lock = threading.Lock()
+        self._params = dict(backbone.model.named_parameters())
+        self._biases: dict[str, dict[str, torch.Tensor]] = {}
+
+    def register(self, key: str, patch: PatchFile) -> None:
+        super().register(key, patch)
+        dtype = self.backbone.dtype
+        full = {n: patch.biases.get(n, self._base[n]).to(dtype) for n in self._base}
+        self._biases[key] = full
+
+    def _run_group(self, key, inputs):
+        with self._swap_lock:
+            for name, value in self._biases[key].items():
+                self._params[name].copy_(value)
+            return self.backbone.model(**inputs)
+
+
+class CopiesEngine(_GroupedEngine):
+    """Design (a): a full copy of the backbone per task, biases set in."""
+
+    def __init__(self, backbone):
+        super().__init__(backbone)
+        self._copies: dict[str, torch.nn.Module] = {}
+
+    def register(self, key: str, patch: PatchFile) -> None:
+        super().register(key, patch)
+        model = copy.deepcopy(self.backbone.model)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in patch.biases.items():
+                params[name].copy_(value.to(params[name].dtype))
+        self._copies[key] = model
+
+    def unregister(self, key: str) -> None:
+        super().unregister(key)
+        self._copies.pop(key, None)
+
+    def _run_group(self, key, inputs):
+        return self._copies[key](**inputs)
+
+
+DESIGNS = {"bitpatch": MultiTaskEngine, "swap": SwapEngine, "copies": CopiesEngine}

@@ -1,0 +1,90 @@
+"""A lean closed-loop HTTP/1.1 load generator (asyncio streams, keep-alive, no client library).
+
+Each of N clients sends a request, waits for the answer, sends the next, for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class LoadResult:
+    """Latencies (s) of successful requests, inputs served, errors by status, wall time."""
+
+    latencies: list[float] = field(default_factory=list)
+    inputs: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        """Throughput and latency percentiles."""
+        lat = np.array(self.latencies) * 1000 if self.latencies else np.zeros(1)
+        return {
+            "requests_per_s": len(self.latencies) / self.seconds,
+            "inputs_per_s": self.inputs / self.seconds,
+            "requests": len(self.latencies),
+            "errors": sum(self.errors.values()),
+            "error_kinds": dict(self.errors),
+            "p50_ms": float(np.percentile(lat, 50)),
+            "p95_ms": float(np.percentile(lat, 95)),
+            "p99_ms": float(np.percentile(lat, 99)),
+        }
+
+
+async def _post(reader, writer, host: str, path: str, body: bytes) -> tuple[int, bytes]:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    writer.write(head + body)
+    await writer.drain()
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("server closed the connection")
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    payload = await reader.readexactly(length)
+    return int(status_line.split()[1]), payload
+
+
+async def _client(host, port, make_request, seconds, result: LoadResult, seed: int):
+    rng = random.Random(seed)
+    reader, writer = await asyncio.open_connection(host, port)
+    deadline = time.perf_counter() + seconds
+    try:
+        while time.perf_counter() < deadline:
+            path, payload = make_request(rng)
+            body = json.dumps(payload).encode()
+            started = time.perf_counter()
+            status, _ = await _post(reader, writer, host, path, body)
+            if status == 200:
+                result.latencies.append(time.perf_counter() - started)
+                result.inputs += len(payload["inputs"])
+            else:
+                result.errors[str(status)] = result.errors.get(str(status), 0) + 1
+    except (ConnectionError, asyncio.IncompleteReadError) as err:
+        result.errors[type(err).__name__] = result.errors.get(type(err).__name__, 0) + 1
+    finally:
+        writer.close()
+
+
+async def run_load(url: str, make_request, clients: int, seconds: float) -> LoadResult:
+    """`clients` closed-loop connections for `seconds`; make_request(rng) -> (path, json)."""
+    host, port = url.removeprefix("http://").split(":")
+    result = LoadResult()
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(_client(host, int(port), make_request, seconds, result, i) for i in range(clients))
+    )
+    result.seconds = time.perf_counter() - started
+    return result

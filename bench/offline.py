@@ -1,0 +1,69 @@
+"""Offline figures: the bare forward's throughput at the server's batch shapes, single-row time."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from bitpatch.patches.backbone import load_backbone
+from bitpatch.patches.encoding import collate, encode_inputs
+from bitpatch.patches.engine import MultiTaskEngine
+
+from .micro import random_patches
+from .workload import mixed_inputs
+
+
+def _batches(tokenizer, items, batch_size: int, sort: bool, max_length: int = 128):
+    rows = encode_inputs(tokenizer, items, max_length)
+    if sort:
+        rows = sorted(rows, key=lambda r: len(r["input_ids"]))
+    chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    return [collate(c, tokenizer.pad_token_id) for c in chunks]
+
+
+def _throughput(run, batches) -> dict:
+    run(batches[0])  # warm-up
+    started = time.perf_counter()
+    for batch in batches:
+        run(batch)
+    seconds = time.perf_counter() - started
+    rows = sum(b["input_ids"].shape[0] for b in batches)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    return {"sequences_per_s": rows / seconds, "tokens_per_s": tokens / seconds}
+
+
+def ceiling(dtype: str, n_inputs: int, batch_size: int = 32) -> dict:
+    """Sequences/s and tokens/s of the bare backbone and of the engine, arrival vs sorted order."""
+    backbone = load_backbone("default", dtype=dtype, device="cpu")
+    engine = MultiTaskEngine(backbone)
+    engine.register("t0", random_patches(backbone, 1)[0])
+    items = mixed_inputs(n_inputs, seed=1)
+    out = {"dtype": str(backbone.dtype).removeprefix("torch.")}
+
+    def bare(batch):
+        with torch.inference_mode():
+            backbone.model(**batch)
+
+    for order, sort in (("arrival", False), ("sorted", True)):
+        batches = _batches(backbone.tokenizer, items, batch_size, sort)
+        out[f"bare_{order}"] = _throughput(bare, batches)
+        out[f"engine_{order}"] = _throughput(
+            lambda b: engine.forward(b, ["t0"] * b["input_ids"].shape[0]), batches
+        )
+    return out
+
+
+def single_row_ms(dtype: str, n: int = 50) -> float:
+    """Median ms of one engine forward of one input (the low-load latency floor)."""
+    backbone = load_backbone("default", dtype=dtype, device="cpu")
+    engine = MultiTaskEngine(backbone)
+    engine.register("t0", random_patches(backbone, 1)[0])
+    items = mixed_inputs(n, seed=2, pair_fraction=0.0)
+    times = []
+    for item in items:
+        rows = encode_inputs(backbone.tokenizer, [item], 128)
+        started = time.perf_counter()
+        engine.forward(collate(rows, backbone.tokenizer.pad_token_id), ["t0"])
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times[5:])

@@ -1,0 +1,174 @@
+"""Benchmark results -> Markdown tables (targets with measured ratios) and a plot PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _dtype(results: dict) -> str:
+    return (
+        "bfloat16"
+        if "bfloat16" in results["ceiling"] and results["config"]["dtype"] in ("auto", "bfloat16")
+        else "float32"
+    )
+
+
+def targets(r: dict) -> list[tuple[str, str, str, bool]]:
+    """(target, measured, bar, met) rows."""
+    t, d, m, h = r["traffic"], r["designs"], r["memory"], r["hot_swap"]
+    single = t["single"]["inputs_per_s"]
+    ceiling = r["ceiling"][_dtype(r)]["bare_arrival"]["sequences_per_s"]
+    counts = sorted(int(k) for k in m["rss_mb"])
+    added = m["rss_mb"][str(counts[-1])] - m["rss_mb"]["0"]
+    ours_per_task = added / counts[-1]
+    copies = d["copies"]["rss_mb"]
+    copies_per_task = (copies["16"] - copies["1"]) / 15
+    p99_ratio = h["with_uploads"]["p99_ms"] / h["without_uploads"]["p99_ms"]
+    low = t["one_client"]["p50_ms"] / t["one_client_forward_ms"]
+    rows = [
+        (
+            "mixed 16-task / single-task throughput",
+            f"{t['mixed16']['inputs_per_s'] / single:.3f}",
+            ">= 0.95",
+            t["mixed16"]["inputs_per_s"] / single >= 0.95,
+        ),
+        (
+            "mixed 256-task / single-task throughput",
+            f"{t['mixed256']['inputs_per_s'] / single:.3f}",
+            ">= 0.90",
+            t["mixed256"]["inputs_per_s"] / single >= 0.90,
+        ),
+        (
+            "server (mixed 16) / offline bare forward, B=32",
+            f"{t['mixed16']['inputs_per_s'] / ceiling:.3f}",
+            ">= 0.80",
+            t["mixed16"]["inputs_per_s"] / ceiling >= 0.80,
+        ),
+        (
+            "bitpatch / design (b) bias swap, 16 tasks",
+            f"{t['mixed16']['inputs_per_s'] / d['swap']['inputs_per_s']:.2f}",
+            ">= 3",
+            t["mixed16"]["inputs_per_s"] / d["swap"]["inputs_per_s"] >= 3,
+        ),
+        (
+            f"RSS added by {counts[-1]} patches (MB)",
+            f"{added:.0f}",
+            "<= 200" if counts[-1] >= 1000 else "(quick run)",
+            added <= 200 * counts[-1] / 1000,
+        ),
+        (
+            "memory per task: design (a) copies vs bitpatch (MB)",
+            f"{copies_per_task:.1f} vs {ours_per_task:.3f}",
+            "reported",
+            True,
+        ),
+        (
+            "uploads under load: failed requests",
+            str(h["with_uploads"]["errors"]),
+            "0",
+            h["with_uploads"]["errors"] == 0 and h["upload_failures"] == 0,
+        ),
+        (
+            "uploads under load: p99 / p99 without uploads",
+            f"{p99_ratio:.2f}",
+            "<= 1.25",
+            p99_ratio <= 1.25,
+        ),
+        ("1 client: p50 / bare single-row forward", f"{low:.2f}", "<= 1.5", low <= 1.5),
+    ]
+    return [(a, b, c, ok) for a, b, c, ok in rows]
+
+
+def markdown(r: dict) -> str:
+    """Every section as Markdown."""
+    lines = ["### Targets", "", "| target | measured | bar | met |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {'yes' if ok else '**no**'} |" for a, b, c, ok in targets(r)]
+    lines += [
+        "",
+        "### Offline ceiling (B=32, max 128 tokens, GLUE inputs)",
+        "",
+        "| dtype | what | order | sequences/s | tokens/s |",
+        "|---|---|---|---|---|",
+    ]
+    for dtype, c in r["ceiling"].items():
+        for key in ("bare_arrival", "engine_arrival", "bare_sorted", "engine_sorted"):
+            what, order = key.split("_")
+            lines.append(
+                f"| {dtype} | {what} | {order} | {c[key]['sequences_per_s']:.0f} | "
+                f"{c[key]['tokens_per_s']:.0f} |"
+            )
+    lines += [
+        "",
+        f"### Server under load ({r['config']['clients']} closed-loop clients, "
+        "1-4 inputs per request)",
+        "",
+        "| scenario | inputs/s | requests/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    scenarios = [
+        ("bitpatch, single task", r["traffic"]["single"]),
+        ("bitpatch, mixed 16 tasks", r["traffic"]["mixed16"]),
+        ("bitpatch, mixed 256 tasks", r["traffic"]["mixed256"]),
+        ("(b) one model, biases swapped per task group", r["designs"]["swap"]),
+        ("(a) one model copy per task, 16 tasks", r["designs"]["copies"]),
+        ("bitpatch, 1 client, 1 input", r["traffic"]["one_client"]),
+        ("hot swap: no uploads", r["hot_swap"]["without_uploads"]),
+        ("hot swap: 1 upload/s", r["hot_swap"]["with_uploads"]),
+    ]
+    for name, s in scenarios:
+        lines.append(
+            f"| {name} | {s['inputs_per_s']:.1f} | {s['requests_per_s']:.1f} | "
+            f"{s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {s['p99_ms']:.1f} | "
+            f"{s['errors']} |"
+        )
+    m = r["memory"]
+    lines += ["", "### Memory and cold start", "", "| registered patches | RSS MB |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in m["rss_mb"].items()]
+    copies = r["designs"]["copies"]["rss_mb"]
+    lines += [
+        "",
+        f"Design (a) RSS: {copies['1']:.0f} MB with 1 task, {copies['16']:.0f} MB "
+        f"with 16. Upload over REST: {1000 * m['upload_s_each']:.1f} ms each.",
+        f"Cold start to ready: {m['cold_start_empty_s']:.1f} s (empty store); "
+        + ", ".join(
+            f"{v:.1f} s ({k.split('_')[2]} patches in the store)"
+            for k, v in m.items()
+            if k.startswith("cold_start_") and "empty" not in k
+        )
+        + ".",
+        f"Hot swap: {r['hot_swap']['uploads']} uploads, {r['hot_swap']['upload_failures']} failed.",
+        f"1-client bare single-row forward: {r['traffic']['one_client_forward_ms']:.1f} ms.",
+        "",
+        f"Whole run: {r['seconds'] / 60:.1f} minutes.",
+    ]
+    return "\n".join(lines)
+
+
+def plot(r: dict, out: Path) -> None:
+    """Bar chart: throughput per scenario and p99 latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["single", "mixed 16", "mixed 256", "(b) swap 16", "(a) copies 16"]
+    data = [
+        r["traffic"]["single"],
+        r["traffic"]["mixed16"],
+        r["traffic"]["mixed256"],
+        r["designs"]["swap"],
+        r["designs"]["copies"],
+    ]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = ["#4477aa"] * 3 + ["#cc6677"] * 2
+    left.bar(names, [d["inputs_per_s"] for d in data], color=colors)
+    left.set_ylabel("inputs / s")
+    left.set_title("throughput, 64 clients")
+    right.bar(names, [d["p99_ms"] for d in data], color=colors)
+    right.set_ylabel("p99 latency (ms)")
+    right.set_title("p99 latency")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

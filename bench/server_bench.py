@@ -1,0 +1,158 @@
+"""The full harness (issue: performance): every figure of docs/BENCHMARKS.md in one run."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from .loadgen import run_load
+from .offline import ceiling, single_row_ms
+from .servers import BenchServer, PatchSource
+from .workload import mixed_inputs
+
+
+@dataclass
+class BenchConfig:
+    """Sizes and durations; `quick` shrinks everything for a CI smoke run."""
+
+    quick: bool = False
+    clients: int = 64
+    seconds: float = 20.0
+    swap_seconds: float = 60.0
+    dtype: str = "auto"
+
+    def __post_init__(self):
+        if self.quick:
+            self.clients, self.seconds, self.swap_seconds = 16, 3.0, 4.0
+
+    @property
+    def memory_counts(self) -> tuple[int, ...]:
+        """Registered patch counts at which RSS is read."""
+        return (1, 10) if self.quick else (1, 100, 1000)
+
+
+INPUTS = mixed_inputs(4096, seed=3)
+
+
+def request_maker(n_tasks: int, max_inputs: int = 4):
+    """make_request(rng) for the load generator: a random task, 1..max_inputs GLUE inputs."""
+
+    def make(rng: random.Random):
+        task = f"t{rng.randrange(n_tasks)}"
+        k = rng.randint(1, max_inputs)
+        start = rng.randrange(len(INPUTS) - k)
+        return f"/tasks/{task}/predict", {"inputs": INPUTS[start : start + k]}
+
+    return make
+
+
+def load(url: str, n_tasks: int, clients: int, seconds: float, max_inputs: int = 4) -> dict:
+    """Closed-loop load; summary dict."""
+    result = asyncio.run(run_load(url, request_maker(n_tasks, max_inputs), clients, seconds))
+    return result.summary()
+
+
+def traffic_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
+    """bitpatch: single-task, mixed 16 and mixed 256 under the same closed loop."""
+    out = {}
+    with BenchServer(root / "traffic", "bitpatch", cfg.dtype) as server:
+        source.upload(server.url, 16)
+        load(server.url, 16, cfg.clients, min(cfg.seconds, 3))  # warm-up
+        out["single"] = load(server.url, 1, cfg.clients, cfg.seconds)
+        out["mixed16"] = load(server.url, 16, cfg.clients, cfg.seconds)
+        source.upload(server.url, 240, start=16)
+        out["mixed256"] = load(server.url, 256, cfg.clients, cfg.seconds)
+        out["one_client"] = load(server.url, 1, 1, cfg.seconds, max_inputs=1)
+        out["one_client_forward_ms"] = single_row_ms(cfg.dtype)
+    return out
+
+
+def design_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
+    """Designs (a) full copies and (b) bias swapping, 16 tasks, same HTTP layer and load."""
+    out = {}
+    for design in ("swap", "copies"):
+        with BenchServer(root / design, design, cfg.dtype) as server:
+            base_rss = server.rss_mb()
+            source.upload(server.url, 1)
+            rss_1 = server.rss_mb()
+            source.upload(server.url, 15, start=1)
+            rss_16 = server.rss_mb()
+            load(server.url, 16, cfg.clients, min(cfg.seconds, 3))
+            out[design] = load(server.url, 16, cfg.clients, cfg.seconds)
+            out[design]["rss_mb"] = {"0": base_rss, "1": rss_1, "16": rss_16}
+    return out
+
+
+def memory_and_cold_start(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
+    """RSS with 1/100/1000 patches registered over REST; time to ready, empty and full store."""
+    store = root / "memory"
+    out = {"rss_mb": {}}
+    with BenchServer(store, "bitpatch", cfg.dtype) as server:
+        out["cold_start_empty_s"] = server.ready_seconds
+        out["rss_mb"]["0"] = server.rss_mb()
+        done = 0
+        for count in cfg.memory_counts:
+            out["upload_s_each"] = source.upload(server.url, count - done, start=done)
+            done = count
+            out["rss_mb"][str(count)] = server.rss_mb()
+    with BenchServer(store, "bitpatch", cfg.dtype) as server:
+        out[f"cold_start_{done}_s"] = server.ready_seconds
+        out[f"rss_after_restart_{done}_mb"] = server.rss_mb()
+    return out
+
+
+def hot_swap(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
+    """The same load with and without a new version uploaded every second."""
+    out = {}
+    with BenchServer(root / "swap-under-load", "bitpatch", cfg.dtype) as server:
+        source.upload(server.url, 16)
+        load(server.url, 16, cfg.clients, min(cfg.seconds, 3))
+        out["without_uploads"] = load(server.url, 16, cfg.clients, cfg.swap_seconds)
+        stop, uploads = threading.Event(), []
+        thread = threading.Thread(
+            target=_upload_every_second, args=(server.url, source, stop, uploads)
+        )
+        thread.start()
+        out["with_uploads"] = load(server.url, 16, cfg.clients, cfg.swap_seconds)
+        stop.set()
+        thread.join()
+        out["uploads"] = len(uploads)
+        out["upload_failures"] = sum(1 for status in uploads if status != 201)
+    return out
+
+
+def _upload_every_second(url: str, source: PatchSource, stop: threading.Event, log: list):
+    seed = 10_000
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while not stop.is_set():
+            started = time.perf_counter()
+            task = f"t{seed % 16}"
+            log.append(
+                http.put(f"/tasks/{task}/patch", content=source.patch_bytes(task, seed)).status_code
+            )
+            seed += 1
+            stop.wait(max(0.0, 1.0 - (time.perf_counter() - started)))
+
+
+def run_all(cfg: BenchConfig) -> dict:
+    """Every section, one after another, in one run."""
+    started = time.perf_counter()
+    results = {"config": vars(cfg).copy()}
+    n_offline = 256 if cfg.quick else 2048
+    results["ceiling"] = {d: ceiling(d, n_offline) for d in ("float32", "bfloat16")}
+    source = PatchSource()
+    with tempfile.TemporaryDirectory(prefix="bitpatch-bench-") as tmp:
+        root = Path(tmp)
+        results["traffic"] = traffic_scenarios(cfg, source, root)
+        results["designs"] = design_scenarios(cfg, source, root)
+        results["memory"] = memory_and_cold_start(cfg, source, root)
+        results["hot_swap"] = hot_swap(cfg, source, root)
+    results["seconds"] = time.perf_counter() - started
+    return results

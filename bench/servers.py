@@ -1,0 +1,109 @@
+"""Starting benchmark servers as real processes and feeding them patches."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from bitpatch.patches.backbone import load_backbone
+
+from .micro import random_patches
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class BenchServer:
+    """A `bitpatch serve` (or alternative design) process on 127.0.0.1."""
+
+    def __init__(self, store: Path, design: str = "bitpatch", dtype: str = "auto", *extra: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [
+            sys.executable,
+            "-m",
+            "bitpatch.bench.alt_server",
+            "--design",
+            design,
+            "--store",
+            str(store),
+            "--port",
+            str(self.port),
+            "--dtype",
+            dtype,
+            "--no-demo-patches",
+            "--log-level",
+            "warning",
+            "--max-queue",
+            "100000",
+            *extra,
+        ]
+        self.proc: subprocess.Popen | None = None
+        self.ready_seconds = 0.0
+
+    def start(self, timeout: float = 300) -> BenchServer:
+        """Launch; block until /readyz is 200; record how long that took."""
+        started = time.perf_counter()
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        self.proc = subprocess.Popen(self.args, env=env, stdout=subprocess.DEVNULL)
+        while time.perf_counter() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    self.ready_seconds = time.perf_counter() - started
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("server not ready")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(60)
+
+    def __enter__(self) -> BenchServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class PatchSource:
+    """Random patches for the default backbone, serialised once (task names t0, t1, ...)."""
+
+    def __init__(self):
+        self.backbone = load_backbone("default", dtype="float32", device="cpu")
+
+    def patch_bytes(self, task: str, seed: int) -> bytes:
+        """One patch for `task`; different seeds give different versions."""
+        patch = random_patches(self.backbone, 1, seed=seed)[0]
+        patch.task = task
+        return patch.to_bytes()
+
+    def upload(self, url: str, n_tasks: int, start: int = 0) -> float:
+        """PUT t{start}..t{start+n-1}; returns seconds per upload."""
+        started = time.perf_counter()
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for i in range(start, start + n_tasks):
+                reply = http.put(f"/tasks/t{i}/patch", content=self.patch_bytes(f"t{i}", i))
+                reply.raise_for_status()
+        return (time.perf_counter() - started) / max(n_tasks, 1)

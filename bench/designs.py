@@ -11,6 +11,7 @@ import copy
 import threading
 
 import torch
+
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.patch_file import PatchFile
 

@@ -11,6 +11,7 @@ import threading
 import time
 
 import torch
+
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.patch_file import PatchFile

@@ -6,6 +6,7 @@ import statistics
 import time
 
 import torch
+
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine

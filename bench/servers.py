@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from bitpatch.patches.backbone import load_backbone
 
 from .micro import random_patches

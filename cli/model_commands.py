@@ -70,9 +70,10 @@ def add_import_parser(sub) -> None:
 def run_import(args: argparse.Namespace) -> int:
     """HF classification folder -> bitpatch/1 file."""
     import torch
+    from transformers import AutoModelForSequenceClassification
+
     from bitpatch.patches.backbone import load_backbone
     from bitpatch.patches.hf_interop import import_model
-    from transformers import AutoModelForSequenceClassification
 
     backbone = load_backbone(args.backbone, dtype="float32", device="cpu")
     model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, dtype=torch.float32)

@@ -56,7 +56,7 @@ class MultiTaskEngine:
         """The current immutable state."""
         return self._state
 
-    def keys(self) -> list[str]:
+    def registered_keys(self) -> list[str]:
         """Registered task keys."""
         return list(self._state.slot_of)
 

@@ -100,8 +100,11 @@ def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> byt
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         blob = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
-        header[name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
         blobs.append(blob)
         offset += len(blob)
     text = json.dumps(header, separators=(",", ":")).encode()

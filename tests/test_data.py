@@ -9,8 +9,11 @@ import pytest
 from bitpatch.trainer.data import Columns, DataError, load_glue, load_user_data
 
 GLUE_ROWS = {  # task folder, train rows, dev rows (from ../shared/glue/README.md)
-    "sst2": ("SST-2", 67349, 872), "rte": ("RTE", 2490, 277), "mrpc": ("MRPC", 3668, 408),
-    "cola": ("CoLA", 8551, 1043), "stsb": ("STS-B", 5749, 1500),
+    "sst2": ("SST-2", 67349, 872),
+    "rte": ("RTE", 2490, 277),
+    "mrpc": ("MRPC", 3668, 408),
+    "cola": ("CoLA", 8551, 1043),
+    "stsb": ("STS-B", 5749, 1500),
 }
 
 
@@ -64,8 +67,9 @@ def test_glue_errors_name_file_and_line(tmp_path):
 
 def test_user_csv_tsv_jsonl(tmp_path):
     rows = '"hello, world",pos\nbad day,neg\nok,pos\nawful,neg\nnice,pos\nmeh,neg\n'
-    data = load_user_data(write(tmp_path / "t.csv", "text,label\n" + rows), Columns(),
-                          dev_split=0.2)
+    data = load_user_data(
+        write(tmp_path / "t.csv", "text,label\n" + rows), Columns(), dev_split=0.2
+    )
     assert data.kind == "classification" and data.labels == ["neg", "pos"]
     assert len(data.dev) == 1 and len(data.train) == 5
     assert "hello, world" in [e.text for e in data.train + data.dev]

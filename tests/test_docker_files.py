@@ -1,4 +1,4 @@
-"""Docker, compose, Prometheus and Grafana files parse and agree with the server; entrypoint runs."""
+"""Docker, compose, Prometheus and Grafana files: parsed, checked against the server."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
 from server_process import ServerProcess, free_port
 from tiny import make_model, random_patch
 
@@ -49,23 +50,36 @@ def dashboard_metrics() -> set[str]:
 def test_every_dashboard_metric_is_served(tiny_bert_dir, tmp_path):
     names = dashboard_metrics()
     model = make_model("bert")[0]
-    with ServerProcess(tiny_bert_dir, tmp_path / "store", "--no-demo-patches") as srv, \
-            httpx.Client(base_url=srv.url) as http:
+    with (
+        ServerProcess(tiny_bert_dir, tmp_path / "store", "--no-demo-patches") as srv,
+        httpx.Client(base_url=srv.url) as http,
+    ):
         for seed in (1, 2):
             http.put("/tasks/d/patch", content=random_patch(model, "d", 2, "cls", seed).to_bytes())
         http.post("/tasks/d/versions/1/activate")
         http.put("/tasks/d/patch", content=b"not a patch")
         http.post("/tasks/d/predict", json={"inputs": ["a"]})
         http.post("/tasks/zz/predict", json={"inputs": ["a"]})
-        samples = {line.split("{")[0].split(" ")[0]
-                   for line in http.get("/metrics").text.splitlines() if not line.startswith("#")}
+        samples = {
+            line.split("{")[0].split(" ")[0]
+            for line in http.get("/metrics").text.splitlines()
+            if not line.startswith("#")
+        }
     assert names and names <= samples, names - samples
 
 
 def test_dockerfile_matches_the_readme():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for needle in ("EXPOSE 8000", 'VOLUME ["/data/patches"]', "/healthz", "HEALTHCHECK",
-                   "USER 10001", "BITPATCH_HOST=0.0.0.0", "ARG VARIANT=cuda", "base-cpu"):
+    for needle in (
+        "EXPOSE 8000",
+        'VOLUME ["/data/patches"]',
+        "/healthz",
+        "HEALTHCHECK",
+        "USER 10001",
+        "BITPATCH_HOST=0.0.0.0",
+        "ARG VARIANT=cuda",
+        "base-cpu",
+    ):
         assert needle in dockerfile, needle
     readme = (ROOT / "README.md").read_text()
     assert "docker run --gpus all -p 8000:8000 -v patches:/data/patches" in readme
@@ -76,11 +90,21 @@ def test_dockerfile_matches_the_readme():
 @pytest.mark.slow
 def test_entrypoint_serves_demo_patches(tmp_path):
     port = free_port()
-    env = {**os.environ, "BITPATCH_STORE": str(tmp_path / "patches"), "BITPATCH_PORT": str(port),
-           "BITPATCH_HOST": "127.0.0.1", "BITPATCH_ADMIN_TOKEN": "entrypoint-token",
-           "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.Popen(["sh", str(DOCKER / "entrypoint.sh")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "BITPATCH_STORE": str(tmp_path / "patches"),
+        "BITPATCH_PORT": str(port),
+        "BITPATCH_HOST": "127.0.0.1",
+        "BITPATCH_ADMIN_TOKEN": "entrypoint-token",
+        "HF_HUB_OFFLINE": "1",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    proc = subprocess.Popen(
+        ["sh", str(DOCKER / "entrypoint.sh")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -93,8 +117,10 @@ def test_entrypoint_serves_demo_patches(tmp_path):
                 time.sleep(0.2)
         tasks = {t["task"] for t in httpx.get(f"{url}/tasks").json()["tasks"]}
         assert {"sentiment", "paraphrase", "similarity"} <= tasks
-        reply = httpx.post(f"{url}/tasks/sentiment/predict",
-                           json={"inputs": ["a wonderful, moving film", "dull and boring"]})
+        reply = httpx.post(
+            f"{url}/tasks/sentiment/predict",
+            json={"inputs": ["a wonderful, moving film", "dull and boring"]},
+        )
         labels = [p["label"] for p in reply.json()["predictions"]]
         assert labels == ["positive", "negative"]
         assert httpx.put(f"{url}/tasks/x/patch", content=b"x").status_code == 401

@@ -7,11 +7,13 @@ import threading
 
 import pytest
 import torch
+from transformers import AutoModel, AutoTokenizer
+
 from bitpatch.patches.backbone import default_backbone_path, load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
+
 from tiny import random_patch, random_sentence
-from transformers import AutoModel, AutoTokenizer
 
 # (labels, pooling, fraction of bias terms patched): 2/3/5 labels, one regression, 3 poolings
 TASK_SHAPES = [
@@ -143,7 +145,7 @@ def test_many_registrations_grow_and_compact(tiny_bert_dir):
     want = run_mixed(engine, [(2, "the sun")], patches)[0]
     for i in range(100):
         engine.register(f"extra{i % 7}", patches[i % len(patches)])
-    assert len(engine.keys()) == len(patches) + 7
+    assert len(engine.registered_keys()) == len(patches) + 7
     assert engine.state.capacity <= 64
     torch.testing.assert_close(run_mixed(engine, [(2, "the sun")], patches)[0], want)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import random_patch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bitpatch.cli import main as cli_main
@@ -12,6 +11,8 @@ from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.hf_interop import export_patch, import_model
 from bitpatch.patches.patch_file import PatchError, read_patch
+
+from tiny import random_patch
 
 ITEMS = ["the movie was great", ("a cat sat on the mat", "a dog runs fast"), "not very good"]
 
@@ -75,10 +76,28 @@ def test_cli_export_then_import(tiny_bert_dir, tmp_path):
     backbone = load_backbone(str(tiny_bert_dir), "float32", "cpu")
     patch = random_patch(backbone.model, "cli", 2, "pooler", seed=9, max_length=40)
     patch.save(tmp_path / "p.safetensors")
-    for argv in (["export", str(tmp_path / "p.safetensors"), "--out", str(tmp_path / "hf"),
-                  "--backbone", str(tiny_bert_dir)],
-                 ["import", str(tmp_path / "hf"), "--out", str(tmp_path / "q.safetensors"),
-                  "--task", "cli", "--backbone", str(tiny_bert_dir), "--max-length", "40"]):
+    for argv in (
+        [
+            "export",
+            str(tmp_path / "p.safetensors"),
+            "--out",
+            str(tmp_path / "hf"),
+            "--backbone",
+            str(tiny_bert_dir),
+        ],
+        [
+            "import",
+            str(tmp_path / "hf"),
+            "--out",
+            str(tmp_path / "q.safetensors"),
+            "--task",
+            "cli",
+            "--backbone",
+            str(tiny_bert_dir),
+            "--max-length",
+            "40",
+        ],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             cli_main(argv)
         assert exit_info.value.code == 0

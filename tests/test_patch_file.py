@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 from safetensors.torch import save as save_safetensors
-from tiny import make_model, random_patch
 
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.patch_file import PatchError, decode_patch, read_patch, serialize
+
+from tiny import make_model, random_patch
 
 Q_BIAS = "encoder.layer.0.attention.self.query.bias"
 
@@ -64,25 +65,29 @@ def test_not_safetensors_or_truncated(patch, backbone):
     rejects(patch.to_bytes()[:-7], backbone, "safetensors")
 
 
-@pytest.mark.parametrize("key", ["format", "task", "backbone", "backbone_sha256", "kind",
-                                 "pooling", "max_length"])
+@pytest.mark.parametrize(
+    "key", ["format", "task", "backbone", "backbone_sha256", "kind", "pooling", "max_length"]
+)
 def test_missing_metadata(patch, backbone, key):
     tensors, meta = parts(patch)
     del meta[key]
     assert rejects(serialize(tensors, meta), backbone, f"'{key}' is missing").key == key
 
 
-@pytest.mark.parametrize(("key", "value", "words"), [
-    ("format", "bitpatch/9", ("unknown format", "bitpatch/1")),
-    ("kind", "ranking", ("'kind'",)),
-    ("pooling", "max", ("'pooling'",)),
-    ("max_length", "long", ("'max_length'",)),
-    ("labels", "[not json", ("'labels'", "JSON")),
-    ("labels", '"a"', ("'labels'", "list")),
-    ("labels", '["a", 1, "c"]', ("'labels'", "strings")),
-    ("labels", '["a", "b", "a"]', ("duplicate labels", "'a'")),
-    ("metrics", "[1]", ("'metrics'", "dict")),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("format", "bitpatch/9", ("unknown format", "bitpatch/1")),
+        ("kind", "ranking", ("'kind'",)),
+        ("pooling", "max", ("'pooling'",)),
+        ("max_length", "long", ("'max_length'",)),
+        ("labels", "[not json", ("'labels'", "JSON")),
+        ("labels", '"a"', ("'labels'", "list")),
+        ("labels", '["a", 1, "c"]', ("'labels'", "strings")),
+        ("labels", '["a", "b", "a"]', ("duplicate labels", "'a'")),
+        ("metrics", "[1]", ("'metrics'", "dict")),
+    ],
+)
 def test_malformed_metadata(patch, backbone, key, value, words):
     tensors, meta = parts(patch)
     meta[key] = value
@@ -105,8 +110,12 @@ def test_tensor_not_a_bias_of_this_backbone(patch, backbone):
 def test_non_bias_tensor(patch, backbone):
     tensors, meta = parts(patch)
     tensors["bias.encoder.layer.0.attention.self.query.weight"] = torch.zeros(32, 32)
-    rejects(serialize(tensors, meta), backbone, "not a bias term",
-            "bias.encoder.layer.0.attention.self.query.weight")
+    rejects(
+        serialize(tensors, meta),
+        backbone,
+        "not a bias term",
+        "bias.encoder.layer.0.attention.self.query.weight",
+    )
     tensors, _ = parts(patch)
     tensors["encoder.layer.0.output.dense.weight"] = torch.zeros(4)
     rejects(serialize(tensors, meta), backbone, "encoder.layer.0.output.dense.weight")

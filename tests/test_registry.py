@@ -6,13 +6,14 @@ import json
 import logging
 
 import pytest
-from tiny import make_model, random_patch
 
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.server.errors import ApiError
 from bitpatch.server.registry import Registry
 from bitpatch.server.store import PatchStore
+
+from tiny import make_model, random_patch
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,9 @@ def test_lease_pins_version_until_released(backbone, tmp_path):
     lease = registry.acquire("t")
     registry.upload("t", patch(backbone, "t", 2))
     assert registry.active_version("t") == 2
-    assert "t@1" in registry.engine.keys()  # still pinned by the lease
+    assert "t@1" in registry.engine.registered_keys()  # still pinned by the lease
     registry.release(lease)
-    assert "t@1" not in registry.engine.keys() and "t@2" in registry.engine.keys()
+    assert registry.engine.registered_keys() == ["t@2"]
 
 
 def test_named_version_loads_on_demand(backbone, tmp_path):
@@ -67,9 +68,9 @@ def test_named_version_loads_on_demand(backbone, tmp_path):
     registry.upload("t", patch(backbone, "t", 1))
     registry.upload("t", patch(backbone, "t", 2))
     lease = registry.acquire("t", 1)
-    assert lease.version == 1 and "t@1" in registry.engine.keys()
+    assert lease.version == 1 and "t@1" in registry.engine.registered_keys()
     registry.release(lease)
-    assert registry.engine.keys() == ["t@2"]
+    assert registry.engine.registered_keys() == ["t@2"]
 
 
 def test_delete_rules_and_pointer_file(backbone, tmp_path):
@@ -81,6 +82,8 @@ def test_delete_rules_and_pointer_file(backbone, tmp_path):
     assert err.value.status == 409
     registry.delete_version("t", 1)
     assert json.loads((tmp_path / "t" / "task.json").read_text()) == {
-        "active": 2, "next_version": 3}
+        "active": 2,
+        "next_version": 3,
+    }
     registry.delete_task("t")
     assert not (tmp_path / "t").exists() and registry.tasks() == []

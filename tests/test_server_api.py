@@ -9,12 +9,13 @@ import time
 
 import httpx
 import pytest
-from server_process import ServerProcess
-from tiny import make_model, random_patch, random_sentence
 
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.outputs import to_prediction
+
+from server_process import ServerProcess
+from tiny import make_model, random_patch, random_sentence
 
 TOKEN = "admin-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -28,8 +29,17 @@ def model():
 @pytest.fixture(scope="module")
 def server(tiny_bert_dir, tmp_path_factory):
     store = tmp_path_factory.mktemp("api") / "store"
-    with ServerProcess(tiny_bert_dir, store, "--no-demo-patches", "--admin-token", TOKEN,
-                       "--max-inputs", "8", "--max-upload-bytes", "65536") as srv:
+    with ServerProcess(
+        tiny_bert_dir,
+        store,
+        "--no-demo-patches",
+        "--admin-token",
+        TOKEN,
+        "--max-inputs",
+        "8",
+        "--max-upload-bytes",
+        "65536",
+    ) as srv:
         yield srv
 
 
@@ -47,7 +57,7 @@ class Expected:
 
     def __call__(self, patch, items):
         key = f"{patch.task}:{id(patch)}"
-        if key not in self.engine.keys():
+        if key not in self.engine.registered_keys():
             self.engine.register(key, patch)
         logits = self.engine.predict_logits(key, items)
         return [to_prediction(self.engine.state.heads[key], x) for x in logits]
@@ -94,8 +104,10 @@ def test_upload_predict_version_rollback_delete(http, model, expected):
     assert_same(pinned.json()["predictions"], expected(v1, ITEMS))
     r = http.post("/tasks/life/versions/1/activate", headers=AUTH)
     assert r.status_code == 200 and r.json()["active_version"] == 1
-    assert_same(http.post("/tasks/life/predict", json={"inputs": ITEMS}).json()["predictions"],
-                expected(v1, ITEMS))
+    assert_same(
+        http.post("/tasks/life/predict", json={"inputs": ITEMS}).json()["predictions"],
+        expected(v1, ITEMS),
+    )
     assert http.get("/tasks/life/versions/2/patch").content == v2.to_bytes()
     r = http.delete("/tasks/life/versions/1", headers=AUTH)
     assert r.status_code == 409 and "active" in r.json()["error"]["message"]
@@ -132,8 +144,11 @@ def test_predict_errors(http, model):
     put(http, "errs", random_patch(model, "errs", 2, "mean", seed=4))
     url = "/tasks/errs/predict"
     error_of(http.post("/tasks/missing/predict", json={"inputs": ["x"]}), 404, "missing")
-    error_of(http.post(url, content=b"{not json", headers={"Content-Type": "application/json"}),
-             422, "JSON")
+    error_of(
+        http.post(url, content=b"{not json", headers={"Content-Type": "application/json"}),
+        422,
+        "JSON",
+    )
     error_of(http.post(url, json={"inputs": "text"}), 422, "inputs")
     error_of(http.post(url, json={"inputs": [1]}), 422, "inputs[0]")
     error_of(http.post(url, json={"inputs": []}), 422, "inputs")
@@ -153,8 +168,9 @@ def test_upload_errors_keep_the_store_intact(http, model, tiny_roberta_dir):
     error_of(put(http, "keep", good, headers={"Authorization": "Bearer wrong-token"}), 403)
     error_of(http.put("/tasks/keep/patch", content=b"x" * 70000, headers=AUTH), 413, "65536")
     error_of(http.put("/tasks/keep/patch", content=b"", headers=AUTH), 422, "empty")
-    error_of(http.put("/tasks/keep/patch", content=b"garbage!" * 10, headers=AUTH), 422,
-             "safetensors")
+    error_of(
+        http.put("/tasks/keep/patch", content=b"garbage!" * 10, headers=AUTH), 422, "safetensors"
+    )
     truncated = good.to_bytes()[:-100]
     error_of(http.put("/tasks/keep/patch", content=truncated, headers=AUTH), 422, "safetensors")
     error_of(put(http, "other", good), 422, "'keep'", "/tasks/keep/patch")
@@ -171,8 +187,11 @@ def test_upload_errors_keep_the_store_intact(http, model, tiny_roberta_dir):
 def test_management_auth(http, model):
     put(http, "authz", random_patch(model, "authz", 2, "cls", seed=7))
     put(http, "authz", random_patch(model, "authz", 2, "cls", seed=8))
-    for method, url in (("POST", "/tasks/authz/versions/1/activate"),
-                        ("DELETE", "/tasks/authz/versions/1"), ("DELETE", "/tasks/authz")):
+    for method, url in (
+        ("POST", "/tasks/authz/versions/1/activate"),
+        ("DELETE", "/tasks/authz/versions/1"),
+        ("DELETE", "/tasks/authz"),
+    ):
         error_of(http.request(method, url), 401, "Bearer")
         error_of(http.request(method, url, headers={"Authorization": "Bearer nope-nope"}), 403)
     assert http.post("/tasks/authz/predict", json={"inputs": ["a"]}).status_code == 200
@@ -183,11 +202,18 @@ def test_metrics_names(http, model):
     put(http, "metered", random_patch(model, "metered", 2, "cls", seed=9))
     http.post("/tasks/metered/predict", json={"inputs": ["a", "b"]})
     text = http.get("/metrics").text
-    for name in ("bitpatch_requests_total", "bitpatch_request_seconds_bucket",
-                 "bitpatch_batch_rows_bucket", "bitpatch_batch_tasks_bucket",
-                 "bitpatch_forward_seconds_bucket", "bitpatch_queue_rows",
-                 "bitpatch_registered_tasks", "bitpatch_uploads_total",
-                 "bitpatch_activations_total", "bitpatch_rejections_total"):
+    for name in (
+        "bitpatch_requests_total",
+        "bitpatch_request_seconds_bucket",
+        "bitpatch_batch_rows_bucket",
+        "bitpatch_batch_tasks_bucket",
+        "bitpatch_forward_seconds_bucket",
+        "bitpatch_queue_rows",
+        "bitpatch_registered_tasks",
+        "bitpatch_uploads_total",
+        "bitpatch_activations_total",
+        "bitpatch_rejections_total",
+    ):
         assert name in text, name
     assert 'bitpatch_requests_total{status="200",task="metered"}' in text
 
@@ -195,14 +221,17 @@ def test_metrics_names(http, model):
 def test_64_clients_over_8_tasks_with_uploads(server, model, expected):
     tasks = [f"mix{i}" for i in range(8)]
     shapes = [(2, "cls"), (3, "mean"), (5, "pooler"), (1, "mean")]
-    versions = {t: [random_patch(model, t, *shapes[i % 4], seed=100 + 10 * i + v)
-                    for v in range(2)] for i, t in enumerate(tasks)}
+    versions = {
+        t: [random_patch(model, t, *shapes[i % 4], seed=100 + 10 * i + v) for v in range(2)]
+        for i, t in enumerate(tasks)
+    }
     with httpx.Client(base_url=server.url) as http:
         for t in tasks:
             assert put(http, t, versions[t][0]).status_code == 201
     rng = random.Random(0)
-    pool = [random_sentence(rng) for _ in range(40)] + \
-        [[random_sentence(rng), random_sentence(rng)] for _ in range(20)]
+    pool = [random_sentence(rng) for _ in range(40)] + [
+        [random_sentence(rng), random_sentence(rng)] for _ in range(20)
+    ]
     answers, errors = asyncio.run(_load(server.url, tasks, pool, versions))
     assert errors == []
     by_version = {}
@@ -233,8 +262,7 @@ async def _load(url, tasks, pool, versions, clients=64, per_client=6):
     async def uploader(http):
         await asyncio.sleep(0.3)
         for t in tasks:
-            r = await http.put(f"/tasks/{t}/patch", content=versions[t][1].to_bytes(),
-                               headers=AUTH)
+            r = await http.put(f"/tasks/{t}/patch", content=versions[t][1].to_bytes(), headers=AUTH)
             if r.status_code != 201:
                 errors.append(r.text)
 
@@ -245,8 +273,12 @@ async def _load(url, tasks, pool, versions, clients=64, per_client=6):
 
 
 def test_queue_full_answers_503(tiny_bert_dir, tmp_path, model):
-    with ServerProcess(tiny_bert_dir, tmp_path / "store", "--no-demo-patches",
-                       "--max-queue", "1") as srv, httpx.Client(base_url=srv.url) as http:
+    with (
+        ServerProcess(
+            tiny_bert_dir, tmp_path / "store", "--no-demo-patches", "--max-queue", "1"
+        ) as srv,
+        httpx.Client(base_url=srv.url) as http,
+    ):
         put(http, "q", random_patch(model, "q", 2, "cls", seed=1), headers={})
         reply = http.post("/tasks/q/predict", json={"inputs": ["a", "b"]})
         error_of(reply, 503, "queue")
@@ -255,31 +287,51 @@ def test_queue_full_answers_503(tiny_bert_dir, tmp_path, model):
 
 
 def test_predict_token(tiny_bert_dir, tmp_path, model):
-    with ServerProcess(tiny_bert_dir, tmp_path / "store", "--no-demo-patches",
-                       "--predict-token", "predict-secret") as srv, \
-            httpx.Client(base_url=srv.url) as http:
+    with (
+        ServerProcess(
+            tiny_bert_dir,
+            tmp_path / "store",
+            "--no-demo-patches",
+            "--predict-token",
+            "predict-secret",
+        ) as srv,
+        httpx.Client(base_url=srv.url) as http,
+    ):
         put(http, "p", random_patch(model, "p", 2, "cls", seed=1), headers={})
         error_of(http.post("/tasks/p/predict", json={"inputs": ["a"]}), 401, "Bearer")
-        ok = http.post("/tasks/p/predict", json={"inputs": ["a"]},
-                       headers={"Authorization": "Bearer predict-secret"})
+        ok = http.post(
+            "/tasks/p/predict",
+            json={"inputs": ["a"]},
+            headers={"Authorization": "Bearer predict-secret"},
+        )
         assert ok.status_code == 200
 
 
 def test_restart_keeps_tasks_versions_and_outputs(tiny_bert_dir, tmp_path, model):
     store = tmp_path / "store"
     patches = [random_patch(model, "keepme", 2, "mean", seed=s) for s in (1, 2, 3)]
-    with ServerProcess(tiny_bert_dir, store, "--no-demo-patches") as srv, \
-            httpx.Client(base_url=srv.url) as http:
+    with (
+        ServerProcess(tiny_bert_dir, store, "--no-demo-patches") as srv,
+        httpx.Client(base_url=srv.url) as http,
+    ):
         for p in patches:
             put(http, "keepme", p, headers={})
         put(http, "other", random_patch(model, "other", 1, "cls", seed=4), headers={})
         http.post("/tasks/keepme/versions/2/activate")
-        before = (http.get("/tasks").json(), http.get("/tasks/keepme").json(),
-                  http.post("/tasks/keepme/predict", json={"inputs": ITEMS}).json())
-    with ServerProcess(tiny_bert_dir, store, "--no-demo-patches") as srv, \
-            httpx.Client(base_url=srv.url) as http:
-        after = (http.get("/tasks").json(), http.get("/tasks/keepme").json(),
-                 http.post("/tasks/keepme/predict", json={"inputs": ITEMS}).json())
+        before = (
+            http.get("/tasks").json(),
+            http.get("/tasks/keepme").json(),
+            http.post("/tasks/keepme/predict", json={"inputs": ITEMS}).json(),
+        )
+    with (
+        ServerProcess(tiny_bert_dir, store, "--no-demo-patches") as srv,
+        httpx.Client(base_url=srv.url) as http,
+    ):
+        after = (
+            http.get("/tasks").json(),
+            http.get("/tasks/keepme").json(),
+            http.post("/tasks/keepme/predict", json={"inputs": ITEMS}).json(),
+        )
     assert after == before
 
 
@@ -295,16 +347,21 @@ def test_kill9_during_uploads_leaves_complete_versions(tiny_bert_dir, tmp_path, 
         srv.kill9()
         stop.set()
         thread.join()
-        with ServerProcess(tiny_bert_dir, store, "--no-demo-patches") as again, \
-                httpx.Client(base_url=again.url) as http:
+        with (
+            ServerProcess(tiny_bert_dir, store, "--no-demo-patches") as again,
+            httpx.Client(base_url=again.url) as http,
+        ):
             info = http.get("/tasks/crash").json()
             for v in info["versions"]:
                 data = http.get(f"/tasks/crash/versions/{v['version']}/patch").content
                 assert data in {p.to_bytes() for p in patches}
             reply = http.post("/tasks/crash/predict", json={"inputs": ITEMS}).json()
-            served = next(p for p in patches if
-                          p.to_bytes() == http.get(f"/tasks/crash/versions/"
-                                                   f"{reply['version']}/patch").content)
+            served = next(
+                p
+                for p in patches
+                if p.to_bytes()
+                == http.get(f"/tasks/crash/versions/{reply['version']}/patch").content
+            )
             assert_same(reply["predictions"], expected(served, ITEMS))
 
 

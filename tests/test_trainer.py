@@ -29,12 +29,22 @@ def toy_sentiment(n: int = 96, seed: int = 0) -> TaskData:
         words = rng.sample(POSITIVE if label == "pos" else NEGATIVE, 3) + ["the", "movie"]
         rng.shuffle(words)
         rows.append(Example(" ".join(words), None, label, i + 1))
-    return TaskData("toy", "classification", ["neg", "pos"], rows[: n - 32], rows[n - 32:])
+    return TaskData("toy", "classification", ["neg", "pos"], rows[: n - 32], rows[n - 32 :])
 
 
 def settings_for(folder, out, **kw) -> TrainSettings:
-    base = dict(out=out, task="toy", backbone=str(folder), learning_rate=1e-2, epochs=4,
-                batch_size=8, bf16=False, logging_steps=1, max_length=32, pooling="mean")
+    base = dict(
+        out=out,
+        task="toy",
+        backbone=str(folder),
+        learning_rate=1e-2,
+        epochs=4,
+        batch_size=8,
+        bf16=False,
+        logging_steps=1,
+        max_length=32,
+        pooling="mean",
+    )
     return TrainSettings(**{**base, **kw})
 
 
@@ -77,12 +87,32 @@ def test_cli_train_user_file_then_eval(tiny_bert_dir, tmp_path, capsys):
     data = toy_sentiment(seed=2)
     lines = [json.dumps({"text": e.text, "label": e.label}) for e in data.train + data.dev]
     (tmp_path / "d.jsonl").write_text("\n".join(lines))
-    common = ["--file", str(tmp_path / "d.jsonl"), "--dev-split", "0.25",
-              "--backbone", str(tiny_bert_dir)]
+    common = [
+        "--file",
+        str(tmp_path / "d.jsonl"),
+        "--dev-split",
+        "0.25",
+        "--backbone",
+        str(tiny_bert_dir),
+    ]
     out = str(tmp_path / "cli.safetensors")
     with pytest.raises(SystemExit) as done:
-        cli_main(["train", *common, "--out", out, "--epochs", "1", "--lr", "0.01",
-                  "--task", "cli-task", "--max-length", "32"])
+        cli_main(
+            [
+                "train",
+                *common,
+                "--out",
+                out,
+                "--epochs",
+                "1",
+                "--lr",
+                "0.01",
+                "--task",
+                "cli-task",
+                "--max-length",
+                "32",
+            ]
+        )
     assert done.value.code == 0
     with pytest.raises(SystemExit) as done:
         cli_main(["eval", out, *common])

@@ -6,10 +6,11 @@ import random
 from pathlib import Path
 
 import torch
-from bitpatch.patches.backbone import fingerprint
-from bitpatch.patches.patch_file import PatchFile
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoModel, BertConfig, PreTrainedTokenizerFast, RobertaConfig
+
+from bitpatch.patches.backbone import fingerprint
+from bitpatch.patches.patch_file import PatchFile
 
 WORDS = [
     "the",

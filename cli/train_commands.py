@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -75,6 +76,12 @@ def add_train_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-train-examples", type=int, default=None)
+    p.add_argument(
+        "--metrics-out",
+        type=Path,
+        default=None,
+        help="also write the run's summary (metrics, time, command) as JSON here",
+    )
     p.add_argument("--push", default=None, help="server URL to upload the patch to")
     p.add_argument("--token", default=None, help="admin token for --push")
     p.set_defaults(func=run_train)
@@ -109,17 +116,24 @@ def run_train(args: argparse.Namespace) -> int:
         max_train_examples=args.max_train_examples,
     )
     result = train(settings, data)
-    print(
-        json.dumps(
-            {
-                "out": str(result.out),
-                "metrics": result.metrics,
-                "seconds": round(result.seconds, 1),
-                "learning_rate": result.learning_rate,
-                "trainable_percent": round(result.trainable_percent, 4),
-            }
-        )
-    )
+    summary = {
+        "task": data.name,
+        "method": args.method,
+        "bias_terms": args.bias_terms or "all",
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "pooling": args.pooling,
+        "out": str(result.out),
+        "metrics": result.metrics,
+        "seconds": round(result.seconds, 1),
+        "learning_rate": result.learning_rate,
+        "trainable_percent": round(result.trainable_percent, 4),
+        "command": "bitpatch " + " ".join(sys.argv[1:]),
+    }
+    print(json.dumps(summary))
+    if args.metrics_out:
+        args.metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        args.metrics_out.write_text(json.dumps(summary, indent=2) + "\n")
     if args.push:
         from bitpatch.client import Client
 

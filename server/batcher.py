@@ -65,6 +65,7 @@ class Batcher:
         self._seq = 0
         self._wake = asyncio.Event()
         self._incoming = 0  # requests admitted and being tokenized, not yet queued
+        self._busy = False  # a batch is being computed and resolved
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="bitpatch-forward")
         self._task: asyncio.Task | None = None
 
@@ -78,8 +79,8 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Finish every queued row, then stop."""
-        while self._queue:
+        """Finish every queued row and the forward in flight, then stop."""
+        while self._queue or self._busy or self._incoming > 0:
             await asyncio.sleep(0.01)
         if self._task:
             self._task.cancel()
@@ -124,7 +125,11 @@ class Batcher:
             if self._queue:
                 self._wake.set()
             if batch:
-                await self._forward(batch)
+                self._busy = True
+                try:
+                    await self._forward(batch)
+                finally:
+                    self._busy = False
 
     async def _fill(self) -> None:
         """Wait up to max-wait for requests still being tokenized, while the batch has room."""

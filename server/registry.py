@@ -97,6 +97,10 @@ class Registry:
         """Task names with an active version."""
         return sorted(self._active)
 
+    def has_task(self, task: str) -> bool:
+        """Whether a task with that name exists (O(1), for the request path)."""
+        return task in self._active
+
     def active_version(self, task: str) -> int:
         """The active version number, or 404."""
         self._require_task(task)

@@ -21,7 +21,8 @@ router = APIRouter()
 async def predict(task: str, body: PredictRequest, state: StateDep):
     """Predict with the task's active (or a named) version; inputs are texts or [text, pair]."""
     started = time.perf_counter()
-    label = task if state.registry and task in state.registry.tasks() else "_unknown"
+    known = state.registry is not None and state.registry.has_task(task)
+    label = task if known else "_unknown"  # unknown names must not grow the metric's labels
     try:
         result = await _predict(task, body, state)
     except ApiError as err:

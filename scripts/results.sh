@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Reproduce docs/RESULTS.md: every (task, method, seed) cell, skipping cells already saved in
+# docs/results/. Long: run it in chunks (it resumes), e.g. `bash scripts/results.sh rte mrpc`.
+# Then: .venv/bin/python -m bitpatch.trainer.results docs/results
+set -euo pipefail
+cd "$(dirname "$0")/.."
+glue=${GLUE:-../shared/glue}
+tasks=("${@:-rte mrpc stsb cola sst2}")
+declare -A folder=([rte]=RTE [mrpc]=MRPC [stsb]=STS-B [cola]=CoLA [sst2]=SST-2)
+declare -A epochs=([rte]=3 [mrpc]=3 [stsb]=3 [cola]=3 [sst2]=1)
+
+run() {  # task method terms seed
+  local task=$1 method=$2 terms=$3 seed=$4
+  local name="$task-$method-${terms/+/_}-s$seed"
+  [ -f "docs/results/$name.json" ] && return 0
+  local extra=()
+  [ "$terms" != all ] && extra=(--bias-terms "$terms")
+  .venv/bin/bitpatch train --glue "$task" --data "$glue/${folder[$task]}" --method "$method" \
+    "${extra[@]}" --seed "$seed" --epochs "${epochs[$task]}" \
+    --out "runs/results/$name$([ "$method" = full ] || echo .safetensors)" \
+    --metrics-out "docs/results/$name.json"
+}
+
+for task in ${tasks[*]}; do
+  seeds=(0 1 2)
+  [ "$task" = sst2 ] && seeds=(0)
+  for seed in "${seeds[@]}"; do
+    run "$task" bitfit all "$seed"
+    run "$task" frozen all "$seed"
+    run "$task" bitfit bq+bm2 "$seed"
+    run "$task" full all "$seed"
+  done
+done

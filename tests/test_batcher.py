@@ -1,0 +1,129 @@
+"""The batcher: one forward for many tasks' rows, length bucketing, overload, draining stop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from tiny import make_model, random_patch
+
+from bitpatch.patches.backbone import backbone_from_model
+from bitpatch.patches.encoding import encode_inputs
+from bitpatch.patches.engine import MultiTaskEngine
+from bitpatch.server.batcher import Batcher
+from bitpatch.server.errors import ApiError
+from bitpatch.server.metrics import Metrics
+from bitpatch.server.registry import Lease
+
+
+class RecordingEngine(MultiTaskEngine):
+    """The real engine, recording each forward's keys; can be held at a gate."""
+
+    def __init__(self, backbone):
+        super().__init__(backbone)
+        self.calls: list[list[str]] = []
+        self.lengths: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.delay = 0.0
+
+    def forward(self, batch, keys):
+        self.gate.wait(10)
+        time.sleep(self.delay)
+        self.calls.append(list(keys))
+        self.lengths.append(batch["attention_mask"].sum(1).tolist())
+        return super().forward(batch, keys)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    model, tokenizer = make_model("bert")
+    engine = RecordingEngine(backbone_from_model(model, tokenizer, "tiny"))
+    for i in range(4):
+        engine.register(f"t{i}", random_patch(model, f"t{i}", 2, "cls", seed=i))
+    return engine
+
+
+def lease(engine, key: str) -> Lease:
+    return Lease(key, 1, key, engine.state.heads[key])
+
+
+def rows(engine, texts):
+    return encode_inputs(engine.backbone.tokenizer, texts, 48)
+
+
+def test_requests_of_different_tasks_share_one_forward(engine):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), max_batch_size=32, max_wait_ms=50, max_queue=100)
+        batcher.start()
+        engine.gate.clear()
+        engine.calls.clear()
+        for _ in range(4):  # four requests admitted, still "tokenizing"
+            batcher.admit(1)
+        futures = [batcher.submit(lease(engine, f"t{i}"), rows(engine, ["a cat sat"]))
+                   for i in range(4)]
+        engine.gate.set()
+        results = await asyncio.gather(*futures)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert engine.calls == [["t0", "t1", "t2", "t3"]]
+    assert all(len(r) == 1 and "label" in r[0] for r in results)
+
+
+def test_rows_of_similar_length_are_batched_together(engine):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), max_batch_size=2, max_wait_ms=0, max_queue=100)
+        short, long = "a cat", "the big red dog runs fast on the green mat at night " * 2
+        order = [short, long, short, long]
+        futures = []
+        for text in order:
+            batcher.admit(1)
+            futures.append(batcher.submit(lease(engine, "t0"), rows(engine, [text])))
+        engine.lengths.clear()
+        batcher.start()
+        await asyncio.gather(*futures)
+        await batcher.stop()
+        return engine.lengths
+
+    lengths = asyncio.run(scenario())
+    assert len(lengths) == 2  # two forwards: the two short rows, then the two long ones
+    assert lengths[0][0] == lengths[0][1] < lengths[1][0] == lengths[1][1]
+
+
+def test_queue_full_is_503_with_retry_after(engine):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), max_batch_size=4, max_wait_ms=0, max_queue=3)
+        batcher.admit(2)
+        batcher.submit(lease(engine, "t0"), rows(engine, ["a", "b"]))
+        with pytest.raises(ApiError) as err:
+            batcher.admit(2)
+        return err.value
+
+    err = asyncio.run(scenario())
+    assert err.status == 503 and err.headers == {"Retry-After": "1"}
+
+
+def test_stop_finishes_every_admitted_request(engine):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), max_batch_size=2, max_wait_ms=0, max_queue=100)
+        batcher.start()
+        engine.gate.clear()
+        futures = []
+        for i in range(6):
+            batcher.admit(1)
+            futures.append(batcher.submit(lease(engine, f"t{i % 4}"), rows(engine, ["x y"])))
+        stopping = asyncio.create_task(batcher.stop())
+        await asyncio.sleep(0.05)
+        assert not stopping.done()  # waits for the held forward and the queued rows
+        engine.delay = 0.1  # the last batch is still computing when the queue runs empty
+        engine.gate.set()
+        await stopping
+        engine.delay = 0.0
+        return futures
+
+    futures = asyncio.run(scenario())
+    assert all(f.done() and not f.exception() for f in futures)

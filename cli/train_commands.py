@@ -31,6 +31,11 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--hf-dataset", help="a Hugging Face datasets name (needs the hub)")
     group.add_argument("--hf-config", default=None)
+    group.add_argument(
+        "--hf-data-files",
+        default=None,
+        help="for builders like json/csv: train=FILE,validation=FILE",
+    )
 
 
 def load_data(args: argparse.Namespace):
@@ -45,7 +50,14 @@ def load_data(args: argparse.Namespace):
     if args.file:
         return load_user_data(args.file, columns, args.dev_file, args.dev_split, args.kind)
     if args.hf_dataset:
-        return load_hf_dataset(args.hf_dataset, args.hf_config, columns, args.kind)
+        files = (
+            dict(p.split("=", 1) for p in args.hf_data_files.split(","))
+            if args.hf_data_files
+            else None
+        )
+        return load_hf_dataset(
+            args.hf_dataset, args.hf_config, columns, args.kind, data_files=files
+        )
     raise DataError("no data: pass --glue T --data DIR, --file F, or --hf-dataset NAME")
 
 

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-from tiny import make_model, random_patch
 
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.encoding import encode_inputs
@@ -16,6 +15,8 @@ from bitpatch.server.batcher import Batcher
 from bitpatch.server.errors import ApiError
 from bitpatch.server.metrics import Metrics
 from bitpatch.server.registry import Lease
+
+from tiny import make_model, random_patch
 
 
 class RecordingEngine(MultiTaskEngine):
@@ -62,8 +63,9 @@ def test_requests_of_different_tasks_share_one_forward(engine):
         engine.calls.clear()
         for _ in range(4):  # four requests admitted, still "tokenizing"
             batcher.admit(1)
-        futures = [batcher.submit(lease(engine, f"t{i}"), rows(engine, ["a cat sat"]))
-                   for i in range(4)]
+        futures = [
+            batcher.submit(lease(engine, f"t{i}"), rows(engine, ["a cat sat"])) for i in range(4)
+        ]
         engine.gate.set()
         results = await asyncio.gather(*futures)
         await batcher.stop()

@@ -99,3 +99,16 @@ def test_user_data_errors(tmp_path):
     broken = write(tmp_path / "y.jsonl", '{"text": "a", "label": 1}\n{"text": ')
     with pytest.raises(DataError, match=r"y\.jsonl:2: not valid JSON"):
         load_user_data(broken, Columns())
+
+
+def test_hf_datasets_builder_with_local_files(tmp_path):
+    pytest.importorskip("datasets")
+    from bitpatch.trainer.data import load_hf_dataset
+
+    rows = [{"sentence": f"text {i}", "y": ["neg", "pos"][i % 2]} for i in range(6)]
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    files = {s: str(tmp_path / f"{s}.jsonl") for s in ("train", "validation")}
+    data = load_hf_dataset("json", None, Columns("sentence", None, "y"), data_files=files)
+    assert data.kind == "classification" and data.labels == ["neg", "pos"]
+    assert len(data.train) == 6 and data.dev[1].label == "pos"

@@ -374,3 +374,24 @@ def _upload_until(url, patches, stop):
                 http.put("/tasks/crash/patch", content=p.to_bytes())
             except httpx.HTTPError:
                 return
+
+
+def test_python_client_and_push_command(server, model, tmp_path, capsys):
+    from bitpatch.cli import main as cli_main
+    from bitpatch.client import BitpatchError, Client
+
+    path = tmp_path / "pushed.safetensors"
+    random_patch(model, "pushed", 2, "mean", seed=21).save(path)
+    with pytest.raises(SystemExit) as done:
+        cli_main(["push", str(path), "--url", server.url, "--token", TOKEN])
+    assert done.value.code == 0
+    assert '"version": 1' in capsys.readouterr().out
+    client = Client(server.url, token=TOKEN)
+    assert client.predict("pushed", ["a cat"])["version"] == 1
+    assert client.push(path)["created"] is False
+    assert "pushed" in {t["task"] for t in client.tasks()}
+    with pytest.raises(BitpatchError) as err:
+        Client(server.url).delete("pushed")
+    assert err.value.status == 401
+    client.delete("pushed")
+    client.close()

@@ -127,3 +127,47 @@ def test_cli_reports_bad_data_clearly(tmp_path, capsys):
         cli_main(["train", "--file", str(tmp_path / "e.csv"), "--out", str(tmp_path / "x")])
     assert done.value.code == 2
     assert "e.csv: the file is empty" in capsys.readouterr().err
+
+
+def test_inspect_table_and_heatmap(tiny_bert_dir, tmp_path, capsys):
+    from bitpatch.patches.backbone import load_backbone
+
+    from tiny import random_patch
+
+    backbone = load_backbone(str(tiny_bert_dir), "float32", "cpu")
+    random_patch(backbone.model, "i", 2, "cls", seed=3).save(tmp_path / "i.safetensors")
+    with pytest.raises(SystemExit) as done:
+        cli_main(
+            [
+                "inspect",
+                str(tmp_path / "i.safetensors"),
+                "--backbone",
+                str(tiny_bert_dir),
+                "--plot",
+                str(tmp_path / "heat.png"),
+            ]
+        )
+    assert done.value.code == 0
+    table = capsys.readouterr().out
+    for component in ("query", "intermediate", "output-layernorm", "pooler"):
+        assert component in table
+    assert (tmp_path / "heat.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_results_table_from_saved_runs(tmp_path):
+    from bitpatch.trainer.results import load_runs, table
+
+    for seed, acc in enumerate((60.0, 62.0)):
+        run = {
+            "task": "rte",
+            "method": "bitfit",
+            "bias_terms": "all",
+            "seed": seed,
+            "metrics": {"accuracy": acc},
+            "seconds": 120,
+            "trainable_percent": 0.118,
+            "command": f"bitpatch train --glue rte --seed {seed}",
+        }
+        (tmp_path / f"rte-{seed}.json").write_text(json.dumps(run))
+    text = table(load_runs(tmp_path))
+    assert "| BitFit | 61.0 ± 1.4 (n=2) |" in text and "0.118" in text

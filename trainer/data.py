@@ -274,13 +274,14 @@ def load_hf_dataset(
     kind: str | None = None,
     train_split: str = "train",
     dev_split: str = "validation",
+    data_files: dict[str, str] | None = None,
 ) -> TaskData:
-    """A Hugging Face `datasets` dataset (needs the hub, or a local builder like 'json')."""
+    """A Hugging Face `datasets` dataset: a hub name, or a builder ('json', 'csv') + files."""
     try:
         import datasets
     except ImportError as err:
         raise DataError("--hf-dataset needs `pip install datasets`") from err
-    loaded = datasets.load_dataset(name, config)
+    loaded = datasets.load_dataset(name, config, data_files=data_files)
     splits = {}
     for split in (train_split, dev_split):
         if split not in loaded:

@@ -63,10 +63,10 @@ class Registry:
         """Read every task in the store; skip (and log) corrupt or foreign files."""
         for task in self.store.tasks():
             record = self.store.record(task)
-            infos = {v: info for v in record.versions if (info := self._read(task, v))}
-            if not infos:
+            stored = {v: found for v in record.versions if (found := self._read(task, v))}
+            if not stored:
                 continue
-            active = record.active if record.active in infos else max(infos)
+            active = record.active if record.active in stored else max(stored)
             if record.active is not None and record.active != active:
                 log.error(
                     "event=active_version_unusable task=%s version=%s fallback=%s",
@@ -74,8 +74,9 @@ class Registry:
                     record.active,
                     active,
                 )
-            self._versions[task], self._active[task] = infos, active
-            self.engine.register(engine_key(task, active), infos[active].patch)
+            self.engine.register(engine_key(task, active), stored[active][1])
+            self._versions[task] = {v: describe(v, *found) for v, found in stored.items()}
+            self._active[task] = active
         log.info("event=registry_loaded tasks=%d", len(self._active))
 
     def _read(self, task: str, version: int) -> tuple[bytes, PatchFile] | None:

@@ -1,8 +1,9 @@
 """The designs users would otherwise build, as engines the same HTTP server can run.
 
 (a) `CopiesEngine`: one full model copy per task, each row group run by its task's copy.
-(b) `SwapEngine`: one model; per task group of a batch, copy that task's biases into the
-    model under a lock, then run the group.
+(b) `SwapPerRequestEngine`: one model; per request, copy its task's biases into the model
+    under a lock, then run it. `SwapEngine` is the smarter variant that swaps once per task
+    group of a batch.
 """
 
 from __future__ import annotations
@@ -16,24 +17,28 @@ from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.patch_file import PatchFile
 
 
-def _groups(keys: list[str]) -> dict[str, list[int]]:
-    rows_of: dict[str, list[int]] = {}
+def _groups(keys: list[str], requests: list[int] | None, per_request: bool):
+    """Row indices per task (or per request), each group with its task key."""
+    groups: dict[tuple, list[int]] = {}
     for i, key in enumerate(keys):
-        rows_of.setdefault(key, []).append(i)
-    return rows_of
+        owner = requests[i] if per_request and requests is not None else None
+        groups.setdefault((key, owner), []).append(i)
+    return [(key, rows) for (key, _), rows in groups.items()]
 
 
 class _GroupedEngine(MultiTaskEngine):
     """Keeps MultiTaskEngine's registry and heads; runs one forward per task group."""
 
+    per_request = False
+
     def _run_group(self, key: str, inputs: dict[str, torch.Tensor]):
         raise NotImplementedError
 
-    def forward(self, batch, keys):
+    def forward(self, batch, keys, requests=None):
         state = self.state
         pooled_rows = [None] * len(keys)
         with torch.inference_mode():
-            for key, rows in _groups(keys).items():
+            for key, rows in _groups(keys, requests, self.per_request):
                 sub = {k: v[rows].to(self.backbone.device) for k, v in batch.items()}
                 out = self._run_group(key, sub)
                 pooled = self._pool(out, sub["attention_mask"], [state.heads[key]] * len(rows))
@@ -64,6 +69,12 @@ class SwapEngine(_GroupedEngine):
             return self.backbone.model(**inputs)
 
 
+class SwapPerRequestEngine(SwapEngine):
+    """Design (b) as users write it: per request, lock, copy its task's biases in, run."""
+
+    per_request = True
+
+
 class CopiesEngine(_GroupedEngine):
     """Design (a): a full copy of the backbone per task, biases set in."""
 
@@ -88,4 +99,9 @@ class CopiesEngine(_GroupedEngine):
         return self._copies[key](**inputs)
 
 
-DESIGNS = {"bitpatch": MultiTaskEngine, "swap": SwapEngine, "copies": CopiesEngine}
+DESIGNS = {
+    "bitpatch": MultiTaskEngine,
+    "swap": SwapEngine,
+    "swap-per-request": SwapPerRequestEngine,
+    "copies": CopiesEngine,
+}

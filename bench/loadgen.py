@@ -23,6 +23,14 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def merge(self, other: LoadResult) -> None:
+        """Add another run's requests (rounds of one scenario)."""
+        self.latencies += other.latencies
+        self.inputs += other.inputs
+        self.seconds += other.seconds
+        for kind, n in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+
     def summary(self) -> dict:
         """Throughput and latency percentiles."""
         lat = np.array(self.latencies) * 1000 if self.latencies else np.zeros(1)

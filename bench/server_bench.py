@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from .loadgen import run_load
+from .loadgen import LoadResult, run_load
 from .offline import ceiling, single_row_ms
-from .servers import BenchServer, PatchSource
+from .servers import BenchServer, PatchSource, batch_summary, server_stats
 from .workload import mixed_inputs
 
 
@@ -54,30 +54,51 @@ def request_maker(n_tasks: int, max_inputs: int = 4):
 
 
 def load(url: str, n_tasks: int, clients: int, seconds: float, max_inputs: int = 4) -> dict:
-    """Closed-loop load; summary dict."""
-    result = asyncio.run(run_load(url, request_maker(n_tasks, max_inputs), clients, seconds))
-    return result.summary()
+    """Closed-loop load; summary dict with the server's batch statistics."""
+    before = server_stats(url)
+    result = _load_result(url, n_tasks, clients, seconds, max_inputs)
+    batches = batch_summary(before, server_stats(url), result.seconds)
+    return result.summary() | {"batches": batches}
+
+
+def _load_result(url, n_tasks, clients, seconds, max_inputs) -> LoadResult:
+    return asyncio.run(run_load(url, request_maker(n_tasks, max_inputs), clients, seconds))
+
+
+TRAFFIC = (("single", 1), ("mixed16", 16), ("mixed256", 256))
 
 
 def traffic_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
-    """bitpatch: single-task, mixed 16 and mixed 256 under the same closed loop."""
-    out = {}
+    """bitpatch: single-task, mixed 16 and mixed 256, interleaved in rounds (noise hits all)."""
+    rounds = 1 if cfg.quick else 3
+    merged = {name: LoadResult() for name, _ in TRAFFIC}
+    stats = {name: [] for name, _ in TRAFFIC}
     with BenchServer(root / "traffic", "bitpatch", cfg.dtype) as server:
-        source.upload(server.url, 16)
+        source.upload(server.url, 256)
         load(server.url, 16, cfg.clients, min(cfg.seconds, 3))  # warm-up
-        out["single"] = load(server.url, 1, cfg.clients, cfg.seconds)
-        out["mixed16"] = load(server.url, 16, cfg.clients, cfg.seconds)
-        source.upload(server.url, 240, start=16)
-        out["mixed256"] = load(server.url, 256, cfg.clients, cfg.seconds)
+        for _ in range(rounds):
+            for name, n_tasks in TRAFFIC:
+                before = server_stats(server.url)
+                part = _load_result(server.url, n_tasks, cfg.clients, cfg.seconds / rounds, 4)
+                stats[name].append(batch_summary(before, server_stats(server.url), part.seconds))
+                merged[name].merge(part)
+        out = {
+            name: merged[name].summary() | {"batches": _mean_stats(stats[name])}
+            for name, _ in TRAFFIC
+        }
         out["one_client"] = load(server.url, 1, 1, cfg.seconds, max_inputs=1)
         out["one_client_forward_ms"] = single_row_ms(cfg.dtype)
     return out
 
 
+def _mean_stats(parts: list[dict]) -> dict:
+    return {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]}
+
+
 def design_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
     """Designs (a) full copies and (b) bias swapping, 16 tasks, same HTTP layer and load."""
     out = {}
-    for design in ("swap", "copies"):
+    for design in ("swap-per-request", "swap", "copies"):
         with BenchServer(root / design, design, cfg.dtype) as server:
             base_rss = server.rss_mb()
             source.upload(server.url, 1)

@@ -26,36 +26,22 @@ def free_port() -> int:
 class BenchServer:
     """A `bitpatch serve` (or alternative design) process on 127.0.0.1."""
 
-    def __init__(self, store: Path, design: str = "bitpatch", dtype: str = "auto", *extra: str):
+    def __init__(
+        self, store: Path, design="bitpatch", dtype="auto", *extra: str, env: dict | None = None
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.args = [
-            sys.executable,
-            "-m",
-            "bitpatch.bench.alt_server",
-            "--design",
-            design,
-            "--store",
-            str(store),
-            "--port",
-            str(self.port),
-            "--dtype",
-            dtype,
-            "--no-demo-patches",
-            "--log-level",
-            "warning",
-            "--max-queue",
-            "100000",
-            *extra,
-        ]
+        flags = f"--design {design} --store {store} --port {self.port} --dtype {dtype} "
+        flags += "--no-demo-patches --log-level warning --max-queue 100000"
+        self.args = [sys.executable, "-m", "bitpatch.bench.alt_server", *flags.split(), *extra]
         self.proc: subprocess.Popen | None = None
         self.ready_seconds = 0.0
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
 
     def start(self, timeout: float = 300) -> BenchServer:
         """Launch; block until /readyz is 200; record how long that took."""
         started = time.perf_counter()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        self.proc = subprocess.Popen(self.args, env=env, stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL)
         while time.perf_counter() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")
@@ -86,6 +72,39 @@ class BenchServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+STAT_SERIES = (
+    "bitpatch_batch_rows",
+    "bitpatch_batch_tasks",
+    "bitpatch_batch_fill",
+    "bitpatch_forward_seconds",
+)
+
+
+def server_stats(url: str) -> dict[str, float]:
+    """Sums and counts of the batch histograms, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            base = sample.name.rsplit("_", 1)[0]
+            if base in STAT_SERIES and sample.name.endswith(("_sum", "_count")):
+                out[sample.name] = sample.value
+    return out
+
+
+def batch_summary(before: dict, after: dict, seconds: float) -> dict[str, float]:
+    """Mean rows, tasks and fill per forward; share of wall time spent in forwards."""
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    batches = max(delta.get("bitpatch_batch_rows_count", 0.0), 1.0)
+    return {
+        "rows_per_batch": delta.get("bitpatch_batch_rows_sum", 0.0) / batches,
+        "tasks_per_batch": delta.get("bitpatch_batch_tasks_sum", 0.0) / batches,
+        "fill": delta.get("bitpatch_batch_fill_sum", 0.0) / batches,
+        "forward_busy": delta.get("bitpatch_forward_seconds_sum", 0.0) / seconds,
+    }
 
 
 class PatchSource:

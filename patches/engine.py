@@ -1,10 +1,10 @@
-"""The multi-task engine: one frozen backbone, per-task bias tables, one forward per batch."""
+"""The multi-task engine: one frozen backbone, per-task bias vectors, one forward per batch."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -13,8 +13,6 @@ from .encoding import Item, collate, encode_inputs
 from .patch_file import PatchFile, check_fits
 from .pooling import pool
 from .task_layers import install_task_layers, row_biases
-
-MIN_CAPACITY = 16
 
 
 @dataclass(frozen=True)
@@ -33,23 +31,30 @@ class TaskHead:
 class EngineState:
     """An immutable view of the registered tasks; a forward keeps the one it started with."""
 
-    slot_of: Mapping[str, int]  # task key -> row in every bias table
-    tables: Mapping[str, torch.Tensor]  # bias name -> (capacity, dim)
+    vectors: Mapping[str, torch.Tensor]  # task key -> (total,) every patchable bias, flat
     heads: Mapping[str, TaskHead]
-    capacity: int
-    next_slot: int  # rows >= next_slot are unused by every state sharing these tables
 
 
 class MultiTaskEngine:
-    """Serves any mix of registered bias patches in one batched forward of a shared backbone."""
+    """Serves any mix of registered bias patches in one batched forward of a shared backbone.
+
+    Each task is one flat vector of all patchable biases (its patched values, the backbone's
+    elsewhere). A forward stacks its rows' vectors (B, total) and hands every task layer its
+    slice (B, dim): one gather per batch, whatever the mix of tasks. Registering builds a new
+    vector and swaps in a new immutable state, so forwards in flight keep what they started with.
+    """
 
     def __init__(self, backbone: Backbone):
         self.backbone = backbone
-        self.patchable = set(install_task_layers(backbone.model))
+        names = install_task_layers(backbone.model)
+        self.patchable = set(names)
         params = dict(backbone.model.named_parameters())
-        self._base = {name: params[name].detach().clone() for name in self.patchable}
+        self._base = {name: params[name].detach().clone() for name in names}
+        sizes = [self._base[n].numel() for n in names]
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self._layout = list(zip(names, offsets, sizes, strict=True))
         self._lock = threading.Lock()
-        self._state = EngineState({}, {}, {}, 0, 0)
+        self._state = EngineState({}, {})
 
     @property
     def state(self) -> EngineState:
@@ -58,7 +63,11 @@ class MultiTaskEngine:
 
     def registered_keys(self) -> list[str]:
         """Registered task keys."""
-        return list(self._state.slot_of)
+        return list(self._state.vectors)
+
+    def is_registered(self, key: str) -> bool:
+        """Whether `key` is served."""
+        return key in self._state.vectors
 
     def register(self, key: str, patch: PatchFile) -> None:
         """Add or replace the patch served under `key`; forwards in flight are unaffected."""
@@ -66,21 +75,10 @@ class MultiTaskEngine:
         unknown = set(patch.biases) - self.patchable
         if unknown:
             raise ValueError(f"biases {sorted(unknown)} are not Linear/LayerNorm biases")
+        vector, head = self._vector_of(patch.biases), self._head_of(patch)
         with self._lock:
             state = self._state
-            if state.next_slot >= state.capacity:
-                state = self._rebuild(state, extra=1)
-            tables = self._tables_for(state, patch)
-            slot = state.next_slot
-            for name, table in tables.items():
-                table[slot] = patch.biases.get(name, self._base[name]).to(table.dtype)
-            self._state = replace(
-                state,
-                tables=tables,
-                next_slot=slot + 1,
-                slot_of={**state.slot_of, key: slot},
-                heads={**state.heads, key: self._head_of(patch)},
-            )
+            self._state = EngineState({**state.vectors, key: vector}, {**state.heads, key: head})
 
     def register_many(self, items: Iterable[tuple[str, PatchFile]]) -> None:
         """Register several patches (start-up)."""
@@ -88,37 +86,36 @@ class MultiTaskEngine:
             self.register(key, patch)
 
     def unregister(self, key: str) -> None:
-        """Stop serving `key`; its row is reclaimed at the next rebuild."""
+        """Stop serving `key` (forwards in flight still finish with it)."""
         with self._lock:
             state = self._state
-            if key not in state.slot_of:
-                return
-            slot_of = {k: s for k, s in state.slot_of.items() if k != key}
-            heads = {k: h for k, h in state.heads.items() if k != key}
-            self._state = replace(state, slot_of=slot_of, heads=heads)
+            if key in state.vectors:
+                vectors = {k: v for k, v in state.vectors.items() if k != key}
+                heads = {k: h for k, h in state.heads.items() if k != key}
+                self._state = EngineState(vectors, heads)
 
-    def _tables_for(self, state: EngineState, patch: PatchFile) -> dict[str, torch.Tensor]:
-        """The state's tables plus new ones (filled with the backbone's value) for new names."""
-        tables = dict(state.tables)
-        for name in patch.biases:
-            if name not in tables:
-                base = self._base[name]  # (dim,)
-                tables[name] = base.expand(state.capacity, -1).clone()  # (capacity, dim)
-        return tables
+    def _vector_of(self, biases: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(total,) in the model's dtype; filled bias by bias so no copy is big enough to
+        start a thread pool outside the inference thread."""
+        total = self._layout[-1][1] + self._layout[-1][2] if self._layout else 0
+        first = next(iter(self._base.values()))
+        vector = torch.empty(total, dtype=first.dtype, device=first.device)
+        with torch.no_grad():
+            for name, offset, size in self._layout:
+                value = biases.get(name, self._base[name])
+                vector[offset : offset + size].copy_(value.reshape(-1))
+        return vector
 
-    def _rebuild(self, state: EngineState, extra: int) -> EngineState:
-        """New tables holding only live rows, with room to grow; old states keep old tables."""
-        live = sorted(state.slot_of.items(), key=lambda item: item[1])
-        capacity = max(MIN_CAPACITY, 2 * (len(live) + extra))
-        old_slots = torch.tensor([s for _, s in live], dtype=torch.long)
-        tables = {}
-        for name, table in state.tables.items():
-            fresh = self._base[name].expand(capacity, -1).clone()  # (capacity, dim)
-            if live:
-                fresh[: len(live)] = table[old_slots.to(table.device)]
-            tables[name] = fresh
-        slot_of = {key: i for i, (key, _) in enumerate(live)}
-        return EngineState(slot_of, tables, state.heads, capacity, len(live))
+    def warm_up(self, lengths: tuple[int, ...] = (8, 32, 128)) -> None:
+        """Run dummy batches through the task-layer path so the first request pays no set-up."""
+        vector = self._vector_of({})
+        vocab = self.backbone.model.config.vocab_size
+        for length in {min(n, self.backbone.spec.max_positions) for n in lengths}:
+            ids = torch.randint(0, vocab, (2, length), device=self.backbone.device)  # (B, T)
+            rows = torch.stack([vector, vector])  # (B, total)
+            biases = {n: rows[:, o : o + d] for n, o, d in self._layout}
+            with torch.inference_mode(), row_biases(biases):
+                self.backbone.model(input_ids=ids, attention_mask=torch.ones_like(ids))
 
     def _head_of(self, patch: PatchFile) -> TaskHead:
         device = self.backbone.device
@@ -131,16 +128,22 @@ class MultiTaskEngine:
             patch.head_bias.to(device, torch.float32),
         )
 
-    def forward(self, batch: Mapping[str, torch.Tensor], keys: list[str]) -> list[torch.Tensor]:
-        """Logits for each row of a padded batch, row i served by task `keys[i]`."""
+    def forward(
+        self, batch: Mapping[str, torch.Tensor], keys: list[str], requests: list[int] | None = None
+    ) -> list[torch.Tensor]:
+        """Logits for each row of a padded batch, row i served by task `keys[i]`.
+
+        `requests` (which request each row came from) is unused here: one forward serves all;
+        benchmark engines that run request by request use it.
+        """
         state = self._state
-        missing = sorted(set(keys) - state.slot_of.keys())
+        missing = sorted(set(keys) - state.vectors.keys())
         if missing:
             raise KeyError(f"tasks not registered with the engine: {missing}")
         device = self.backbone.device
-        slots = torch.tensor([state.slot_of[k] for k in keys], device=device)  # (B,)
         with torch.inference_mode():
-            biases = {n: t.index_select(0, slots) for n, t in state.tables.items()}  # (B, dim)
+            rows = torch.stack([state.vectors[k] for k in keys])  # (B, total)
+            biases = {n: rows[:, o : o + d] for n, o, d in self._layout}  # (B, dim) views
             inputs = {k: v.to(device) for k, v in batch.items()}
             with row_biases(biases):
                 out = self.backbone.model(**inputs)

@@ -25,14 +25,16 @@ log = logging.getLogger(__name__)
 async def _start(state: ServerState) -> None:
     """Load off the event loop, then start batching; a failed load stops the process."""
     try:
-        await asyncio.to_thread(state.load)
+        await asyncio.get_running_loop().run_in_executor(state.inference, state.load)
     except Exception as err:
         log.exception("event=startup_failed")
         state.failure = f"{type(err).__name__}: {err}"
         os.kill(os.getpid(), signal.SIGTERM)
         return
     s = state.settings
-    batcher = Batcher(state.engine, state.metrics, s.max_batch_size, s.max_wait_ms, s.max_queue)
+    batcher = Batcher(
+        state.engine, state.metrics, s.max_batch_size, s.max_wait_ms, s.max_queue, state.inference
+    )
     batcher.start()
     state.batcher = batcher
     log.info("event=ready tasks=%d", len(state.registry.tasks()))

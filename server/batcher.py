@@ -57,6 +57,7 @@ class Batcher:
         max_batch_size: int,
         max_wait_ms: float,
         max_queue: int,
+        inference: ThreadPoolExecutor | None = None,
     ):
         self.engine, self.metrics = engine, metrics
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
@@ -66,7 +67,8 @@ class Batcher:
         self._wake = asyncio.Event()
         self._incoming = 0  # requests admitted and being tokenized, not yet queued
         self._busy = False  # a batch is being computed and resolved
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="bitpatch-forward")
+        # the one thread that runs torch (shared with loading; see ServerState.inference)
+        self._executor = inference or ThreadPoolExecutor(1, thread_name_prefix="bitpatch-forward")
         self._task: asyncio.Task | None = None
 
     @property
@@ -177,11 +179,12 @@ class Batcher:
         started = time.perf_counter()
         rows = [r.job.rows[r.index] for r in batch]
         keys = [r.job.lease.key for r in batch]
-        logits = self.engine.forward(
-            collate(rows, self.engine.backbone.tokenizer.pad_token_id), keys
-        )
+        padded = collate(rows, self.engine.backbone.tokenizer.pad_token_id)
+        logits = self.engine.forward(padded, keys, [id(r.job) for r in batch])
         out = [to_prediction(r.job.lease.head, x) for r, x in zip(batch, logits, strict=True)]
         self.metrics.forward.observe(time.perf_counter() - started)
         self.metrics.batch_rows.observe(len(batch))
         self.metrics.batch_tasks.observe(len(set(keys)))
+        mask = padded["attention_mask"]  # (B, T)
+        self.metrics.batch_fill.observe(float(mask.sum()) / mask.numel())
         return out

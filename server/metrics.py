@@ -51,6 +51,12 @@ class Metrics:
         self.batch_tasks = Histogram(
             "bitpatch_batch_tasks", "Distinct tasks per forward", buckets=ROW_BUCKETS, registry=r
         )
+        self.batch_fill = Histogram(
+            "bitpatch_batch_fill",
+            "Real tokens / padded tokens per forward (1.0 = no padding waste)",
+            buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+            registry=r,
+        )
         self.forward = Histogram(
             "bitpatch_forward_seconds",
             "Time of one batched forward",

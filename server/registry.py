@@ -168,7 +168,7 @@ class Registry:
         with self._lock:
             info = self._require_version(task, version)
             if self._active[task] != version:
-                if engine_key(task, version) not in self.engine.state.slot_of:
+                if not self.engine.is_registered(engine_key(task, version)):
                     self._serve(task, version)
                 self._switch_active(task, version)
         return info
@@ -217,7 +217,7 @@ class Registry:
             version = self.active_version(task) if version is None else version
             self._require_version(task, version)
             key = engine_key(task, version)
-            if key not in self.engine.state.slot_of:
+            if not self.engine.is_registered(key):
                 self._serve(task, version)
             self._leases[key] = self._leases.get(key, 0) + 1
             return Lease(task, version, key, self.engine.state.heads[key])

@@ -30,12 +30,12 @@ class RecordingEngine(MultiTaskEngine):
         self.gate.set()
         self.delay = 0.0
 
-    def forward(self, batch, keys):
+    def forward(self, batch, keys, requests=None):
         self.gate.wait(10)
         time.sleep(self.delay)
         self.calls.append(list(keys))
         self.lengths.append(batch["attention_mask"].sum(1).tolist())
-        return super().forward(batch, keys)
+        return super().forward(batch, keys, requests)
 
 
 @pytest.fixture(scope="module")

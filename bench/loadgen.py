@@ -22,12 +22,14 @@ class LoadResult:
     inputs: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    client_cpu: float = 0.0  # CPU seconds the load generator itself used
 
     def merge(self, other: LoadResult) -> None:
         """Add another run's requests (rounds of one scenario)."""
         self.latencies += other.latencies
         self.inputs += other.inputs
         self.seconds += other.seconds
+        self.client_cpu += other.client_cpu
         for kind, n in other.errors.items():
             self.errors[kind] = self.errors.get(kind, 0) + n
 
@@ -43,6 +45,7 @@ class LoadResult:
             "p50_ms": float(np.percentile(lat, 50)),
             "p95_ms": float(np.percentile(lat, 95)),
             "p99_ms": float(np.percentile(lat, 99)),
+            "client_cores": self.client_cpu / self.seconds,
         }
 
 
@@ -90,9 +93,10 @@ async def run_load(url: str, make_request, clients: int, seconds: float) -> Load
     """`clients` closed-loop connections for `seconds`; make_request(rng) -> (path, json)."""
     host, port = url.removeprefix("http://").split(":")
     result = LoadResult()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(
         *(_client(host, int(port), make_request, seconds, result, i) for i in range(clients))
     )
     result.seconds = time.perf_counter() - started
+    result.client_cpu = time.process_time() - cpu
     return result

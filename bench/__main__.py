@@ -13,15 +13,27 @@ from .micro import format_rows, run_micro
 def main() -> None:
     """Parse and run."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("suite", choices=["micro", "server"])
+    parser.add_argument("suite", choices=["micro", "server", "probe", "omp"])
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
     parser.add_argument("--dtype", default="auto", help="server: dtype of the servers")
     parser.add_argument("--out", type=Path, default=None, help="server: folder for JSON + PNG")
+    parser.add_argument("--threads", default=None, help="probe: server --threads")
+    parser.add_argument("--env", action="append", default=[], help="probe: server env K=V")
     args = parser.parse_args()
     logging.basicConfig(level="WARNING")
     if args.suite == "micro":
         print(format_rows(run_micro(reps=2 if args.quick else args.reps)))
+        return
+    if args.suite in ("probe", "omp"):
+        from .probe import omp_teams, probe_server
+
+        if args.suite == "omp":
+            print(json.dumps(omp_teams(), indent=1))
+            return
+        extra = ["--threads", args.threads] if args.threads else []
+        env = dict(e.split("=", 1) for e in args.env)
+        print(json.dumps(probe_server(extra, env), indent=1))
         return
     from .report import markdown, plot
     from .server_bench import BenchConfig, run_all

@@ -124,8 +124,8 @@ def markdown(r: dict) -> str:
         "1-4 inputs per request)",
         "",
         "| scenario | inputs/s | requests/s | p50 ms | p95 ms | p99 ms | errors "
-        "| rows/batch | tasks/batch | fill | forward busy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| rows/batch | tasks/batch | fill | forward busy | load generator cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     scenarios = [
         ("bitpatch, single task", r["traffic"]["single"]),
@@ -147,7 +147,9 @@ def markdown(r: dict) -> str:
         lines.append(
             f"| {name} | {s['inputs_per_s']:.1f} | {s['requests_per_s']:.1f} | "
             f"{s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {s['p99_ms']:.1f} | "
-            f"{s['errors']} | {batch_cells} |"
+            f"{s['errors']} | {batch_cells} | {s['client_cores']:.2f} |"
+            if "client_cores" in s
+            else f"{s['errors']} | {batch_cells} | - |"
         )
     m = r["memory"]
     lines += ["", "### Memory and cold start", "", "| registered patches | RSS MB |", "|---|---|"]

@@ -1,0 +1,63 @@
+"""Quick probes used while tuning (each figure in BENCHMARKS.md's tuning log names one).
+
+`python -m bench probe`: one server, 16 tasks: 1-client p50 and 64-client throughput with the
+batch statistics; `--threads N`/`--env K=V` vary the server. `python -m bench omp`: one
+single-row forward timed on the main thread, then on a worker thread, then on main again.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bitpatch.patches.backbone import load_backbone
+from bitpatch.patches.encoding import collate, encode_inputs
+from bitpatch.patches.engine import MultiTaskEngine
+
+from .micro import random_patches
+from .server_bench import load
+from .servers import BenchServer, PatchSource
+from .workload import mixed_inputs
+
+
+def probe_server(extra: list[str], env: dict[str, str], seconds: float = 10) -> dict:
+    """1 client x 1 input (p50), then 64 clients x mixed 16 tasks (throughput, batches)."""
+    source = PatchSource()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        BenchServer(Path(tmp), "bitpatch", "auto", *extra, env=env) as server,
+    ):
+        source.upload(server.url, 16)
+        load(server.url, 16, 64, 3)
+        one = load(server.url, 1, 1, seconds / 2, max_inputs=1)
+        many = load(server.url, 16, 64, seconds)
+    return {
+        "one_client_p50_ms": one["p50_ms"],
+        "inputs_per_s": many["inputs_per_s"],
+        "p99_ms": many["p99_ms"],
+        **many["batches"],
+    }
+
+
+def omp_teams(n: int = 60) -> dict[str, float]:
+    """Median ms of a single-row forward: main thread, worker thread, main thread again."""
+    backbone = load_backbone("default", "auto", "cpu")
+    engine = MultiTaskEngine(backbone)
+    engine.register("t0", random_patches(backbone, 1)[0])
+    items = mixed_inputs(n, seed=2, pair_fraction=0.0)
+    batches = [collate(encode_inputs(backbone.tokenizer, [x], 128), 0) for x in items]
+
+    def timed(batch) -> float:
+        started = time.perf_counter()
+        engine.forward(batch, ["t0"])
+        return 1000 * (time.perf_counter() - started)
+
+    worker = ThreadPoolExecutor(1)
+    return {
+        "main thread": statistics.median([timed(b) for b in batches][5:]),
+        "worker thread": statistics.median([worker.submit(timed, b).result() for b in batches][5:]),
+        "main thread again": statistics.median([timed(b) for b in batches][5:]),
+    }

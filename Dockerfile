@@ -7,6 +7,8 @@ ARG VARIANT=cuda
 # CUDA runtime base; torch's cu128 wheels match CUDA 12.8.
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS base-cuda
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+# DL3008 (pin apt versions): the base image pins the distribution; python3 and venv follow it,
+# and pinned Ubuntu package versions disappear from the archive, breaking rebuilds.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
@@ -15,6 +17,7 @@ RUN apt-get update \
 FROM python:3.11-slim-bookworm AS base-cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
+# DL3006 (tag the image): base-cuda / base-cpu are this file's own stages, chosen by VARIANT.
 # hadolint ignore=DL3006
 FROM base-${VARIANT} AS runtime
 ARG TORCH_VERSION=2.13.0

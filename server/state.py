@@ -79,7 +79,8 @@ def seed_demo_patches(registry: Registry) -> None:
             continue
         try:
             data = entry.read_bytes()
-            info, _ = registry.upload(entry.name.removesuffix(".safetensors"), data)
-            log.info("event=demo_patch_loaded task=%s version=%d", entry.name, info.version)
+            task = entry.name.removesuffix(".safetensors")
+            info, _ = registry.upload(task, data)
+            log.info("event=demo_patch_loaded task=%s version=%d", task, info.version)
         except PatchError as err:
             log.warning("event=demo_patch_skipped file=%s error=%s", entry.name, err)

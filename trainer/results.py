@@ -53,7 +53,7 @@ def table(runs) -> str:
             text, mean = cell(found, task)
             cells.append(text)
             means.append(mean)
-            minutes += [r["seconds"] / 60 for r in found]
+            minutes += [r["seconds"] / 60 for r in found if r.get("seconds_valid", True)]
             pct = f"{found[0]['trainable_percent']:.3f}" if found else pct
         avg = f"{statistics.mean(means):.1f}" if all(m is not None for m in means) else "-"
         per_run = f"{statistics.mean(minutes):.1f}" if minutes else "-"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -79,11 +79,6 @@ class MultiTaskEngine:
         with self._lock:
             state = self._state
             self._state = EngineState({**state.vectors, key: vector}, {**state.heads, key: head})
-
-    def register_many(self, items: Iterable[tuple[str, PatchFile]]) -> None:
-        """Register several patches (start-up)."""
-        for key, patch in items:
-            self.register(key, patch)
 
     def unregister(self, key: str) -> None:
         """Stop serving `key` (forwards in flight still finish with it)."""

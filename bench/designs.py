@@ -50,8 +50,8 @@ class _GroupedEngine(MultiTaskEngine):
 class SwapEngine(_GroupedEngine):
     """Design (b): biases copied into the one model per task group, under a lock."""
 
-    def __init__(self, backbone):
-        super().__init__(backbone)
+    def __init__(self, backbone, packed=None):
+        super().__init__(backbone, packed)
         self._swap_lock = threading.Lock()
         self._params = dict(backbone.model.named_parameters())
         self._biases: dict[str, dict[str, torch.Tensor]] = {}
@@ -78,8 +78,8 @@ class SwapPerRequestEngine(SwapEngine):
 class CopiesEngine(_GroupedEngine):
     """Design (a): a full copy of the backbone per task, biases set in."""
 
-    def __init__(self, backbone):
-        super().__init__(backbone)
+    def __init__(self, backbone, packed=None):
+        super().__init__(backbone, packed)
         self._copies: dict[str, torch.nn.Module] = {}
 
     def register(self, key: str, patch: PatchFile) -> None:

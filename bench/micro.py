@@ -48,8 +48,8 @@ def random_patches(backbone, n: int, seed: int = 0) -> list[PatchFile]:
 
 
 def fixed_batch(tokenizer, batch: int, length: int) -> dict[str, torch.Tensor]:
-    """Real sentences padded/truncated to exactly `length` tokens."""
-    texts = glue_sentences(batch)
+    """Rows of exactly `length` real tokens (no padding): GLUE sentences joined, truncated."""
+    texts = [" ".join(glue_sentences(length // 4, seed=i)) for i in range(batch)]
     return dict(
         tokenizer(
             texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt"
@@ -115,10 +115,12 @@ def run_micro(
 
 def _micro_one(dtype: str, batch: int, length: int, n_tasks: int, reps: int) -> dict:
     backbone = load_backbone("default", dtype=dtype, device="cpu")
-    engine = MultiTaskEngine(backbone)
+    engine = MultiTaskEngine(backbone, packed=True)
+    padded = MultiTaskEngine(load_backbone("default", dtype=dtype, device="cpu"), packed=False)
     patches = random_patches(backbone, n_tasks)
     for p in patches:
         engine.register(p.task, p)
+        padded.register(p.task, p)
     inputs = fixed_batch(backbone.tokenizer, batch, length)
     mixed_keys = [f"t{i % n_tasks}" for i in range(batch)]
     groups: dict[str, list[int]] = {}
@@ -130,6 +132,8 @@ def _micro_one(dtype: str, batch: int, length: int, n_tasks: int, reps: int) -> 
             "plain HF forward (no patch)": lambda: _plain(backbone.model, inputs),
             "bitpatch single-task": lambda: engine.forward(inputs, ["t0"] * batch),
             f"bitpatch mixed {n_tasks}-task": lambda: engine.forward(inputs, mixed_keys),
+            "padded forward, single-task": lambda: padded.forward(inputs, ["t0"] * batch),
+            f"padded forward, mixed {n_tasks}-task": lambda: padded.forward(inputs, mixed_keys),
             "swap biases per task group": lambda: swapper.run(inputs, groups),
             "swap biases per request": lambda: swapper.run_per_request(inputs, mixed_keys),
         },

@@ -35,23 +35,30 @@ def _throughput(run, batches) -> dict:
 
 
 def ceiling(dtype: str, n_inputs: int, batch_size: int = 32) -> dict:
-    """Sequences/s and tokens/s of the bare backbone and of the engine, arrival vs sorted order."""
-    backbone = load_backbone("default", dtype=dtype, device="cpu")
-    engine = MultiTaskEngine(backbone)
-    engine.register("t0", random_patches(backbone, 1)[0])
+    """Sequences/s and tokens/s, arrival vs length-sorted order, of: the bare transformers
+    forward, the engine's packed (padding-free) forward and its padded forward, 16 tasks mixed."""
+    bare_backbone = load_backbone("default", dtype=dtype, device="cpu")
+    patches = random_patches(bare_backbone, 16)
+    engines = {}
+    for name, packed in (("engine", True), ("padded", False)):
+        engines[name] = MultiTaskEngine(load_backbone("default", dtype=dtype, device="cpu"), packed)
+        for i, patch in enumerate(patches):
+            engines[name].register(f"t{i}", patch)
     items = mixed_inputs(n_inputs, seed=1)
-    out = {"dtype": str(backbone.dtype).removeprefix("torch.")}
+    out = {"dtype": str(bare_backbone.dtype).removeprefix("torch.")}
 
     def bare(batch):
         with torch.inference_mode():
-            backbone.model(**batch)
+            bare_backbone.model(**batch)
+
+    def mixed(engine):
+        return lambda b: engine.forward(b, [f"t{i % 16}" for i in range(len(b["input_ids"]))])
 
     for order, sort in (("arrival", False), ("sorted", True)):
-        batches = _batches(backbone.tokenizer, items, batch_size, sort)
+        batches = _batches(bare_backbone.tokenizer, items, batch_size, sort)
         out[f"bare_{order}"] = _throughput(bare, batches)
-        out[f"engine_{order}"] = _throughput(
-            lambda b: engine.forward(b, ["t0"] * b["input_ids"].shape[0]), batches
-        )
+        for name, engine in engines.items():
+            out[f"{name}_{order}"] = _throughput(mixed(engine), batches)
     return out
 
 

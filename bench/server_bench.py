@@ -98,8 +98,11 @@ def _mean_stats(parts: list[dict]) -> dict:
 def design_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
     """Designs (a) full copies and (b) bias swapping, 16 tasks, same HTTP layer and load."""
     out = {}
-    for design in ("swap-per-request", "swap", "copies"):
-        with BenchServer(root / design, design, cfg.dtype) as server:
+    for design in ("padded", "swap-per-request", "swap", "copies"):
+        engine, flags = (
+            ("bitpatch", ("--forward", "padded")) if design == "padded" else (design, ())
+        )
+        with BenchServer(root / design, engine, cfg.dtype, *flags) as server:
             base_rss = server.rss_mb()
             source.upload(server.url, 1)
             rss_1 = server.rss_mb()

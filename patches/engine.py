@@ -10,6 +10,7 @@ import torch
 
 from .backbone import Backbone
 from .encoding import Item, collate, encode_inputs
+from .packed import RowTasks, packed_forward, supports_packing
 from .patch_file import PatchFile, check_fits
 from .pooling import pool
 from .task_layers import install_task_layers, row_biases
@@ -44,8 +45,16 @@ class MultiTaskEngine:
     vector and swaps in a new immutable state, so forwards in flight keep what they started with.
     """
 
-    def __init__(self, backbone: Backbone):
+    def __init__(self, backbone: Backbone, packed: bool | None = None):
+        """`packed`: run batches padding-free (default: wherever the architecture allows)."""
         self.backbone = backbone
+        can_pack = supports_packing(backbone.model)
+        if packed and not can_pack:
+            raise ValueError(
+                f"packed forwards support {', '.join(('bert', 'roberta', 'xlm-roberta'))} "
+                f"encoders; this backbone is {backbone.model.config.model_type!r}"
+            )
+        self.packed = can_pack if packed is None else packed
         names = install_task_layers(backbone.model)
         self.patchable = set(names)
         params = dict(backbone.model.named_parameters())
@@ -53,6 +62,7 @@ class MultiTaskEngine:
         sizes = [self._base[n].numel() for n in names]
         offsets = [sum(sizes[:i]) for i in range(len(sizes))]
         self._layout = list(zip(names, offsets, sizes, strict=True))
+        self._slices = {n: slice(o, o + d) for n, o, d in self._layout}
         self._lock = threading.Lock()
         self._state = EngineState({}, {})
 
@@ -107,10 +117,10 @@ class MultiTaskEngine:
         vocab = self.backbone.model.config.vocab_size
         for length in {min(n, self.backbone.spec.max_positions) for n in lengths}:
             ids = torch.randint(0, vocab, (2, length), device=self.backbone.device)  # (B, T)
-            rows = torch.stack([vector, vector])  # (B, total)
-            biases = {n: rows[:, o : o + d] for n, o, d in self._layout}
-            with torch.inference_mode(), row_biases(biases):
-                self.backbone.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            with torch.inference_mode():
+                self._run_backbone(inputs, [vector, vector])  # one task
+                self._run_backbone(inputs, [vector, vector.clone()])  # mixed tasks
 
     def _head_of(self, patch: PatchFile) -> TaskHead:
         device = self.backbone.device
@@ -137,13 +147,27 @@ class MultiTaskEngine:
             raise KeyError(f"tasks not registered with the engine: {missing}")
         device = self.backbone.device
         with torch.inference_mode():
-            rows = torch.stack([state.vectors[k] for k in keys])  # (B, total)
-            biases = {n: rows[:, o : o + d] for n, o, d in self._layout}  # (B, dim) views
             inputs = {k: v.to(device) for k, v in batch.items()}
-            with row_biases(biases):
-                out = self.backbone.model(**inputs)
+            out = self._run_backbone(inputs, [state.vectors[k] for k in keys])
             pooled = self._pool(out, inputs["attention_mask"], [state.heads[k] for k in keys])
             return self._apply_heads(pooled, keys, state.heads)
+
+    def _run_backbone(self, inputs: dict[str, torch.Tensor], vectors: list[torch.Tensor]):
+        """The backbone's output with row i using task vector `vectors[i]`."""
+        index: dict[int, int] = {}  # id(vector) -> its row in `table`
+        distinct: list[torch.Tensor] = []
+        for vector in vectors:
+            if id(vector) not in index:
+                index[id(vector)] = len(distinct)
+                distinct.append(vector)
+        table = torch.stack(distinct)  # (U, total)
+        row_task = torch.tensor([index[id(v)] for v in vectors], device=table.device)  # (B,)
+        if self.packed:  # table: (U, total) for the U distinct tasks
+            tasks = RowTasks(lambda name: table[:, self._slices[name]], row_task, len(table))
+            return packed_forward(self.backbone.model, inputs, tasks)
+        rows = table.index_select(0, row_task)  # (B, total)
+        with row_biases({n: rows[:, s] for n, s in self._slices.items()}):  # (B, dim) views
+            return self.backbone.model(**inputs)
 
     @staticmethod
     def _pool(out, mask: torch.Tensor, heads: list[TaskHead]) -> torch.Tensor:

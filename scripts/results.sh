@@ -22,7 +22,7 @@ run() {  # task method terms seed
 }
 
 for task in ${tasks[*]}; do
-  seeds=(0 1 2)
+  seeds=(${SEEDS:-0 1 2})
   [ "$task" = sst2 ] && seeds=(0)
   for seed in "${seeds[@]}"; do
     run "$task" bitfit all "$seed"

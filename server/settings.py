@@ -8,6 +8,9 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# --forward -> MultiTaskEngine(packed=...): auto packs wherever the architecture allows
+FORWARD_MODES = {"auto": None, "packed": True, "padded": False}
+
 
 class Settings(BaseSettings):
     """Every knob of `bitpatch serve`; each field is `--flag-name` and `BITPATCH_FIELD_NAME`."""
@@ -20,6 +23,9 @@ class Settings(BaseSettings):
     store: Path = Field(Path("store"), description="folder where patches persist")
     dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    forward: str = Field(
+        "auto", description="auto | packed | padded: packed skips pad tokens (BERT/RoBERTa)"
+    )
     max_batch_size: int = Field(32, ge=1, le=4096, description="rows per forward at most")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
     max_queue: int = Field(2048, ge=1, description="rows waiting at most; more answers 503")
@@ -37,6 +43,13 @@ class Settings(BaseSettings):
         allowed = ("auto", "float32", "bfloat16", "float16")
         if value not in allowed:
             raise ValueError(f"dtype must be one of {allowed}, got {value!r}")
+        return value
+
+    @field_validator("forward")
+    @classmethod
+    def _forward(cls, value: str) -> str:
+        if value not in FORWARD_MODES:
+            raise ValueError(f"forward must be one of {tuple(FORWARD_MODES)}, got {value!r}")
         return value
 
     @field_validator("admin_token", "predict_token")

@@ -17,7 +17,7 @@ from .batcher import Batcher
 from .errors import ApiError
 from .metrics import Metrics
 from .registry import Registry
-from .settings import Settings
+from .settings import FORWARD_MODES, Settings
 from .store import PatchStore
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class ServerState:
     registry: Registry | None = None
     batcher: Batcher | None = None
     failure: str | None = None
-    engine_factory: Callable[[Backbone], MultiTaskEngine] = MultiTaskEngine
+    engine_factory: Callable[[Backbone, bool | None], MultiTaskEngine] = MultiTaskEngine
     # every torch computation (loading, forwards) runs on this one thread: a second thread
     # running parallel torch ops would start a second OpenMP team, and on a machine with few
     # cores libgomp then throttles both (measured: single-row forward 8.8 -> 14.6 ms)
@@ -49,7 +49,8 @@ class ServerState:
         s = self.settings
         if s.threads:
             torch.set_num_threads(s.threads)
-        self.engine = self.engine_factory(load_backbone(s.backbone, s.dtype, s.device))
+        backbone = load_backbone(s.backbone, s.dtype, s.device)
+        self.engine = self.engine_factory(backbone, FORWARD_MODES[s.forward])
         self.engine.warm_up()
         registry = Registry(PatchStore(s.store), self.engine)
         registry.load()

@@ -7,13 +7,13 @@ import threading
 
 import pytest
 import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, DistilBertConfig, DistilBertModel
 
 from bitpatch.patches.backbone import default_backbone_path, load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
 
-from tiny import random_patch, random_sentence
+from tiny import make_tokenizer, random_patch, random_sentence
 
 # (labels, pooling, fraction of bias terms patched): 2/3/5 labels, one regression, 3 poolings
 TASK_SHAPES = [
@@ -57,8 +57,14 @@ def mixed_rows(rng: random.Random, n_tasks: int, n_rows: int):
     return rows
 
 
-def build_engine(folder):
-    engine = MultiTaskEngine(load_backbone(str(folder), dtype="float32", device="cpu"))
+@pytest.fixture(params=[False, True], ids=["padded", "packed"])
+def packed(request) -> bool:
+    """Both forward modes the server can run in."""
+    return request.param
+
+
+def build_engine(folder, packed: bool | None = None):
+    engine = MultiTaskEngine(load_backbone(str(folder), dtype="float32", device="cpu"), packed)
     model = engine.backbone.model
     patches = [
         random_patch(
@@ -85,9 +91,10 @@ def run_mixed(engine, rows, patches):
 
 
 @pytest.mark.parametrize("family_dir", ["tiny_bert_dir", "tiny_roberta_dir"])
-def test_mixed_batch_equals_each_task_alone(family_dir, request):
+def test_mixed_batch_equals_each_task_alone(family_dir, packed, request):
     folder = request.getfixturevalue(family_dir)
-    engine, patches = build_engine(folder)
+    engine, patches = build_engine(folder, packed)
+    assert engine.packed is packed
     rows = mixed_rows(random.Random(1), len(patches), 24)
     logits = run_mixed(engine, rows, patches)
     for (t, item), got in zip(rows, logits, strict=True):
@@ -95,10 +102,46 @@ def test_mixed_batch_equals_each_task_alone(family_dir, request):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("task", [0, 3, 5])
+def test_single_task_batch_equals_reference(tiny_bert_dir, packed, task):
+    engine, patches = build_engine(tiny_bert_dir, packed)
+    items = [item for _, item in mixed_rows(random.Random(task), 1, 6)]
+    logits = run_mixed(engine, [(task, item) for item in items], patches)
+    for item, got in zip(items, logits, strict=True):
+        want = reference_logits(tiny_bert_dir, patches[task], item)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_equals_padded_in_bfloat16(tiny_roberta_dir):
+    rows = mixed_rows(random.Random(4), len(TASK_SHAPES), 20)
+    _, patches = build_engine(tiny_roberta_dir)  # patches fingerprint the float32 weights
+    padded, packed_engine = (
+        MultiTaskEngine(load_backbone(str(tiny_roberta_dir), "bfloat16", "cpu"), mode)
+        for mode in (False, True)
+    )
+    for engine in (padded, packed_engine):
+        for p in patches:
+            engine.register(p.task, p)
+    want = run_mixed(padded, rows, patches)
+    for a, b in zip(want, run_mixed(packed_engine, rows, patches), strict=True):
+        torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
+
+
+def test_packed_refused_for_other_architectures(tmp_path):
+    tokenizer = make_tokenizer("bert")
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=1, n_heads=4)
+    DistilBertModel(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    folder = tmp_path
+    assert MultiTaskEngine(load_backbone(str(folder), "float32", "cpu")).packed is False
+    with pytest.raises(ValueError, match="packed forwards support bert, roberta"):
+        MultiTaskEngine(load_backbone(str(folder), "float32", "cpu"), packed=True)
+
+
 @pytest.mark.slow
-def test_mixed_batch_default_backbone():
+def test_mixed_batch_default_backbone(packed):
     folder = default_backbone_path()
-    engine, patches = build_engine(folder)
+    engine, patches = build_engine(folder, packed)
     rows = mixed_rows(random.Random(2), len(patches), 12)
     logits = run_mixed(engine, rows, patches)
     for (t, item), got in zip(rows, logits, strict=True):
@@ -151,12 +194,12 @@ def test_many_registrations_and_replacements(tiny_bert_dir):
     assert not engine.is_registered("extra3") and engine.is_registered("extra4")
 
 
-def test_register_during_forward_leaves_that_forward_unchanged(tiny_bert_dir):
-    engine, patches = build_engine(tiny_bert_dir)
+def test_register_during_forward_leaves_that_forward_unchanged(tiny_bert_dir, packed):
+    engine, patches = build_engine(tiny_bert_dir, packed)
     rows = mixed_rows(random.Random(3), len(patches), 16)
     want = run_mixed(engine, rows, patches)
     entered, release = threading.Event(), threading.Event()
-    layer = engine.backbone.model.encoder.layer[0]
+    layer = engine.backbone.model.embeddings.word_embeddings  # called in both modes
 
     def pause(*_):
         if threading.current_thread().name == "fwd":

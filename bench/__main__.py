@@ -1,4 +1,4 @@
-"""`python -m bench {micro,server} [--quick]`: benchmarks, results as Markdown (and JSON, PNG)."""
+"""`python -m bench SUITE [--quick]`: benchmarks, results as Markdown (and JSON, PNG)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .micro import format_rows, run_micro
 def main() -> None:
     """Parse and run."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("suite", choices=["micro", "server", "probe", "omp"])
+    parser.add_argument("suite", choices=["micro", "server", "probe", "omp", "biasadd"])
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
     parser.add_argument("--dtype", default="auto", help="server: dtype of the servers")
@@ -24,6 +24,12 @@ def main() -> None:
     logging.basicConfig(level="WARNING")
     if args.suite == "micro":
         print(format_rows(run_micro(reps=2 if args.quick else args.reps)))
+        return
+    if args.suite == "biasadd":
+        from .bias_add import compare
+        from .bias_add import format_rows as bias_rows
+
+        print(bias_rows(compare()))
         return
     if args.suite in ("probe", "omp"):
         from .probe import omp_teams, probe_server

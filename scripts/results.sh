@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce docs/RESULTS.md: every (task, method, seed) cell, skipping cells already saved in
-# docs/results/. Long: run it in chunks (it resumes), e.g. `bash scripts/results.sh rte mrpc`.
+# docs/results/. Long: run it in chunks (it resumes), e.g. `bash scripts/results.sh rte mrpc`;
+# SEEDS="1 2" limits the seeds (SST-2 always runs seed 0 only).
 # Then: .venv/bin/python -m bitpatch.trainer.results docs/results
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -38,6 +38,7 @@ async def info(state: StateDep):
         "backbone_sha256": backbone.spec.sha256,
         "dtype": str(backbone.dtype).removeprefix("torch."),
         "device": str(backbone.device),
+        "forward": "packed" if registry.engine.packed else "padded",
         "bitpatch_version": __version__,
         "torch_version": torch.__version__,
         "max_batch_size": state.settings.max_batch_size,

@@ -6,6 +6,7 @@ import asyncio
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -395,3 +396,22 @@ def test_python_client_and_push_command(server, model, tmp_path, capsys):
     assert err.value.status == 401
     client.delete("pushed")
     client.close()
+
+
+@pytest.mark.parametrize("mode", ["padded", "packed"])
+def test_forward_modes_serve_the_engine_answers(tiny_bert_dir, tmp_path, model, expected, mode):
+    patches = [random_patch(model, f"m{i}", 2 + i, "mean", seed=40 + i) for i in range(3)]
+    store = tmp_path / "store"
+    flags = ("--no-demo-patches", "--forward", mode)
+    with ServerProcess(tiny_bert_dir, store, *flags) as srv, httpx.Client(base_url=srv.url) as http:
+        assert http.get("/info").json()["forward"] == mode
+        for p in patches:
+            assert http.put(f"/tasks/{p.task}/patch", content=p.to_bytes()).status_code == 201
+        with ThreadPoolExecutor(6) as pool:  # concurrent, so rows of all three tasks batch together
+            answers = list(pool.map(lambda p: predict_all(http, p.task), patches * 2))
+    for p, got in zip(patches * 2, answers, strict=True):
+        assert_same(got, expected(p, ITEMS))
+
+
+def predict_all(http, task):
+    return http.post(f"/tasks/{task}/predict", json={"inputs": ITEMS}).json()["predictions"]

@@ -32,6 +32,8 @@ def test_bad_values_are_refused():
         Settings(admin_token="short")
     with pytest.raises(ValidationError):
         Settings(max_batch_size=0)
+    with pytest.raises(ValidationError, match="forward must be one of"):
+        Settings(forward="unpadded")
 
 
 def test_readme_documents_every_setting():

@@ -155,7 +155,7 @@ def test_inspect_table_and_heatmap(tiny_bert_dir, tmp_path, capsys):
 
 
 def test_results_table_from_saved_runs(tmp_path):
-    from bitpatch.trainer.results import load_runs, table
+    from bitpatch.trainer.results import load_runs, minutes_table, table
 
     for seed, acc in enumerate((60.0, 62.0)):
         run = {
@@ -165,9 +165,11 @@ def test_results_table_from_saved_runs(tmp_path):
             "seed": seed,
             "metrics": {"accuracy": acc},
             "seconds": 120,
+            "seconds_valid": seed == 0,  # a disturbed run's time stays out of the timing table
             "trainable_percent": 0.118,
             "command": f"bitpatch train --glue rte --seed {seed}",
         }
         (tmp_path / f"rte-{seed}.json").write_text(json.dumps(run))
     text = table(load_runs(tmp_path))
     assert "| BitFit | 61.0 ± 1.4 (n=2) |" in text and "0.118" in text
+    assert "| BitFit | 2.0 (n=1) | - |" in minutes_table(load_runs(tmp_path))

@@ -44,20 +44,28 @@ def cell(runs: list[dict], task: str) -> tuple[str, float | None]:
 
 def table(runs) -> str:
     """Markdown: rows = methods, columns = tasks, then the average and % trainable."""
-    head = "| method | " + " | ".join(TASKS) + " | average | % params | min / run |"
-    lines = [head, "|" + "---|" * (len(TASKS) + 4)]
+    head = "| method | " + " | ".join(TASKS) + " | average | % params |"
+    lines = [head, "|" + "---|" * (len(TASKS) + 3)]
     for method, terms, name in METHODS:
-        cells, means, minutes, pct = [], [], [], "-"
+        found = [runs.get((task, method, terms), []) for task in TASKS]
+        cells = [cell(runs_of_task, task) for runs_of_task, task in zip(found, TASKS, strict=True)]
+        means = [mean for _, mean in cells]
+        avg = f"{statistics.mean(means):.1f}" if all(m is not None for m in means) else "-"
+        pct = next((f"{r[0]['trainable_percent']:.3f}" for r in found if r), "-")
+        lines.append(f"| {name} | " + " | ".join(t for t, _ in cells) + f" | {avg} | {pct} |")
+    return "\n".join(lines)
+
+
+def minutes_table(runs) -> str:
+    """Markdown: mean wall minutes per run for each task and method (undisturbed runs only)."""
+    lines = ["| method | " + " | ".join(TASKS) + " |", "|" + "---|" * (len(TASKS) + 1)]
+    for method, terms, name in METHODS:
+        cells = []
         for task in TASKS:
             found = runs.get((task, method, terms), [])
-            text, mean = cell(found, task)
-            cells.append(text)
-            means.append(mean)
-            minutes += [r["seconds"] / 60 for r in found if r.get("seconds_valid", True)]
-            pct = f"{found[0]['trainable_percent']:.3f}" if found else pct
-        avg = f"{statistics.mean(means):.1f}" if all(m is not None for m in means) else "-"
-        per_run = f"{statistics.mean(minutes):.1f}" if minutes else "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} | {pct} | {per_run} |")
+            valid = [r["seconds"] / 60 for r in found if r.get("seconds_valid", True)]
+            cells.append(f"{statistics.mean(valid):.1f} (n={len(valid)})" if valid else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -73,7 +81,14 @@ def main() -> None:
     """Print the table and the commands for a folder of run summaries."""
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results")
     runs = load_runs(folder)
-    sys.stdout.write(table(runs) + "\n\nCommands:\n\n" + commands(runs) + "\n")
+    sys.stdout.write(
+        table(runs)
+        + "\n\nWall minutes per run:\n\n"
+        + minutes_table(runs)
+        + "\n\nCommands:\n\n"
+        + commands(runs)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -64,7 +64,12 @@ def supports_packing(model: nn.Module) -> bool:
         return False
     if getattr(config, "add_cross_attention", False) or not hasattr(model, "encoder"):
         return False
-    return all(_layer_is_standard(layer) for layer in model.encoder.layer)
+    biased = all(
+        getattr(m, "bias", None) is not None
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.LayerNorm))
+    )
+    return biased and all(_layer_is_standard(layer) for layer in model.encoder.layer)
 
 
 def _layer_is_standard(layer: nn.Module) -> bool:

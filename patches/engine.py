@@ -10,7 +10,7 @@ import torch
 
 from .backbone import Backbone
 from .encoding import Item, collate, encode_inputs
-from .packed import RowTasks, packed_forward, supports_packing
+from .packed import PACKABLE_TYPES, RowTasks, packed_forward, supports_packing
 from .patch_file import PatchFile, check_fits
 from .pooling import pool
 from .task_layers import install_task_layers, row_biases
@@ -51,7 +51,7 @@ class MultiTaskEngine:
         can_pack = supports_packing(backbone.model)
         if packed and not can_pack:
             raise ValueError(
-                f"packed forwards support {', '.join(('bert', 'roberta', 'xlm-roberta'))} "
+                f"packed forwards support {', '.join(PACKABLE_TYPES)} "
                 f"encoders; this backbone is {backbone.model.config.model_type!r}"
             )
         self.packed = can_pack if packed is None else packed
@@ -119,8 +119,8 @@ class MultiTaskEngine:
             ids = torch.randint(0, vocab, (2, length), device=self.backbone.device)  # (B, T)
             inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
             with torch.inference_mode():
-                self._run_backbone(inputs, [vector, vector])  # one task
-                self._run_backbone(inputs, [vector, vector.clone()])  # mixed tasks
+                self._run_backbone(inputs, ["a", "a"], {"a": vector})  # one task
+                self._run_backbone(inputs, ["a", "b"], {"a": vector, "b": vector.clone()})
 
     def _head_of(self, patch: PatchFile) -> TaskHead:
         device = self.backbone.device
@@ -148,20 +148,15 @@ class MultiTaskEngine:
         device = self.backbone.device
         with torch.inference_mode():
             inputs = {k: v.to(device) for k, v in batch.items()}
-            out = self._run_backbone(inputs, [state.vectors[k] for k in keys])
+            out = self._run_backbone(inputs, keys, state.vectors)
             pooled = self._pool(out, inputs["attention_mask"], [state.heads[k] for k in keys])
             return self._apply_heads(pooled, keys, state.heads)
 
-    def _run_backbone(self, inputs: dict[str, torch.Tensor], vectors: list[torch.Tensor]):
-        """The backbone's output with row i using task vector `vectors[i]`."""
-        index: dict[int, int] = {}  # id(vector) -> its row in `table`
-        distinct: list[torch.Tensor] = []
-        for vector in vectors:
-            if id(vector) not in index:
-                index[id(vector)] = len(distinct)
-                distinct.append(vector)
-        table = torch.stack(distinct)  # (U, total)
-        row_task = torch.tensor([index[id(v)] for v in vectors], device=table.device)  # (B,)
+    def _run_backbone(self, inputs, keys: list[str], vectors: Mapping[str, torch.Tensor]):
+        """The backbone's output with row i using the bias vector of task `keys[i]`."""
+        index = {key: i for i, key in enumerate(dict.fromkeys(keys))}  # task -> row of `table`
+        table = torch.stack([vectors[key] for key in index])  # (U, total)
+        row_task = torch.tensor([index[k] for k in keys], device=table.device)  # (B,)
         if self.packed:  # table: (U, total) for the U distinct tasks
             tasks = RowTasks(lambda name: table[:, self._slices[name]], row_task, len(table))
             return packed_forward(self.backbone.model, inputs, tasks)

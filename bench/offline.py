@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -23,20 +24,41 @@ def _batches(tokenizer, items, batch_size: int, sort: bool, max_length: int = 12
     return [collate(c, tokenizer.pad_token_id) for c in chunks]
 
 
-def _throughput(run, batches) -> dict:
-    run(batches[0])  # warm-up
-    started = time.perf_counter()
-    for batch in batches:
-        run(batch)
-    seconds = time.perf_counter() - started
+def _throughput(run, batches, workers: int = 1) -> dict:
+    """Sequences/s and tokens/s of run(batch) over `batches`: on this thread, or with
+    workers > 1 on that many threads at once, cores/workers torch threads each (the server's
+    CPU default)."""
+    seconds = _parallel_seconds(run, batches, workers) if workers > 1 else _seconds(run, batches)
     rows = sum(b["input_ids"].shape[0] for b in batches)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     return {"sequences_per_s": rows / seconds, "tokens_per_s": tokens / seconds}
 
 
+def _seconds(run, batches) -> float:
+    run(batches[0])  # warm-up
+    started = time.perf_counter()
+    for batch in batches:
+        run(batch)
+    return time.perf_counter() - started
+
+
+def _parallel_seconds(run, batches, workers: int) -> float:
+    cores = torch.get_num_threads()
+    torch.set_num_threads(max(1, cores // workers))
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, batches[:workers]))  # warm-up, on every worker
+            started = time.perf_counter()
+            list(pool.map(lambda i: [run(b) for b in batches[i::workers]], range(workers)))
+            return time.perf_counter() - started
+    finally:
+        torch.set_num_threads(cores)
+
+
 def ceiling(dtype: str, n_inputs: int, batch_size: int = 32) -> dict:
     """Sequences/s and tokens/s, arrival vs length-sorted order, of: the bare transformers
-    forward, the engine's packed (padding-free) forward and its padded forward, 16 tasks mixed."""
+    forward, the engine's packed (padding-free) forward and its padded forward, 16 tasks mixed;
+    bare and packed also as 2 forwards in parallel (`-2w`, the server's CPU default)."""
     bare_backbone = load_backbone("default", dtype=dtype, device="cpu")
     patches = random_patches(bare_backbone, 16)
     engines = {}
@@ -59,6 +81,8 @@ def ceiling(dtype: str, n_inputs: int, batch_size: int = 32) -> dict:
         out[f"bare_{order}"] = _throughput(bare, batches)
         for name, engine in engines.items():
             out[f"{name}_{order}"] = _throughput(mixed(engine), batches)
+        out[f"bare-2w_{order}"] = _throughput(bare, batches, workers=2)
+        out[f"engine-2w_{order}"] = _throughput(mixed(engines["engine"]), batches, workers=2)
     return out
 
 

@@ -18,6 +18,12 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
     t, d, m, h = r["traffic"], r["designs"], r["memory"], r["hot_swap"]
     single = t["single"]["inputs_per_s"]
     ceiling = r["ceiling"][_dtype(r)]
+    best = {  # the faster of one forward at a time and two in parallel (when measured)
+        key: max(
+            ceiling[k]["sequences_per_s"] for k in (key, key.replace("_", "-2w_")) if k in ceiling
+        )
+        for key in ("bare_arrival", "bare_sorted", "engine_sorted")
+    }
     counts = sorted(int(k) for k in m["rss_mb"])
     added = m["rss_mb"][str(counts[-1])] - m["rss_mb"]["0"]
     copies = d["copies"]["rss_mb"]
@@ -26,10 +32,11 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
     ratios = {
         "mixed16": t["mixed16"]["inputs_per_s"] / single,
         "mixed256": t["mixed256"]["inputs_per_s"] / single,
-        "arrival": t["mixed16"]["inputs_per_s"] / ceiling["bare_arrival"]["sequences_per_s"],
-        "sorted": t["mixed16"]["inputs_per_s"] / ceiling["bare_sorted"]["sequences_per_s"],
-        "packed": t["mixed16"]["inputs_per_s"] / ceiling["engine_sorted"]["sequences_per_s"],
+        "arrival": t["mixed16"]["inputs_per_s"] / best["bare_arrival"],
+        "sorted": t["mixed16"]["inputs_per_s"] / best["bare_sorted"],
+        "packed": t["mixed16"]["inputs_per_s"] / best["engine_sorted"],
         "padded": t["mixed16"]["inputs_per_s"] / d["padded"]["inputs_per_s"],
+        "workers": t["mixed16"]["inputs_per_s"] / d["workers1"]["inputs_per_s"],
         "swap": t["mixed16"]["inputs_per_s"] / d["swap-per-request"]["inputs_per_s"],
         "swap_group": t["mixed16"]["inputs_per_s"] / d["swap"]["inputs_per_s"],
         "p99": h["with_uploads"]["p99_ms"] / h["without_uploads"]["p99_ms"],
@@ -50,19 +57,19 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
             ratios["mixed256"] >= 0.90,
         ),
         (
-            "server (mixed 16) / offline bare forward, B=32, arrival order",
+            "server (mixed 16) / offline bare forward (best of 1 or 2 at once), B=32, arrival",
             f"{ratios['arrival']:.3f}",
             ">= 0.80",
             ratios["arrival"] >= 0.80,
         ),
         (
-            "server (mixed 16) / offline bare forward, B=32, length-sorted",
+            "server (mixed 16) / offline bare forward (best of 1 or 2 at once), B=32, sorted",
             f"{ratios['sorted']:.3f}",
             ">= 0.80",
             ratios["sorted"] >= 0.80,
         ),
         (
-            "server (mixed 16) / offline packed engine, B=32, length-sorted (strictest)",
+            "server (mixed 16) / offline packed engine (best of 1 or 2), B=32, sorted (strictest)",
             f"{ratios['packed']:.3f}",
             ">= 0.80",
             ratios["packed"] >= 0.80,
@@ -70,6 +77,12 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
         (
             "server packed / server padded forward (tuning: padding-free batches)",
             f"{ratios['padded']:.2f}",
+            "reported",
+            None,
+        ),
+        (
+            "server 2 workers / 1 worker (tuning: two forwards in flight)",
+            f"{ratios['workers']:.2f}",
             "reported",
             None,
         ),
@@ -113,6 +126,22 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
     ]
 
 
+CEILING_NAMES = {
+    "engine": "engine, packed",
+    "padded": "engine, padded",
+    "bare-2w": "bare, 2 at once (cores/2 threads each)",
+    "engine-2w": "engine, packed, 2 at once",
+}
+
+
+def _ceiling_row(dtype: str, what: str, order: str, cell: dict) -> str:
+    name = CEILING_NAMES.get(what, what)
+    return (
+        f"| {dtype} | {name} | {order} | {cell['sequences_per_s']:.0f} | "
+        f"{cell['tokens_per_s']:.0f} |"
+    )
+
+
 def markdown(r: dict) -> str:
     """Every section as Markdown."""
     lines = ["### Targets", "", "| target | measured | bar | met |", "|---|---|---|---|"]
@@ -126,20 +155,11 @@ def markdown(r: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for dtype, c in r["ceiling"].items():
-        for key in (
-            "bare_arrival",
-            "padded_arrival",
-            "engine_arrival",
-            "bare_sorted",
-            "padded_sorted",
-            "engine_sorted",
-        ):
-            what, order = key.split("_")
-            what = {"engine": "engine, packed", "padded": "engine, padded"}.get(what, what)
-            lines.append(
-                f"| {dtype} | {what} | {order} | {c[key]['sequences_per_s']:.0f} | "
-                f"{c[key]['tokens_per_s']:.0f} |"
-            )
+        for order in ("arrival", "sorted"):
+            for what in ("bare", "padded", "engine", "bare-2w", "engine-2w"):
+                key = f"{what}_{order}"
+                if key in c:
+                    lines.append(_ceiling_row(dtype, what, order, c[key]))
     lines += [
         "",
         f"### Server under load ({r['config']['clients']} closed-loop clients, "
@@ -154,6 +174,7 @@ def markdown(r: dict) -> str:
         ("bitpatch, mixed 16 tasks", r["traffic"]["mixed16"]),
         ("bitpatch, mixed 256 tasks", r["traffic"]["mixed256"]),
         ("bitpatch, mixed 16 tasks, --forward padded", r["designs"]["padded"]),
+        ("bitpatch, mixed 16 tasks, --workers 1", r["designs"]["workers1"]),
         ("(b) one model, biases swapped per request", r["designs"]["swap-per-request"]),
         ("(b') one model, biases swapped per task group", r["designs"]["swap"]),
         ("(a) one model copy per task, 16 tasks", r["designs"]["copies"]),

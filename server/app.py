@@ -33,11 +33,22 @@ async def _start(state: ServerState) -> None:
         return
     s = state.settings
     batcher = Batcher(
-        state.engine, state.metrics, s.max_batch_size, s.max_wait_ms, s.max_queue, state.inference
+        state.engine,
+        state.metrics,
+        s.max_batch_size,
+        s.max_wait_ms,
+        s.max_queue,
+        state.inference,
+        state.workers,
     )
     batcher.start()
     state.batcher = batcher
-    log.info("event=ready tasks=%d", len(state.registry.tasks()))
+    log.info(
+        "event=ready tasks=%d workers=%d threads_per_worker=%d",
+        len(state.registry.tasks()),
+        state.workers,
+        state.threads_per_worker,
+    )
 
 
 def create_app(settings: Settings, engine_factory=MultiTaskEngine) -> FastAPI:

@@ -3,7 +3,8 @@
 Requests are tokenized before they are queued; the batcher takes the oldest row and the rows
 closest to it in length (up to --max-batch-size; while admitted requests are still being
 tokenized it waits for them, at most --max-wait-ms, so a lone request never waits), runs
-ONE engine forward in the inference thread, and resolves each request when its rows are done.
+ONE engine forward on a free inference worker, and resolves each request when its rows are
+done. With several workers (--workers), the next batch is formed as soon as one is free.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Batcher:
         max_wait_ms: float,
         max_queue: int,
         inference: ThreadPoolExecutor | None = None,
+        workers: int = 1,
     ):
         self.engine, self.metrics = engine, metrics
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
@@ -66,9 +68,12 @@ class Batcher:
         self._seq = 0
         self._wake = asyncio.Event()
         self._incoming = 0  # requests admitted and being tokenized, not yet queued
-        self._busy = False  # a batch is being computed and resolved
-        # the one thread that runs torch (shared with loading; see ServerState.inference)
-        self._executor = inference or ThreadPoolExecutor(1, thread_name_prefix="bitpatch-forward")
+        self._in_flight: set[asyncio.Task] = set()  # batches being computed and resolved
+        self._free_workers = asyncio.Semaphore(workers)
+        # the threads that run torch (shared with loading; see ServerState.inference)
+        self._executor = inference or ThreadPoolExecutor(
+            workers, thread_name_prefix="bitpatch-forward"
+        )
         self._task: asyncio.Task | None = None
 
     @property
@@ -82,7 +87,7 @@ class Batcher:
 
     async def stop(self) -> None:
         """Finish every queued row and the forward in flight, then stop."""
-        while self._queue or self._busy or self._incoming > 0:
+        while self._queue or self._in_flight or self._incoming > 0:
             await asyncio.sleep(0.01)
         if self._task:
             self._task.cancel()
@@ -121,17 +126,22 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            await self._free_workers.acquire()
             self._wake.clear()
             await self._fill()
             batch = self._take()
             if self._queue:
                 self._wake.set()
-            if batch:
-                self._busy = True
-                try:
-                    await self._forward(batch)
-                finally:
-                    self._busy = False
+            if not batch:
+                self._free_workers.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._forward(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._in_flight.discard(task)
+        self._free_workers.release()
 
     async def _fill(self) -> None:
         """Wait up to max-wait for requests still being tokenized, while the batch has room."""

@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the server state and Bearer-token checks."""
+"""FastAPI dependencies: the server state and Bearer-token checks.
+
+All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, and that hand-off
+was ~40% of the event loop's time per predict (py-spy, docs/BENCHMARKS.md tuning log).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from .errors import ApiError
 from .state import ServerState
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
     """The app's ServerState."""
     return request.app.state.server
 
@@ -34,12 +38,12 @@ def _check_token(request: Request, expected: str | None, scope: str) -> None:
         raise ApiError(403, "forbidden", f"the token is not valid for {scope}")
 
 
-def require_admin(request: Request, state: StateDep) -> None:
+async def require_admin(request: Request, state: StateDep) -> None:
     """PUT, activate and DELETE need the admin token when one is set."""
     _check_token(request, state.settings.admin_token, "this management endpoint")
 
 
-def require_predict(request: Request, state: StateDep) -> None:
+async def require_predict(request: Request, state: StateDep) -> None:
     """Predict needs the predict token when one is set."""
     _check_token(request, state.settings.predict_token, "predict")
 

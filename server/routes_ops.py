@@ -41,6 +41,8 @@ async def info(state: StateDep):
         "forward": "packed" if registry.engine.packed else "padded",
         "bitpatch_version": __version__,
         "torch_version": torch.__version__,
+        "workers": state.workers,
+        "threads_per_worker": state.threads_per_worker,
         "max_batch_size": state.settings.max_batch_size,
         "max_inputs": state.settings.max_inputs,
         "tasks": len(registry.tasks()),

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     predict_token: str | None = Field(None, description="Bearer token for predict (optional)")
     demo_patches: bool = Field(True, description="seed an empty store with the demo patches")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="forwards run in parallel, each on threads/workers cores "
+        "(default: 2 on CPU, 1 on GPU)",
+    )
     log_level: str = Field("info", description="debug | info | warning | error")
 
     @field_validator("dtype")
@@ -58,6 +65,13 @@ class Settings(BaseSettings):
         if value is not None and len(value) < 8:
             raise ValueError("tokens must be at least 8 characters; use a long random string")
         return value or None
+
+
+def plan_workers(settings: Settings, on_gpu: bool, cores: int) -> tuple[int, int]:
+    """(forward workers, torch threads per worker) for `cores` CPU threads."""
+    threads = settings.threads or cores
+    workers = settings.workers or (1 if on_gpu else min(2, threads))
+    return workers, max(1, threads // workers)
 
 
 def add_settings_args(parser: argparse.ArgumentParser) -> None:

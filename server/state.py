@@ -17,7 +17,7 @@ from .batcher import Batcher
 from .errors import ApiError
 from .metrics import Metrics
 from .registry import Registry
-from .settings import FORWARD_MODES, Settings
+from .settings import FORWARD_MODES, Settings, plan_workers
 from .store import PatchStore
 
 log = logging.getLogger(__name__)
@@ -34,21 +34,28 @@ class ServerState:
     batcher: Batcher | None = None
     failure: str | None = None
     engine_factory: Callable[[Backbone, bool | None], MultiTaskEngine] = MultiTaskEngine
-    # every torch computation (loading, forwards) runs on this one thread: a second thread
-    # running parallel torch ops would start a second OpenMP team, and on a machine with few
-    # cores libgomp then throttles both (measured: single-row forward 8.8 -> 14.6 ms)
-    inference: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="bitpatch-inference")
-    )
     tokenize_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="bitpatch-tokenize")
     )
+    # torch work (loading, forwards) runs only on these `workers` threads, each with
+    # `threads_per_worker` torch threads. On CPU the default is 2 workers x (cores / 2):
+    # two forwards in flight, and on 2 cores no OpenMP team at all, so a core stolen by the
+    # event loop slows one forward instead of stalling a team (docs/BENCHMARKS.md, tuning log)
+    inference: ThreadPoolExecutor = field(init=False)
+    workers: int = field(init=False)
+    threads_per_worker: int = field(init=False)
+
+    def __post_init__(self):
+        device = self.settings.device
+        on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        cores = torch.get_num_threads()
+        self.workers, self.threads_per_worker = plan_workers(self.settings, on_gpu, cores)
+        self.inference = ThreadPoolExecutor(self.workers, thread_name_prefix="bitpatch-inference")
 
     def load(self) -> None:
         """Blocking: backbone, engine, store, registry, demo patches (runs off the event loop)."""
         s = self.settings
-        if s.threads:
-            torch.set_num_threads(s.threads)
+        torch.set_num_threads(self.threads_per_worker)
         backbone = load_backbone(s.backbone, s.dtype, s.device)
         self.engine = self.engine_factory(backbone, FORWARD_MODES[s.forward])
         self.engine.warm_up()

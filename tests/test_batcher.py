@@ -29,9 +29,15 @@ class RecordingEngine(MultiTaskEngine):
         self.gate = threading.Event()
         self.gate.set()
         self.delay = 0.0
+        self.inside = 0  # forwards waiting at the gate right now
+        self._count_lock = threading.Lock()
 
     def forward(self, batch, keys, requests=None):
+        with self._count_lock:
+            self.inside += 1
         self.gate.wait(10)
+        with self._count_lock:
+            self.inside -= 1
         time.sleep(self.delay)
         self.calls.append(list(keys))
         self.lengths.append(batch["attention_mask"].sum(1).tolist())
@@ -129,3 +135,28 @@ def test_stop_finishes_every_admitted_request(engine):
 
     futures = asyncio.run(scenario())
     assert all(f.done() and not f.exception() for f in futures)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_worker_runs_a_forward_at_once(engine, workers):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), 2, 0, 100, workers=workers)
+        engine.gate.clear()
+        futures = []
+        for i in range(6):  # three batches of two rows
+            batcher.admit(1)
+            futures.append(batcher.submit(lease(engine, f"t{i % 4}"), rows(engine, ["x y"])))
+        batcher.start()
+        deadline = time.monotonic() + 5
+        while engine.inside < workers and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # a third forward would have started by now
+        held = engine.inside
+        engine.gate.set()
+        results = await asyncio.gather(*futures)
+        await batcher.stop()
+        return held, results
+
+    held, results = asyncio.run(scenario())
+    assert held == workers
+    assert all(len(r) == 1 and "label" in r[0] for r in results)

@@ -398,13 +398,16 @@ def test_python_client_and_push_command(server, model, tmp_path, capsys):
     client.close()
 
 
-@pytest.mark.parametrize("mode", ["padded", "packed"])
-def test_forward_modes_serve_the_engine_answers(tiny_bert_dir, tmp_path, model, expected, mode):
+@pytest.mark.parametrize(("mode", "workers"), [("padded", 1), ("packed", 1), ("packed", 2)])
+def test_forward_modes_serve_the_engine_answers(
+    tiny_bert_dir, tmp_path, model, expected, mode, workers
+):
     patches = [random_patch(model, f"m{i}", 2 + i, "mean", seed=40 + i) for i in range(3)]
     store = tmp_path / "store"
-    flags = ("--no-demo-patches", "--forward", mode)
+    flags = ("--no-demo-patches", "--forward", mode, "--workers", str(workers))
     with ServerProcess(tiny_bert_dir, store, *flags) as srv, httpx.Client(base_url=srv.url) as http:
-        assert http.get("/info").json()["forward"] == mode
+        info = http.get("/info").json()
+        assert (info["forward"], info["workers"]) == (mode, workers)
         for p in patches:
             assert http.put(f"/tasks/{p.task}/patch", content=p.to_bytes()).status_code == 201
         with ThreadPoolExecutor(6) as pool:  # concurrent, so rows of all three tasks batch together

@@ -1,12 +1,14 @@
 """Quick probes used while tuning (each figure in BENCHMARKS.md's tuning log names one).
 
 `python -m bench probe`: one server, 16 tasks: 1-client p50 and 64-client throughput with the
-batch statistics; `--threads N`/`--env K=V` vary the server. `python -m bench omp`: one
+batch statistics and per-thread CPU; `--threads N`/`--env K=V` vary the server. `python -m bench omp`: one
 single-row forward timed on the main thread, then on a worker thread, then on main again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -24,7 +26,8 @@ from .workload import mixed_inputs
 
 
 def probe_server(extra: list[str], env: dict[str, str], seconds: float = 10) -> dict:
-    """1 client x 1 input (p50), then 64 clients x mixed 16 tasks (throughput, batches)."""
+    """1 client x 1 input (p50), then 64 clients x mixed 16 tasks (throughput, batches, and
+    where the CPU went: the server's busiest threads and the machine's idle cores)."""
     source = PatchSource()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -33,13 +36,39 @@ def probe_server(extra: list[str], env: dict[str, str], seconds: float = 10) -> 
         source.upload(server.url, 16)
         load(server.url, 16, 64, 3)
         one = load(server.url, 1, 1, seconds / 2, max_inputs=1)
+        threads, idle, started = _thread_cpu(server.proc.pid), _idle_cpu(), time.perf_counter()
         many = load(server.url, 16, 64, seconds)
+        wall = time.perf_counter() - started
+        used = _thread_cpu(server.proc.pid)
+    cores = {t: (used[t] - threads.get(t, 0.0)) / wall for t in used}
+    busiest = sorted(cores.items(), key=lambda kv: -kv[1])[:5]
     return {
         "one_client_p50_ms": one["p50_ms"],
         "inputs_per_s": many["inputs_per_s"],
         "p99_ms": many["p99_ms"],
         **many["batches"],
+        "server_thread_cores": {
+            ("main" if t == server.proc.pid else str(t)): round(c, 2) for t, c in busiest
+        },
+        "idle_cores": round((_idle_cpu() - idle) / wall, 2),
     }
+
+
+def _thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of `pid`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _idle_cpu() -> float:
+    """Idle CPU seconds of the whole machine, from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def omp_teams(n: int = 60) -> dict[str, float]:

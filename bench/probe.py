@@ -1,8 +1,9 @@
 """Quick probes used while tuning (each figure in BENCHMARKS.md's tuning log names one).
 
 `python -m bench probe`: one server, 16 tasks: 1-client p50 and 64-client throughput with the
-batch statistics and per-thread CPU; `--threads N`/`--env K=V` vary the server. `python -m bench omp`: one
-single-row forward timed on the main thread, then on a worker thread, then on main again.
+batch statistics and per-thread CPU; `--threads N`/`--env K=V` vary the server.
+`python -m bench omp`: one single-row forward timed on the main thread, then on a worker
+thread, then on main again.
 """
 
 from __future__ import annotations

@@ -69,15 +69,16 @@ TRAFFIC = (("single", 1), ("mixed16", 16), ("mixed256", 256))
 
 
 def traffic_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
-    """bitpatch: single-task, mixed 16 and mixed 256, interleaved in rounds (noise hits all)."""
+    """bitpatch: single-task, mixed 16 and mixed 256, interleaved in rounds (noise hits all),
+    the order rotated each round so no scenario always runs first."""
     rounds = 1 if cfg.quick else 3
     merged = {name: LoadResult() for name, _ in TRAFFIC}
     stats = {name: [] for name, _ in TRAFFIC}
     with BenchServer(root / "traffic", "bitpatch", cfg.dtype) as server:
         source.upload(server.url, 256)
         load(server.url, 16, cfg.clients, min(cfg.seconds, 3))  # warm-up
-        for _ in range(rounds):
-            for name, n_tasks in TRAFFIC:
+        for r in range(rounds):  # each scenario takes each position in the order once
+            for name, n_tasks in TRAFFIC[r % 3 :] + TRAFFIC[: r % 3]:
                 before = server_stats(server.url)
                 part = _load_result(server.url, n_tasks, cfg.clients, cfg.seconds / rounds, 4)
                 stats[name].append(batch_summary(before, server_stats(server.url), part.seconds))

@@ -18,11 +18,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
     parser.add_argument("--dtype", default="auto", help="server: dtype of the servers")
     parser.add_argument("--out", type=Path, default=None, help="server: folder for JSON + PNG")
-    parser.add_argument("--threads", default=None, help="probe: server --threads")
+    parser.add_argument(
+        "--threads", default=None, help="probe: server --threads; micro: torch threads"
+    )
     parser.add_argument("--env", action="append", default=[], help="probe: server env K=V")
     args = parser.parse_args()
     logging.basicConfig(level="WARNING")
     if args.suite == "micro":
+        if args.threads:  # e.g. 1: what each of the server's two CPU workers runs with
+            import torch
+
+            torch.set_num_threads(int(args.threads))
         print(format_rows(run_micro(reps=2 if args.quick else args.reps)))
         return
     if args.suite == "biasadd":

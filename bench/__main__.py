@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+import torch
+
 from .micro import format_rows, run_micro
 
 
@@ -26,8 +28,6 @@ def main() -> None:
     logging.basicConfig(level="WARNING")
     if args.suite == "micro":
         if args.threads:  # e.g. 1: what each of the server's two CPU workers runs with
-            import torch
-
             torch.set_num_threads(int(args.threads))
         print(format_rows(run_micro(reps=2 if args.quick else args.reps)))
         return

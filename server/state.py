@@ -10,7 +10,7 @@ from importlib import resources
 
 import torch
 
-from ..patches.backbone import Backbone, load_backbone
+from ..patches.backbone import Backbone, load_backbone, resolve_device
 from ..patches.engine import MultiTaskEngine
 from ..patches.patch_file import PatchError
 from .batcher import Batcher
@@ -46,8 +46,10 @@ class ServerState:
     threads_per_worker: int = field(init=False)
 
     def __post_init__(self):
-        device = self.settings.device
-        on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        try:
+            on_gpu = resolve_device(self.settings.device).type == "cuda"
+        except RuntimeError:  # a bad device name fails, with its message, when the backbone loads
+            on_gpu = False
         cores = torch.get_num_threads()
         self.workers, self.threads_per_worker = plan_workers(self.settings, on_gpu, cores)
         self.inference = ThreadPoolExecutor(self.workers, thread_name_prefix="bitpatch-inference")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce docs/RESULTS.md: every (task, method, seed) cell, skipping cells already saved in
 # docs/results/. Long: run it in chunks (it resumes), e.g. `bash scripts/results.sh rte mrpc`;
-# SEEDS="1 2" limits the seeds (SST-2 always runs seed 0 only).
+# SEEDS="1 2" limits the seeds (SST-2 always runs seed 0 only); METHODS="bitfit" limits the
+# methods (bitfit, frozen, bq+bm2, full); EPOCHS=16 trains that many epochs on every task and
+# names the cells `...-e16-s0` (the longer-budget rows of the table).
 # Then: .venv/bin/python -m bitpatch.trainer.results docs/results
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,10 +11,16 @@ glue=${GLUE:-../shared/glue}
 tasks=("${@:-rte mrpc stsb cola sst2}")
 declare -A folder=([rte]=RTE [mrpc]=MRPC [stsb]=STS-B [cola]=CoLA [sst2]=SST-2)
 declare -A epochs=([rte]=3 [mrpc]=3 [stsb]=3 [cola]=3 [sst2]=1)
+suffix=""
+if [ -n "${EPOCHS:-}" ]; then
+  for task in "${!epochs[@]}"; do epochs[$task]=$EPOCHS; done
+  suffix="-e$EPOCHS"
+fi
+methods=(${METHODS:-bitfit frozen bq+bm2 full})
 
 run() {  # task method terms seed
   local task=$1 method=$2 terms=$3 seed=$4
-  local name="$task-$method-${terms/+/_}-s$seed"
+  local name="$task-$method-${terms/+/_}$suffix-s$seed"
   [ -f "docs/results/$name.json" ] && return 0
   local extra=()
   [ "$terms" != all ] && extra=(--bias-terms "$terms")
@@ -26,9 +34,11 @@ for task in ${tasks[*]}; do
   seeds=(${SEEDS:-0 1 2})
   [ "$task" = sst2 ] && seeds=(0)
   for seed in "${seeds[@]}"; do
-    run "$task" bitfit all "$seed"
-    run "$task" frozen all "$seed"
-    run "$task" bitfit bq+bm2 "$seed"
-    run "$task" full all "$seed"
+    for method in "${methods[@]}"; do
+      case $method in
+        bq+bm2) run "$task" bitfit bq+bm2 "$seed" ;;
+        *) run "$task" "$method" all "$seed" ;;
+      esac
+    done
   done
 done

@@ -16,9 +16,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import torch
+
 from ..patches.encoding import EncodedRow, collate
 from ..patches.engine import MultiTaskEngine
-from ..patches.outputs import to_prediction
+from ..patches.outputs import to_predictions
 from .errors import ApiError
 from .metrics import Metrics
 from .registry import Lease
@@ -191,10 +193,25 @@ class Batcher:
         keys = [r.job.lease.key for r in batch]
         padded = collate(rows, self.engine.backbone.tokenizer.pad_token_id)
         logits = self.engine.forward(padded, keys, [id(r.job) for r in batch])
-        out = [to_prediction(r.job.lease.head, x) for r, x in zip(batch, logits, strict=True)]
+        out = _predictions(batch, logits)
         self.metrics.forward.observe(time.perf_counter() - started)
         self.metrics.batch_rows.observe(len(batch))
         self.metrics.batch_tasks.observe(len(set(keys)))
         mask = padded["attention_mask"]  # (B, T)
         self.metrics.batch_fill.observe(float(mask.sum()) / mask.numel())
         return out
+
+
+def _predictions(batch: list[Row], logits: list) -> list[dict]:
+    """Each row's prediction, computed per task group (a few torch calls per task, not per row)."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(batch):
+        groups.setdefault(row.job.lease.key, []).append(i)
+    out: list = [None] * len(batch)
+    for rows in groups.values():
+        head = batch[rows[0]].job.lease.head
+        for i, prediction in zip(
+            rows, to_predictions(head, torch.stack([logits[i] for i in rows])), strict=True
+        ):
+            out[i] = prediction
+    return out

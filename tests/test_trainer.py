@@ -170,6 +170,9 @@ def test_results_table_from_saved_runs(tmp_path):
             "command": f"bitpatch train --glue rte --seed {seed}",
         }
         (tmp_path / f"rte-{seed}.json").write_text(json.dumps(run))
+    longer = {**run, "epochs": 16, "metrics": {"accuracy": 70.0}, "command": "... --epochs 16"}
+    (tmp_path / "rte-e16.json").write_text(json.dumps(longer))
     text = table(load_runs(tmp_path))
     assert "| BitFit | 61.0 ± 1.4 (n=2) |" in text and "0.118" in text
+    assert "| BitFit, 16 epochs | 70.0 ± 0.0 (n=1) |" in text  # its own row, not averaged in
     assert "| BitFit | 2.0 (n=1) | - |" in minutes_table(load_runs(tmp_path))

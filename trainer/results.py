@@ -14,6 +14,8 @@ from pathlib import Path
 from .metrics import main_metric
 
 TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]
+SMALL_TASKS = TASKS[:4]
+PROTOCOL_EPOCHS = {"sst2": 1}  # every other task: 3
 METHODS = [
     ("full", "all", "Full-FT"),
     ("bitfit", "all", "BitFit"),
@@ -22,13 +24,27 @@ METHODS = [
 ]
 
 
-def load_runs(folder: Path) -> dict[tuple[str, str, str], list[dict]]:
-    """(task, method, bias_terms) -> run summaries."""
+def budget(run: dict) -> int | None:
+    """None for the table's protocol (3 epochs, 1 for SST-2), else the run's epoch count."""
+    epochs = int(run.get("epochs", PROTOCOL_EPOCHS.get(run["task"], 3)))
+    return None if epochs == PROTOCOL_EPOCHS.get(run["task"], 3) else epochs
+
+
+def load_runs(folder: Path) -> dict[tuple, list[dict]]:
+    """(task, method, bias_terms, budget) -> run summaries."""
     runs = defaultdict(list)
     for path in sorted(folder.glob("*.json")):
         run = json.loads(path.read_text())
-        runs[(run["task"], run["method"], run["bias_terms"])].append(run)
+        runs[(run["task"], run["method"], run["bias_terms"], budget(run))].append(run)
     return runs
+
+
+def rows(runs) -> list[tuple[str, str, int | None, str]]:
+    """(method, bias_terms, budget, row name): the protocol rows, then longer-budget ones."""
+    out = [(method, terms, None, name) for method, terms, name in METHODS]
+    names = {(method, terms): name for method, terms, name in METHODS}
+    extra = sorted({(m, t, b) for (_, m, t, b) in runs if b is not None and (m, t) in names})
+    return out + [(m, t, b, f"{names[(m, t)]}, {b} epochs") for m, t, b in extra]
 
 
 def cell(runs: list[dict], task: str) -> tuple[str, float | None]:
@@ -43,26 +59,31 @@ def cell(runs: list[dict], task: str) -> tuple[str, float | None]:
 
 
 def table(runs) -> str:
-    """Markdown: rows = methods, columns = tasks, then the average and % trainable."""
-    head = "| method | " + " | ".join(TASKS) + " | average | % params |"
-    lines = [head, "|" + "---|" * (len(TASKS) + 3)]
-    for method, terms, name in METHODS:
-        found = [runs.get((task, method, terms), []) for task in TASKS]
+    """Markdown: rows = methods, columns = tasks, the averages (all five; the four small
+    tasks) and % trainable."""
+    head = "| method | " + " | ".join(TASKS) + " | average | average w/o sst2 | % params |"
+    lines = [head, "|" + "---|" * (len(TASKS) + 4)]
+    for method, terms, epochs, name in rows(runs):
+        found = [runs.get((task, method, terms, epochs), []) for task in TASKS]
         cells = [cell(runs_of_task, task) for runs_of_task, task in zip(found, TASKS, strict=True)]
         means = [mean for _, mean in cells]
-        avg = f"{statistics.mean(means):.1f}" if all(m is not None for m in means) else "-"
         pct = next((f"{r[0]['trainable_percent']:.3f}" for r in found if r), "-")
-        lines.append(f"| {name} | " + " | ".join(t for t, _ in cells) + f" | {avg} | {pct} |")
+        averages = f"{_average(means)} | {_average(means[: len(SMALL_TASKS)])}"
+        lines.append(f"| {name} | " + " | ".join(t for t, _ in cells) + f" | {averages} | {pct} |")
     return "\n".join(lines)
+
+
+def _average(means: list[float | None]) -> str:
+    return f"{statistics.mean(means):.1f}" if all(m is not None for m in means) else "-"
 
 
 def minutes_table(runs) -> str:
     """Markdown: mean wall minutes per run for each task and method (undisturbed runs only)."""
     lines = ["| method | " + " | ".join(TASKS) + " |", "|" + "---|" * (len(TASKS) + 1)]
-    for method, terms, name in METHODS:
+    for method, terms, epochs, name in rows(runs):
         cells = []
         for task in TASKS:
-            found = runs.get((task, method, terms), [])
+            found = runs.get((task, method, terms, epochs), [])
             valid = [r["seconds"] / 60 for r in found if r.get("seconds_valid", True)]
             cells.append(f"{statistics.mean(valid):.1f} (n={len(valid)})" if valid else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -72,7 +93,7 @@ def minutes_table(runs) -> str:
 def commands(runs) -> str:
     """Every run's exact command."""
     out = []
-    for key in sorted(runs):
+    for key in sorted(runs, key=str):
         out += [f"    {r['command']}" for r in runs[key]]
     return "\n".join(out)
 

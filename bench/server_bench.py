@@ -30,7 +30,7 @@ class BenchConfig:
 
     def __post_init__(self):
         if self.quick:
-            self.clients, self.seconds, self.swap_seconds = 16, 3.0, 4.0
+            self.clients, self.seconds, self.swap_seconds = 16, 1.5, 3.0
 
     @property
     def memory_counts(self) -> tuple[int, ...]:
@@ -178,7 +178,7 @@ def run_all(cfg: BenchConfig) -> dict:
     """Every section, one after another, in one run."""
     started = time.perf_counter()
     results = {"config": vars(cfg).copy()}
-    n_offline = 256 if cfg.quick else 2048
+    n_offline = 96 if cfg.quick else 2048
     results["ceiling"] = {d: ceiling(d, n_offline) for d in ("float32", "bfloat16")}
     source = PatchSource()
     with tempfile.TemporaryDirectory(prefix="bitpatch-bench-") as tmp:

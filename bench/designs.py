@@ -34,7 +34,7 @@ class _GroupedEngine(MultiTaskEngine):
     def _run_group(self, key: str, inputs: dict[str, torch.Tensor]):
         raise NotImplementedError
 
-    def forward(self, batch, keys, requests=None):
+    def forward_by_task(self, batch, keys, requests=None):
         state = self.state
         pooled_rows = [None] * len(keys)
         with torch.inference_mode():

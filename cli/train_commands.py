@@ -89,6 +89,11 @@ def add_train_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-train-examples", type=int, default=None)
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="save resumable epoch checkpoints next to --out and go on from the last one",
+    )
+    p.add_argument(
         "--metrics-out",
         type=Path,
         default=None,
@@ -126,6 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         max_train_examples=args.max_train_examples,
+        resume=args.resume,
     )
     result = train(settings, data)
     summary = {
@@ -138,10 +144,14 @@ def run_train(args: argparse.Namespace) -> int:
         "out": str(result.out),
         "metrics": result.metrics,
         "seconds": round(result.seconds, 1),
+        "resumed_from": result.resumed_from,
         "learning_rate": result.learning_rate,
         "trainable_percent": round(result.trainable_percent, 4),
         "command": "bitpatch " + " ".join(sys.argv[1:]),
     }
+    if result.resumed_from:
+        summary["seconds_valid"] = False
+        summary["seconds_note"] = f"resumed from {result.resumed_from}: seconds cover the last part"
     print(json.dumps(summary))
     if args.metrics_out:
         args.metrics_out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,15 @@ class TaskHead:
 
 
 @dataclass(frozen=True)
+class TaskLogits:
+    """One task's rows of a batch and their logits."""
+
+    key: str
+    rows: list[int]  # positions in the batch
+    logits: torch.Tensor  # (rows, n) float32 on the CPU
+
+
+@dataclass(frozen=True)
 class EngineState:
     """An immutable view of the registered tasks; a forward keeps the one it started with."""
 
@@ -136,7 +145,17 @@ class MultiTaskEngine:
     def forward(
         self, batch: Mapping[str, torch.Tensor], keys: list[str], requests: list[int] | None = None
     ) -> list[torch.Tensor]:
-        """Logits for each row of a padded batch, row i served by task `keys[i]`.
+        """Logits for each row of a padded batch, row i served by task `keys[i]`."""
+        logits: list[torch.Tensor] = [torch.empty(0)] * len(keys)
+        for group in self.forward_by_task(batch, keys, requests):
+            for row, value in zip(group.rows, group.logits, strict=True):
+                logits[row] = value
+        return logits
+
+    def forward_by_task(
+        self, batch: Mapping[str, torch.Tensor], keys: list[str], requests: list[int] | None = None
+    ) -> list[TaskLogits]:
+        """One forward of a padded batch, row i served by task `keys[i]`; logits per task.
 
         `requests` (which request each row came from) is unused here: one forward serves all;
         benchmark engines that run request by request use it.
@@ -177,18 +196,17 @@ class MultiTaskEngine:
         return pooled
 
     @staticmethod
-    def _apply_heads(pooled: torch.Tensor, keys: list[str], heads) -> list[torch.Tensor]:
-        """Each row's logits through its own task's head (label counts differ per task)."""
+    def _apply_heads(pooled: torch.Tensor, keys: list[str], heads) -> list[TaskLogits]:
+        """Each task's rows through its own head (label counts differ per task)."""
         rows_of: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
             rows_of.setdefault(key, []).append(i)
-        logits: list[torch.Tensor | None] = [None] * len(keys)
+        groups = []
         for key, rows in rows_of.items():
             head = heads[key]
-            group = pooled[rows] @ head.weight.T + head.bias  # (rows, n)
-            for row, value in zip(rows, group.cpu(), strict=True):
-                logits[row] = value
-        return logits
+            logits = pooled[rows] @ head.weight.T + head.bias  # (rows, n)
+            groups.append(TaskLogits(key, rows, logits.cpu()))
+        return groups
 
     def predict_logits(self, key: str, items: list[Item], batch_size: int = 64):
         """Encode and run `items` for one task in chunks (CLI and evaluation)."""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce docs/RESULTS.md: every (task, method, seed) cell, skipping cells already saved in
-# docs/results/. Long: run it in chunks (it resumes), e.g. `bash scripts/results.sh rte mrpc`;
+# docs/results/. Long: run it in chunks (it skips saved cells, and a run stopped mid-way goes
+# on from its last epoch checkpoint), e.g. `bash scripts/results.sh rte mrpc`;
 # SEEDS="1 2" limits the seeds (SST-2 always runs seed 0 only); METHODS="bitfit" limits the
 # methods (bitfit, frozen, bq+bm2, full); EPOCHS=16 trains that many epochs on every task and
 # names the cells `...-e16-s0` (the longer-budget rows of the table).
@@ -25,7 +26,7 @@ run() {  # task method terms seed
   local extra=()
   [ "$terms" != all ] && extra=(--bias-terms "$terms")
   .venv/bin/bitpatch train --glue "$task" --data "$glue/${folder[$task]}" --method "$method" \
-    "${extra[@]}" --seed "$seed" --epochs "${epochs[$task]}" \
+    "${extra[@]}" --seed "$seed" --epochs "${epochs[$task]}" --resume \
     --out "runs/results/$name$([ "$method" = full ] || echo .safetensors)" \
     --metrics-out "docs/results/$name.json"
 }

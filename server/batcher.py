@@ -16,10 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import torch
-
 from ..patches.encoding import EncodedRow, collate
-from ..patches.engine import MultiTaskEngine
+from ..patches.engine import MultiTaskEngine, TaskLogits
 from ..patches.outputs import to_predictions
 from .errors import ApiError
 from .metrics import Metrics
@@ -192,8 +190,8 @@ class Batcher:
         rows = [r.job.rows[r.index] for r in batch]
         keys = [r.job.lease.key for r in batch]
         padded = collate(rows, self.engine.backbone.tokenizer.pad_token_id)
-        logits = self.engine.forward(padded, keys, [id(r.job) for r in batch])
-        out = _predictions(batch, logits)
+        groups = self.engine.forward_by_task(padded, keys, [id(r.job) for r in batch])
+        out = _predictions(batch, groups)
         self.metrics.forward.observe(time.perf_counter() - started)
         self.metrics.batch_rows.observe(len(batch))
         self.metrics.batch_tasks.observe(len(set(keys)))
@@ -202,16 +200,11 @@ class Batcher:
         return out
 
 
-def _predictions(batch: list[Row], logits: list) -> list[dict]:
+def _predictions(batch: list[Row], groups: list[TaskLogits]) -> list[dict]:
     """Each row's prediction, computed per task group (a few torch calls per task, not per row)."""
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(batch):
-        groups.setdefault(row.job.lease.key, []).append(i)
     out: list = [None] * len(batch)
-    for rows in groups.values():
-        head = batch[rows[0]].job.lease.head
-        for i, prediction in zip(
-            rows, to_predictions(head, torch.stack([logits[i] for i in rows])), strict=True
-        ):
+    for group in groups:
+        head = batch[group.rows[0]].job.lease.head
+        for i, prediction in zip(group.rows, to_predictions(head, group.logits), strict=True):
             out[i] = prediction
     return out

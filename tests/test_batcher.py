@@ -32,7 +32,7 @@ class RecordingEngine(MultiTaskEngine):
         self.inside = 0  # forwards waiting at the gate right now
         self._count_lock = threading.Lock()
 
-    def forward(self, batch, keys, requests=None):
+    def forward_by_task(self, batch, keys, requests=None):
         with self._count_lock:
             self.inside += 1
         self.gate.wait(10)
@@ -41,7 +41,7 @@ class RecordingEngine(MultiTaskEngine):
         time.sleep(self.delay)
         self.calls.append(list(keys))
         self.lengths.append(batch["attention_mask"].sum(1).tolist())
-        return super().forward(batch, keys, requests)
+        return super().forward_by_task(batch, keys, requests)
 
 
 @pytest.fixture(scope="module")

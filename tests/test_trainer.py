@@ -7,8 +7,9 @@ import random
 
 import pytest
 import torch
-from transformers import AutoModel
+from transformers import AutoModel, TrainerCallback
 
+import bitpatch.trainer.train as train_module
 from bitpatch.cli import main as cli_main
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.patch_file import read_patch
@@ -68,6 +69,48 @@ def test_eval_through_engine_equals_training_metric(tiny_bert_dir, tmp_path):
     patch = read_patch(out, load_backbone(str(tiny_bert_dir), "float32", "cpu").spec)
     assert patch.metrics and patch.trainer["method"] == "bitfit" and patch.created_at
     assert evaluate_patch(patch, data, str(tiny_bert_dir)) == patch.metrics
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAfterEpoch(TrainerCallback):
+    """Stands in for a run killed at the end of a session, right after an epoch checkpoint."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.epoch >= 2:
+            raise Interrupted
+
+
+def test_resume_goes_on_from_last_epoch_checkpoint(tiny_bert_dir, tmp_path, monkeypatch):
+    data = toy_sentiment(seed=3)
+    whole = train(settings_for(tiny_bert_dir, tmp_path / "whole.safetensors"), data)
+    make_trainer = train_module._make_trainer
+
+    def interrupting(*args):
+        trainer = make_trainer(*args)
+        trainer.add_callback(InterruptAfterEpoch())
+        return trainer
+
+    out = tmp_path / "resumed.safetensors"
+    monkeypatch.setattr(train_module, "_make_trainer", interrupting)
+    with pytest.raises(Interrupted):
+        train(settings_for(tiny_bert_dir, out, resume=True), data)
+    assert not out.exists()
+    monkeypatch.setattr(train_module, "_make_trainer", make_trainer)
+    resumed = train(settings_for(tiny_bert_dir, out, resume=True), data)
+    assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-16")
+    assert resumed.metrics == whole.metrics
+    assert_patches_equal(read_patch(out), read_patch(whole.out))
+
+
+def assert_patches_equal(a, b):
+    assert a.biases.keys() == b.biases.keys()
+    for name in a.biases:
+        torch.testing.assert_close(a.biases[name], b.biases[name], rtol=0, atol=1e-6)
+    torch.testing.assert_close(a.head_weight, b.head_weight, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a.head_bias, b.head_bias, rtol=0, atol=1e-6)
 
 
 def test_bias_term_presets_and_frozen(tiny_bert_dir, tmp_path):

@@ -20,6 +20,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_utils import get_last_checkpoint
 
 from ..patches.backbone import DEFAULT_BACKBONE, cpu_has_bf16, fingerprint, resolve_source
 from ..patches.patch_file import PatchFile
@@ -53,6 +54,7 @@ class TrainSettings:
     bf16: bool | None = None  # None: where the hardware has it
     logging_steps: int = 50
     workdir: Path | None = None
+    resume: bool = False  # keep optimizer state in epoch checkpoints; go on from the last one
 
     def lr(self) -> float:
         """The learning rate for this run."""
@@ -72,6 +74,7 @@ class TrainResult:
     learning_rate: float
     model: PatchModel | None = field(default=None, repr=False)
     log_history: list[dict] = field(default_factory=list, repr=False)
+    resumed_from: str | None = None
 
 
 class RowsDataset(torch.utils.data.Dataset):
@@ -141,7 +144,8 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
         data.train[: settings.max_train_examples] if settings.max_train_examples else data.train
     )
     trainer = _make_trainer(settings, data, model, tokenizer, train_rows)
-    trainer.train()
+    checkpoint = _resumable_checkpoint(settings, trainer.args.output_dir)
+    trainer.train(resume_from_checkpoint=checkpoint)
     history = trainer.state.log_history
     shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # epoch checkpoints
     seconds = time.perf_counter() - started
@@ -150,12 +154,30 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
         metrics = trainer.evaluate()
         metrics = {k.removeprefix("eval_"): v for k, v in metrics.items() if _is_metric(k)}
         _save_full(settings, data, model, tokenizer, metrics, seconds)
-        return TrainResult(settings.out, metrics, seconds, pct, settings.lr(), model, history)
+        return TrainResult(
+            settings.out, metrics, seconds, pct, settings.lr(), model, history, checkpoint
+        )
     patch = _to_patch(settings, data, model, trained, sha256, seconds, pct, len(train_rows))
     patch.metrics = evaluate_patch(patch, data, settings.backbone)
     patch.save(settings.out)
     log.info("wrote %s metrics=%s seconds=%.0f", settings.out, patch.metrics, seconds)
-    return TrainResult(settings.out, patch.metrics, seconds, pct, settings.lr(), model, history)
+    return TrainResult(
+        settings.out, patch.metrics, seconds, pct, settings.lr(), model, history, checkpoint
+    )
+
+
+def _resumable_checkpoint(settings: TrainSettings, workdir: str) -> str | None:
+    """With --resume, the last epoch checkpoint that holds optimizer state, else None."""
+    if not settings.resume or not os.path.isdir(workdir):
+        return None
+    last = get_last_checkpoint(workdir)
+    if last is None:
+        return None
+    if not os.path.exists(os.path.join(last, "optimizer.pt")):
+        log.warning("%s has no optimizer state (not saved with --resume): starting over", last)
+        return None
+    log.info("resuming from %s", last)
+    return last
 
 
 def _is_metric(key: str) -> bool:
@@ -180,7 +202,7 @@ def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:
         metric_for_best_model=main_metric(data.name, data.kind),
         greater_is_better=True,
         save_total_limit=1,
-        save_only_model=True,
+        save_only_model=not settings.resume,
         bf16=bf16,
         seed=settings.seed,
         report_to=[],

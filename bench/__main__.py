@@ -15,7 +15,7 @@ from .micro import format_rows, run_micro
 def main() -> None:
     """Parse and run."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("suite", choices=["micro", "server", "probe", "omp", "biasadd"])
+    parser.add_argument("suite", choices=["micro", "server", "probe", "omp", "biasadd", "mix"])
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
     parser.add_argument("--dtype", default="auto", help="server: dtype of the servers")
@@ -36,6 +36,11 @@ def main() -> None:
         from .bias_add import format_rows as bias_rows
 
         print(bias_rows(compare()))
+        return
+    if args.suite == "mix":
+        from .offline import batch_mix
+
+        print(json.dumps(batch_mix(args.dtype, 320 if args.quick else 1280), indent=1))
         return
     if args.suite in ("probe", "omp"):
         from .probe import omp_teams, probe_server

@@ -11,6 +11,7 @@ import torch
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
+from bitpatch.server.batcher import LOOKAHEAD, pick_rows
 
 from .micro import random_patches
 from .workload import mixed_inputs
@@ -99,3 +100,52 @@ def single_row_ms(dtype: str, n: int = 50) -> float:
         engine.forward(collate(rows, backbone.tokenizer.pad_token_id), ["t0"])
         times.append(time.perf_counter() - started)
     return 1000 * statistics.median(times[5:])
+
+
+def queue_batches(rows: list[dict], batch_size: int = 32, queue_rows: int = 96) -> list[list[dict]]:
+    """Batches as the server forms them under steady load: `pick_rows` on a queue of
+    `queue_rows` rows in arrival order, refilled with the next arrivals after each batch
+    (64 clients x 2.5 inputs leave ~96 rows queued while two 32-row batches run)."""
+    arrivals = iter(rows)
+    queue = [row for _, row in zip(range(queue_rows), arrivals, strict=False)]
+    batches = []
+    while queue:
+        window = queue[: batch_size * LOOKAHEAD]
+        picked = set(pick_rows([len(r["input_ids"]) for r in window], batch_size))
+        batches.append([window[i] for i in sorted(picked)])
+        queue = [r for i, r in enumerate(queue) if i not in picked]
+        queue += [row for _, row in zip(range(len(picked)), arrivals, strict=False)]
+    return batches
+
+
+def batch_mix(dtype: str, n_inputs: int, rounds: int = 3) -> dict:
+    """The packed engine, 2 forwards at once, on the same inputs batched three ways: whole set
+    sorted by length (the ceiling's batches), as the server's queue allows, arrival order."""
+    backbone = load_backbone("default", dtype=dtype, device="cpu")
+    engine = MultiTaskEngine(backbone)
+    for i, patch in enumerate(random_patches(backbone, 16)):
+        engine.register(f"t{i}", patch)
+    rows = encode_inputs(backbone.tokenizer, mixed_inputs(n_inputs, seed=1), 128)
+    by_length = sorted(rows, key=lambda r: len(r["input_ids"]))
+    mixes = {
+        "sorted": [by_length[i : i + 32] for i in range(0, len(rows), 32)],
+        "server queue": queue_batches(rows),
+        "arrival": [rows[i : i + 32] for i in range(0, len(rows), 32)],
+    }
+    pad = backbone.tokenizer.pad_token_id
+    batches = {name: [collate(b, pad) for b in mix] for name, mix in mixes.items()}
+
+    def run(batch):
+        engine.forward(batch, [f"t{i % 16}" for i in range(len(batch["input_ids"]))])
+
+    out = {name: {"fill": _fill(b), "sequences_per_s": []} for name, b in batches.items()}
+    for _ in range(rounds):  # interleaved, so drift hits every mix alike
+        for name, b in batches.items():
+            out[name]["sequences_per_s"].append(_throughput(run, b, 2)["sequences_per_s"])
+    return out
+
+
+def _fill(batches) -> float:
+    """Real tokens / padded tokens."""
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    return real / sum(b["attention_mask"].numel() for b in batches)

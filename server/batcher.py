@@ -45,7 +45,6 @@ class Row:
     job: Job
     index: int
     length: int
-    seq: int
 
 
 class Batcher:
@@ -65,7 +64,6 @@ class Batcher:
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
         self.max_queue = max_queue
         self._queue: list[Row] = []
-        self._seq = 0
         self._wake = asyncio.Event()
         self._incoming = 0  # requests admitted and being tokenized, not yet queued
         self._in_flight: set[asyncio.Task] = set()  # batches being computed and resolved
@@ -117,8 +115,7 @@ class Batcher:
             lease, rows, asyncio.get_running_loop().create_future(), [None] * len(rows), len(rows)
         )
         for i, row in enumerate(rows):
-            self._queue.append(Row(job, i, len(row["input_ids"]), self._seq))
-            self._seq += 1
+            self._queue.append(Row(job, i, len(row["input_ids"])))
         self.metrics.queue_rows.set(len(self._queue))
         self._wake.set()
         return job.future
@@ -158,10 +155,8 @@ class Batcher:
         """The oldest row plus the queued rows nearest to it in length."""
         if not self._queue:
             return []
-        window = self._queue[: self.max_batch_size * LOOKAHEAD]
-        oldest = window[0]
-        chosen = sorted(window, key=lambda r: (abs(r.length - oldest.length), r.seq))
-        chosen = chosen[: self.max_batch_size]
+        window = self._queue[: self.max_batch_size * LOOKAHEAD]  # in arrival order
+        chosen = [window[i] for i in pick_rows([r.length for r in window], self.max_batch_size)]
         taken = {id(r) for r in chosen}
         self._queue = [r for r in self._queue if id(r) not in taken]
         self.metrics.queue_rows.set(len(self._queue))
@@ -198,6 +193,13 @@ class Batcher:
         mask = padded["attention_mask"]  # (B, T)
         self.metrics.batch_fill.observe(float(mask.sum()) / mask.numel())
         return out
+
+
+def pick_rows(lengths: list[int], batch_size: int) -> list[int]:
+    """Positions of the oldest row (position 0) and the rows nearest to it in length, older
+    first on ties: the batch the server runs next from a queue in arrival order."""
+    first = lengths[0]
+    return sorted(range(len(lengths)), key=lambda i: (abs(lengths[i] - first), i))[:batch_size]
 
 
 def _predictions(batch: list[Row], groups: list[TaskLogits]) -> list[dict]:

@@ -11,7 +11,7 @@ import pytest
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.encoding import encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
-from bitpatch.server.batcher import Batcher
+from bitpatch.server.batcher import Batcher, pick_rows
 from bitpatch.server.errors import ApiError
 from bitpatch.server.metrics import Metrics
 from bitpatch.server.registry import Lease
@@ -100,6 +100,23 @@ def test_rows_of_similar_length_are_batched_together(engine):
     lengths = asyncio.run(scenario())
     assert len(lengths) == 2  # two forwards: the two short rows, then the two long ones
     assert lengths[0][0] == lengths[0][1] < lengths[1][0] == lengths[1][1]
+
+
+def test_pick_rows_keeps_the_oldest_and_its_nearest_lengths():
+    lengths = [10, 40, 11, 9, 30, 10, 12]  # arrival order
+    assert pick_rows(lengths, 4) == [0, 5, 2, 3]  # 10 itself, 10, then 11 before 9 (older)
+    assert pick_rows([50, 5, 6], 2) == [0, 2]  # the oldest row always goes, however long
+    assert pick_rows([7], 32) == [0]
+
+
+def test_bench_queue_batches_take_every_row_once():
+    from bitpatch.bench.offline import queue_batches
+
+    rows = [{"input_ids": [0] * n} for n in [5, 9, 30, 6, 31, 8, 12, 29, 7, 10] * 13]
+    batches = queue_batches(rows, batch_size=8, queue_rows=24)
+    taken = [id(r) for b in batches for r in b]
+    assert sorted(taken) == sorted(id(r) for r in rows) and len(set(taken)) == len(rows)
+    assert all(len(b) <= 8 for b in batches) and batches[0][0] is rows[0]
 
 
 def test_queue_full_is_503_with_retry_after(engine):

@@ -99,6 +99,8 @@ def test_resume_goes_on_from_last_epoch_checkpoint(tiny_bert_dir, tmp_path, monk
         train(settings_for(tiny_bert_dir, out, resume=True), data)
     assert not out.exists()
     monkeypatch.setattr(train_module, "_make_trainer", make_trainer)
+    with pytest.raises(ValueError, match=r"started with other settings \(epochs 4 -> 5\)"):
+        train(settings_for(tiny_bert_dir, out, resume=True, epochs=5), data)
     resumed = train(settings_for(tiny_bert_dir, out, resume=True), data)
     assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-16")
     assert resumed.metrics == whole.metrics

@@ -168,8 +168,9 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
 
 def _resumable_checkpoint(settings: TrainSettings, workdir: str) -> str | None:
     """With --resume, the last epoch checkpoint that holds optimizer state, else None."""
-    if not settings.resume or not os.path.isdir(workdir):
+    if not settings.resume:
         return None
+    _check_same_settings(settings, Path(workdir))
     last = get_last_checkpoint(workdir)
     if last is None:
         return None
@@ -178,6 +179,26 @@ def _resumable_checkpoint(settings: TrainSettings, workdir: str) -> str | None:
         return None
     log.info("resuming from %s", last)
     return last
+
+
+def _check_same_settings(settings: TrainSettings, workdir: Path) -> None:
+    """Record the run's settings in its workdir, or refuse to resume a run started otherwise."""
+    skip = ("resume", "lr_grid", "logging_steps")
+    current = json.loads(json.dumps(asdict(settings), default=str))
+    current = {k: v for k, v in current.items() if k not in skip}
+    record = workdir / "bitpatch-settings.json"
+    if not record.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(current, indent=1))
+        return
+    before = json.loads(record.read_text())
+    changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in current.items() if before.get(k) != v]
+    if changed:
+        raise ValueError(
+            f"cannot --resume from {workdir}: it was started with other settings "
+            f"({'; '.join(changed)}); rerun with the same settings, or delete {workdir} "
+            "to start over"
+        )
 
 
 def _is_metric(key: str) -> bool:

@@ -11,12 +11,10 @@ cd "$(dirname "$0")/.."
 glue=${GLUE:-../shared/glue}
 tasks=("${@:-rte mrpc stsb cola sst2}")
 declare -A folder=([rte]=RTE [mrpc]=MRPC [stsb]=STS-B [cola]=CoLA [sst2]=SST-2)
-declare -A epochs=([rte]=3 [mrpc]=3 [stsb]=3 [cola]=3 [sst2]=1)
-suffix=""
-if [ -n "${EPOCHS:-}" ]; then
-  for task in "${!epochs[@]}"; do epochs[$task]=$EPOCHS; done
-  suffix="-e$EPOCHS"
-fi
+suffix=${EPOCHS:+-e$EPOCHS}
+protocol_epochs() {  # the table's budget, from trainer/results.py
+  .venv/bin/python -c "from bitpatch.trainer.results import protocol_epochs as p; print(p('$1'))"
+}
 methods=(${METHODS:-bitfit frozen bq+bm2 full})
 
 run() {  # task method terms seed
@@ -26,7 +24,7 @@ run() {  # task method terms seed
   local extra=()
   [ "$terms" != all ] && extra=(--bias-terms "$terms")
   .venv/bin/bitpatch train --glue "$task" --data "$glue/${folder[$task]}" --method "$method" \
-    "${extra[@]}" --seed "$seed" --epochs "${epochs[$task]}" --resume \
+    "${extra[@]}" --seed "$seed" --epochs "${EPOCHS:-$(protocol_epochs "$task")}" --resume \
     --out "runs/results/$name$([ "$method" = full ] || echo .safetensors)" \
     --metrics-out "docs/results/$name.json"
 }

@@ -24,10 +24,15 @@ METHODS = [
 ]
 
 
+def protocol_epochs(task: str) -> int:
+    """The table's epoch budget for `task` (scripts/results.sh asks here too)."""
+    return PROTOCOL_EPOCHS.get(task, 3)
+
+
 def budget(run: dict) -> int | None:
     """None for the table's protocol (3 epochs, 1 for SST-2), else the run's epoch count."""
-    epochs = int(run.get("epochs", PROTOCOL_EPOCHS.get(run["task"], 3)))
-    return None if epochs == PROTOCOL_EPOCHS.get(run["task"], 3) else epochs
+    epochs = int(run.get("epochs", protocol_epochs(run["task"])))
+    return None if epochs == protocol_epochs(run["task"]) else epochs
 
 
 def load_runs(folder: Path) -> dict[tuple, list[dict]]:

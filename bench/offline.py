@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,11 @@ def _throughput(run, batches, workers: int = 1) -> dict:
     seconds = _parallel_seconds(run, batches, workers) if workers > 1 else _seconds(run, batches)
     rows = sum(b["input_ids"].shape[0] for b in batches)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-    return {"sequences_per_s": rows / seconds, "tokens_per_s": tokens / seconds}
+    return {
+        "sequences_per_s": rows / seconds,
+        "tokens_per_s": tokens / seconds,
+        "ms_per_forward": 1000 * seconds * workers / len(batches),  # each worker's forwards
+    }
 
 
 def _seconds(run, batches) -> float:
@@ -149,3 +154,54 @@ def _fill(batches) -> float:
     """Real tokens / padded tokens."""
     real = sum(int(b["attention_mask"].sum()) for b in batches)
     return real / sum(b["attention_mask"].numel() for b in batches)
+
+
+def synthetic_rows(lengths: list[int], tokenizer, seed: int = 0) -> list[dict]:
+    """Rows of exactly these token lengths ([CLS] random words [SEP]); the forward's cost
+    depends on the lengths only."""
+    rng = random.Random(seed)
+    low, high = 1000, tokenizer.vocab_size - 1
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    rows = []
+    for length in lengths:
+        words = [rng.randint(low, high) for _ in range(max(length - 2, 0))]
+        ids = ([cls] + words + [sep])[:length]
+        rows.append({"input_ids": ids, "token_type_ids": [0] * length})
+    return rows
+
+
+def replay(dtype: str, recorded: list[dict], rounds: int = 2) -> dict:
+    """The server's own forwards (row lengths and task counts from `GET /stats/batches`) run
+    offline: the bare transformers forward (1 and 2 at once) and the packed engine (2 at once,
+    each row's task as in the server's batch mix). Best of `rounds` interleaved rounds."""
+    bare_backbone = load_backbone("default", dtype=dtype, device="cpu")
+    engine = MultiTaskEngine(load_backbone("default", dtype=dtype, device="cpu"))
+    for i, patch in enumerate(random_patches(bare_backbone, 16)):
+        engine.register(f"t{i}", patch)
+    tokenizer = bare_backbone.tokenizer
+    batches = [
+        collate(synthetic_rows(b["lengths"], tokenizer, seed=i), tokenizer.pad_token_id)
+        for i, b in enumerate(recorded)
+    ]
+    tasks = {id(batch): b["tasks"] for batch, b in zip(batches, recorded, strict=True)}
+
+    def bare(batch):
+        with torch.inference_mode():
+            bare_backbone.model(**batch)
+
+    def mixed(batch):
+        n = min(tasks[id(batch)], 16)
+        engine.forward(batch, [f"t{i % n}" for i in range(len(batch["input_ids"]))])
+
+    runs = {"bare": (bare, 1), "bare-2w": (bare, 2), "engine-2w": (mixed, 2)}
+    out: dict = {name: [] for name in runs}
+    for _ in range(rounds):  # interleaved, so drift hits every way alike
+        for name, (run, workers) in runs.items():
+            out[name].append(_throughput(run, batches, workers))
+    best = {name: max(cells, key=lambda c: c["sequences_per_s"]) for name, cells in out.items()}
+    return best | {
+        "batches": len(recorded),
+        "rows": sum(b["rows"] for b in recorded),
+        "fill": _fill(batches),
+        "server_ms_per_forward": statistics.mean(b["forward_ms"] for b in recorded),
+    }

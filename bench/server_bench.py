@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 
 from .loadgen import LoadResult, run_load
-from .offline import ceiling, single_row_ms
-from .servers import BenchServer, PatchSource, batch_summary, server_stats
+from .offline import ceiling, replay, single_row_ms
+from .servers import BenchServer, PatchSource, batch_summary, recent_batches, server_stats
 from .workload import mixed_inputs
 
 
@@ -74,19 +74,22 @@ def traffic_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict
     rounds = 1 if cfg.quick else 3
     merged = {name: LoadResult() for name, _ in TRAFFIC}
     stats = {name: [] for name, _ in TRAFFIC}
+    forwards = {name: [] for name, _ in TRAFFIC}  # each forward's row lengths, from the server
     with BenchServer(root / "traffic", "bitpatch", cfg.dtype) as server:
         source.upload(server.url, 256)
         load(server.url, 16, cfg.clients, min(cfg.seconds, 3))  # warm-up
         for r in range(rounds):  # each scenario takes each position in the order once
             for name, n_tasks in TRAFFIC[r % 3 :] + TRAFFIC[: r % 3]:
-                before = server_stats(server.url)
+                before, last = server_stats(server.url), recent_batches(server.url)[1]
                 part = _load_result(server.url, n_tasks, cfg.clients, cfg.seconds / rounds, 4)
                 stats[name].append(batch_summary(before, server_stats(server.url), part.seconds))
+                forwards[name] += recent_batches(server.url, last)[0]
                 merged[name].merge(part)
         out = {
             name: merged[name].summary() | {"batches": _mean_stats(stats[name])}
             for name, _ in TRAFFIC
         }
+        out["mixed16_forwards"] = forwards["mixed16"]
         out["one_client"] = load(server.url, 1, 1, cfg.seconds, max_inputs=1)
         out["one_client_forward_ms"] = single_row_ms(cfg.dtype)
     return out
@@ -187,5 +190,7 @@ def run_all(cfg: BenchConfig) -> dict:
         results["designs"] = design_scenarios(cfg, source, root)
         results["memory"] = memory_and_cold_start(cfg, source, root)
         results["hot_swap"] = hot_swap(cfg, source, root)
+    forwards = results["traffic"].pop("mixed16_forwards")
+    results["replay"] = replay(cfg.dtype, forwards, rounds=1 if cfg.quick else 2)
     results["seconds"] = time.perf_counter() - started
     return results

@@ -107,6 +107,12 @@ def batch_summary(before: dict, after: dict, seconds: float) -> dict[str, float]
     }
 
 
+def recent_batches(url: str, after: int = 0) -> tuple[list[dict], int]:
+    """The server's forwards recorded after id `after`, and the newest id."""
+    reply = httpx.get(f"{url}/stats/batches", params={"after": after}, timeout=30).json()
+    return reply["batches"], reply["last_id"]
+
+
 class PatchSource:
     """Random patches for the default backbone, serialised once (task names t0, t1, ...)."""
 

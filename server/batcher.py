@@ -1,17 +1,18 @@
 """One queue for all tasks: rows of many requests form one mixed-task forward.
 
-Requests are tokenized before they are queued; the batcher takes the oldest row and the rows
-closest to it in length (up to --max-batch-size; while admitted requests are still being
-tokenized it waits for them, at most --max-wait-ms, so a lone request never waits), runs
-ONE engine forward on a free inference worker, and resolves each request when its rows are
-done. With several workers (--workers), the next batch is formed as soon as one is free.
+Requests are tokenized before they are queued. Each inference worker thread takes its next
+batch itself as soon as its last forward ends: the oldest row and the rows closest to it in
+length (up to --max-batch-size; while admitted requests are still being tokenized it waits for
+them, at most --max-wait-ms, so a lone request never waits), runs ONE engine forward, and hands
+the predictions to the event loop, which resolves each request when its rows are done. The
+event loop never sits between two forwards: a worker does not wait for it to pick a batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from ..patches.encoding import EncodedRow, collate
 from ..patches.engine import MultiTaskEngine, TaskLogits
 from ..patches.outputs import to_predictions
+from .batch_history import BatchHistory
 from .errors import ApiError
 from .metrics import Metrics
 from .registry import Lease
@@ -48,7 +50,8 @@ class Row:
 
 
 class Batcher:
-    """Bounded row queue + a loop that runs mixed-task forwards off the event loop."""
+    """Bounded row queue shared by the event loop (which adds rows) and the inference workers
+    (which take batches); `_ready` guards the queue and the count of requests being tokenized."""
 
     def __init__(
         self,
@@ -64,15 +67,18 @@ class Batcher:
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
         self.max_queue = max_queue
         self._queue: list[Row] = []
-        self._wake = asyncio.Event()
         self._incoming = 0  # requests admitted and being tokenized, not yet queued
-        self._in_flight: set[asyncio.Task] = set()  # batches being computed and resolved
-        self._free_workers = asyncio.Semaphore(workers)
-        # the threads that run torch (shared with loading; see ServerState.inference)
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._workers = workers
+        # the threads that run torch (shared with loading; see ServerState.inference): once
+        # started, each of them runs one worker loop until stop()
         self._executor = inference or ThreadPoolExecutor(
             workers, thread_name_prefix="bitpatch-forward"
         )
-        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: list[asyncio.Future] = []
+        self.history = BatchHistory()
 
     @property
     def queued_rows(self) -> int:
@@ -80,104 +86,86 @@ class Batcher:
         return len(self._queue)
 
     def start(self) -> None:
-        """Start the batching loop on the running event loop."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        """Start one worker loop per inference thread; results come back to the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._running = [
+            asyncio.wrap_future(self._executor.submit(self._work)) for _ in range(self._workers)
+        ]
 
     async def stop(self) -> None:
-        """Finish every queued row and the forward in flight, then stop."""
-        while self._queue or self._in_flight or self._incoming > 0:
-            await asyncio.sleep(0.01)
-        if self._task:
-            self._task.cancel()
+        """Finish every queued row and admitted request and the forwards in flight, then stop."""
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
+        await asyncio.gather(*self._running)
+        await asyncio.sleep(0)  # let the last results, posted by the workers, resolve
         self._executor.shutdown(wait=True)
 
     def admit(self, n_rows: int) -> None:
         """Reserve room for a request about to be tokenized; 503 when the queue is full."""
-        if len(self._queue) + n_rows > self.max_queue:
-            self.metrics.rejections.labels("queue_full").inc()
-            raise ApiError(
-                503,
-                "overloaded",
-                f"the queue holds {len(self._queue)} rows (limit {self.max_queue}); retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        self._incoming += 1
+        with self._ready:
+            if len(self._queue) + n_rows > self.max_queue:
+                self.metrics.rejections.labels("queue_full").inc()
+                raise ApiError(
+                    503,
+                    "overloaded",
+                    f"the queue holds {len(self._queue)} rows (limit {self.max_queue}); "
+                    "retry shortly",
+                    headers={"Retry-After": "1"},
+                )
+            self._incoming += 1
 
     def withdraw(self) -> None:
         """An admitted request failed before it was queued."""
-        self._incoming -= 1
-        self._wake.set()
+        with self._ready:
+            self._incoming -= 1
+            self._ready.notify_all()
 
     def submit(self, lease: Lease, rows: list[EncodedRow]) -> asyncio.Future:
         """Queue an admitted request's rows."""
-        self._incoming -= 1
         job = Job(
             lease, rows, asyncio.get_running_loop().create_future(), [None] * len(rows), len(rows)
         )
-        for i, row in enumerate(rows):
-            self._queue.append(Row(job, i, len(row["input_ids"])))
-        self.metrics.queue_rows.set(len(self._queue))
-        self._wake.set()
+        with self._ready:
+            self._incoming -= 1
+            self._queue.extend(Row(job, i, len(row["input_ids"])) for i, row in enumerate(rows))
+            self.metrics.queue_rows.set(len(self._queue))
+            self._ready.notify()
         return job.future
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            await self._free_workers.acquire()
-            self._wake.clear()
-            await self._fill()
-            batch = self._take()
-            if self._queue:
-                self._wake.set()
-            if not batch:
-                self._free_workers.release()
-                continue
-            task = asyncio.get_running_loop().create_task(self._forward(batch))
-            self._in_flight.add(task)
-            task.add_done_callback(self._finished)
+    def _work(self) -> None:
+        """Inference thread: take a batch, compute it, post the results; until stopped."""
+        while (batch := self._next_batch()) is not None:
+            try:
+                outcome = self._compute(batch)
+            except Exception as err:  # a failed forward fails its requests, not the server
+                log.exception("event=forward_failed rows=%d", len(batch))
+                outcome = err
+            self._loop.call_soon_threadsafe(_resolve, batch, outcome)
 
-    def _finished(self, task: asyncio.Task) -> None:
-        self._in_flight.discard(task)
-        self._free_workers.release()
-
-    async def _fill(self) -> None:
-        """Wait up to max-wait for requests still being tokenized, while the batch has room."""
-        deadline = time.perf_counter() + self.max_wait
-        while self._incoming > 0 and len(self._queue) < self.max_batch_size:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
-            self._wake.clear()
+    def _next_batch(self) -> list[Row] | None:
+        """Wait for rows (None once stopping with nothing left), let the batch fill, take it."""
+        with self._ready:
+            while not self._queue:
+                if self._stopping and self._incoming == 0:
+                    return None
+                self._ready.wait(0.5)
+            deadline = time.perf_counter() + self.max_wait
+            while self._incoming > 0 and len(self._queue) < self.max_batch_size:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._ready.wait(remaining)
+            return self._take()
 
     def _take(self) -> list[Row]:
-        """The oldest row plus the queued rows nearest to it in length."""
-        if not self._queue:
-            return []
+        """The oldest row plus the queued rows nearest to it in length (caller holds _ready)."""
         window = self._queue[: self.max_batch_size * LOOKAHEAD]  # in arrival order
         chosen = [window[i] for i in pick_rows([r.length for r in window], self.max_batch_size)]
         taken = {id(r) for r in chosen}
         self._queue = [r for r in self._queue if id(r) not in taken]
         self.metrics.queue_rows.set(len(self._queue))
         return chosen
-
-    async def _forward(self, batch: list[Row]) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            outputs = await loop.run_in_executor(self._executor, self._compute, batch)
-        except Exception as err:  # a failed forward fails its requests, not the server
-            log.exception("event=forward_failed rows=%d", len(batch))
-            for row in batch:
-                if not row.job.future.done():
-                    row.job.future.set_exception(err)
-            return
-        for row, prediction in zip(batch, outputs, strict=True):
-            job = row.job
-            job.predictions[row.index] = prediction
-            job.pending -= 1
-            if job.pending == 0 and not job.future.done():
-                job.future.set_result(job.predictions)
 
     def _compute(self, batch: list[Row]) -> list[dict]:
         """Inference thread: collate, one forward, predictions."""
@@ -187,12 +175,30 @@ class Batcher:
         padded = collate(rows, self.engine.backbone.tokenizer.pad_token_id)
         groups = self.engine.forward_by_task(padded, keys, [id(r.job) for r in batch])
         out = _predictions(batch, groups)
-        self.metrics.forward.observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.metrics.forward.observe(seconds)
         self.metrics.batch_rows.observe(len(batch))
-        self.metrics.batch_tasks.observe(len(set(keys)))
+        tasks = len(set(keys))
+        self.metrics.batch_tasks.observe(tasks)
         mask = padded["attention_mask"]  # (B, T)
         self.metrics.batch_fill.observe(float(mask.sum()) / mask.numel())
+        self.history.record([r.length for r in batch], tasks, seconds)
         return out
+
+
+def _resolve(batch: list[Row], outcome: list[dict] | Exception) -> None:
+    """Event loop: give each row's prediction (or the forward's error) to its request."""
+    for i, row in enumerate(batch):
+        job = row.job
+        if job.future.done():
+            continue
+        if isinstance(outcome, Exception):
+            job.future.set_exception(outcome)
+            continue
+        job.predictions[row.index] = outcome[i]
+        job.pending -= 1
+        if job.pending == 0:
+            job.future.set_result(job.predictions)
 
 
 def pick_rows(lengths: list[int], batch_size: int) -> list[int]:

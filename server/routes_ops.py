@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
+from .batch_history import RECENT_BATCHES
 from .deps import StateDep
 from .errors import error_response
 
@@ -55,3 +58,15 @@ async def metrics(state: StateDep):
     if state.batcher is not None:
         state.metrics.queue_rows.set(state.batcher.queued_rows)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/stats/batches")
+async def recent_batches(
+    state: StateDep,
+    after: Annotated[int, Query(ge=0, description="only forwards with a greater id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=RECENT_BATCHES)] = RECENT_BATCHES,
+):
+    """The most recent forwards (oldest first): rows, distinct tasks, row lengths, time."""
+    _, batcher = state.ready()
+    batches = batcher.history.after(after, limit)
+    return {"last_id": batcher.history.last_id(), "batches": batches}

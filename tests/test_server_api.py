@@ -219,6 +219,25 @@ def test_metrics_names(http, model):
     assert 'bitpatch_requests_total{status="200",task="metered"}' in text
 
 
+def test_recent_batches_show_each_forward(http, model, tiny_bert_dir):
+    put(http, "shapes", random_patch(model, "shapes", 2, "cls", seed=12))
+    last = http.get("/stats/batches").json()["last_id"]
+    texts = ["a b c", "one two three four five six seven", ["a pair", "of texts"]]
+    assert http.post("/tasks/shapes/predict", json={"inputs": texts}).status_code == 200
+    reply = http.get("/stats/batches", params={"after": last}).json()
+    batches = reply["batches"]
+    assert [b["id"] for b in batches] == list(range(last + 1, reply["last_id"] + 1))
+    tokenizer = load_backbone(str(tiny_bert_dir), "float32", "cpu").tokenizer
+    tokens = [tokenizer(*([t] if isinstance(t, str) else t))["input_ids"] for t in texts]
+    assert sorted(n for b in batches for n in b["lengths"]) == sorted(map(len, tokens))
+    for b in batches:
+        assert b["rows"] == len(b["lengths"]) and b["tasks"] == 1 and b["forward_ms"] > 0
+        assert b["padded_length"] == max(b["lengths"])
+    assert len(http.get("/stats/batches", params={"limit": 1}).json()["batches"]) == 1
+    error_of(http.get("/stats/batches", params={"after": -1}), 422, "after")
+    error_of(http.get("/stats/batches", params={"limit": 0}), 422, "limit")
+
+
 def test_64_clients_over_8_tasks_with_uploads(server, model, expected):
     tasks = [f"mix{i}" for i in range(8)]
     shapes = [(2, "cls"), (3, "mean"), (5, "pooler"), (1, "mean")]

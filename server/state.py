@@ -41,6 +41,7 @@ class ServerState:
     # `threads_per_worker` torch threads. On CPU the default is 2 workers x (cores / 2):
     # two forwards in flight, and on 2 cores no OpenMP team at all, so a core stolen by the
     # event loop slows one forward instead of stalling a team (docs/BENCHMARKS.md, tuning log)
+    # Once the batcher starts, each of these threads runs its worker loop until shutdown.
     inference: ThreadPoolExecutor = field(init=False)
     workers: int = field(init=False)
     threads_per_worker: int = field(init=False)

@@ -177,3 +177,25 @@ def test_each_worker_runs_a_forward_at_once(engine, workers):
     held, results = asyncio.run(scenario())
     assert held == workers
     assert all(len(r) == 1 and "label" in r[0] for r in results)
+
+
+def test_workers_go_on_while_the_event_loop_is_busy(engine):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), max_batch_size=2, max_wait_ms=0, max_queue=100)
+        futures = []
+        for i in range(6):  # three batches of two rows
+            batcher.admit(1)
+            futures.append(batcher.submit(lease(engine, f"t{i % 4}"), rows(engine, ["x y"])))
+        engine.calls.clear()
+        batcher.start()
+        deadline = time.monotonic() + 10
+        while len(engine.calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the event loop is blocked: no callback of it can run
+        done_while_blocked = len(engine.calls)
+        results = await asyncio.gather(*futures)
+        await batcher.stop()
+        return done_while_blocked, results
+
+    done_while_blocked, results = asyncio.run(scenario())
+    assert done_while_blocked == 3  # each forward began without the event loop's help
+    assert all(len(r) == 1 and "label" in r[0] for r in results)

@@ -160,7 +160,8 @@ def synthetic_rows(lengths: list[int], tokenizer, seed: int = 0) -> list[dict]:
     """Rows of exactly these token lengths ([CLS] random words [SEP]); the forward's cost
     depends on the lengths only."""
     rng = random.Random(seed)
-    low, high = 1000, tokenizer.vocab_size - 1
+    high = tokenizer.vocab_size - 1
+    low = min(1000, high // 2)  # past the special and unused ids of BERT vocabularies
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     rows = []
     for length in lengths:

@@ -119,6 +119,18 @@ def test_bench_queue_batches_take_every_row_once():
     assert all(len(b) <= 8 for b in batches) and batches[0][0] is rows[0]
 
 
+def test_bench_replay_rows_have_the_recorded_lengths(engine):
+    from bitpatch.bench.offline import synthetic_rows
+
+    tokenizer = engine.backbone.tokenizer
+    lengths = [2, 3, 17, 128, 5]
+    rows = synthetic_rows(lengths, tokenizer, seed=1)
+    assert [len(r["input_ids"]) for r in rows] == lengths
+    assert all(r["input_ids"][0] == tokenizer.cls_token_id for r in rows)
+    assert all(r["input_ids"][-1] == tokenizer.sep_token_id for r in rows)
+    assert all(max(r["input_ids"]) < tokenizer.vocab_size for r in rows)
+
+
 def test_queue_full_is_503_with_retry_after(engine):
     async def scenario():
         batcher = Batcher(engine, Metrics(), max_batch_size=4, max_wait_ms=0, max_queue=3)

@@ -130,7 +130,7 @@ class Batcher:
             self._incoming -= 1
             self._queue.extend(Row(job, i, len(row["input_ids"])) for i, row in enumerate(rows))
             self.metrics.queue_rows.set(len(self._queue))
-            self._ready.notify()
+            self._ready.notify_all()  # idle workers, and any waiting for this request to fill
         return job.future
 
     def _work(self) -> None:

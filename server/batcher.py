@@ -146,17 +146,24 @@ class Batcher:
     def _next_batch(self) -> list[Row] | None:
         """Wait for rows (None once stopping with nothing left), let the batch fill, take it."""
         with self._ready:
-            while not self._queue:
-                if self._stopping and self._incoming == 0:
-                    return None
-                self._ready.wait(0.5)
-            deadline = time.perf_counter() + self.max_wait
-            while self._incoming > 0 and len(self._queue) < self.max_batch_size:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._ready.wait(remaining)
-            return self._take()
+            while True:
+                while not self._queue:
+                    if self._stopping and self._incoming == 0:
+                        return None
+                    self._ready.wait(0.5)
+                self._wait_to_fill()
+                if self._queue:  # another worker may have taken every row meanwhile
+                    return self._take()
+
+    def _wait_to_fill(self) -> None:
+        """Up to max-wait for requests still being tokenized, while the batch has room (caller
+        holds _ready; waiting releases it)."""
+        deadline = time.perf_counter() + self.max_wait
+        while self._incoming > 0 and len(self._queue) < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._ready.wait(remaining)
 
     def _take(self) -> list[Row]:
         """The oldest row plus the queued rows nearest to it in length (caller holds _ready)."""

@@ -211,3 +211,21 @@ def test_workers_go_on_while_the_event_loop_is_busy(engine):
     done_while_blocked, results = asyncio.run(scenario())
     assert done_while_blocked == 3  # each forward began without the event loop's help
     assert all(len(r) == 1 and "label" in r[0] for r in results)
+
+
+def test_a_worker_whose_rows_were_taken_waits_again(engine):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), 4, max_wait_ms=2000, max_queue=100, workers=2)
+        batcher.start()
+        batcher.admit(1)
+        batcher.admit(1)
+        first = batcher.submit(lease(engine, "t0"), rows(engine, ["a b"]))
+        await asyncio.sleep(0.2)  # both workers now wait for the second request to fill
+        second = batcher.submit(lease(engine, "t1"), rows(engine, ["c d"]))
+        await asyncio.gather(first, second)  # one worker takes both rows, the other none
+        batcher.admit(1)
+        third = await batcher.submit(lease(engine, "t2"), rows(engine, ["e f"]))
+        await batcher.stop()  # raises if a worker thread died
+        return third
+
+    assert len(asyncio.run(scenario())) == 1

@@ -74,7 +74,7 @@ def traffic_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict
     rounds = 1 if cfg.quick else 3
     merged = {name: LoadResult() for name, _ in TRAFFIC}
     stats = {name: [] for name, _ in TRAFFIC}
-    forwards = {name: [] for name, _ in TRAFFIC}  # each forward's row lengths, from the server
+    forwards: list[dict] = []  # the server's mixed-16 forwards (row lengths), for the replay
     with BenchServer(root / "traffic", "bitpatch", cfg.dtype) as server:
         source.upload(server.url, 256)
         load(server.url, 16, cfg.clients, min(cfg.seconds, 3))  # warm-up
@@ -83,13 +83,14 @@ def traffic_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict
                 before, last = server_stats(server.url), recent_batches(server.url)[1]
                 part = _load_result(server.url, n_tasks, cfg.clients, cfg.seconds / rounds, 4)
                 stats[name].append(batch_summary(before, server_stats(server.url), part.seconds))
-                forwards[name] += recent_batches(server.url, last)[0]
+                if name == "mixed16":
+                    forwards += recent_batches(server.url, last)[0]
                 merged[name].merge(part)
         out = {
             name: merged[name].summary() | {"batches": _mean_stats(stats[name])}
             for name, _ in TRAFFIC
         }
-        out["mixed16_forwards"] = forwards["mixed16"]
+        out["mixed16_forwards"] = forwards
         out["one_client"] = load(server.url, 1, 1, cfg.seconds, max_inputs=1)
         out["one_client_forward_ms"] = single_row_ms(cfg.dtype)
     return out

@@ -97,8 +97,7 @@ class Batcher:
         with self._ready:
             self._stopping = True
             self._ready.notify_all()
-        await asyncio.gather(*self._running)
-        await asyncio.sleep(0)  # let the last results, posted by the workers, resolve
+        await asyncio.gather(*self._running)  # their last results were posted before they ended
         self._executor.shutdown(wait=True)
 
     def admit(self, n_rows: int) -> None:

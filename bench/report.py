@@ -13,10 +13,73 @@ def _dtype(results: dict) -> str:
     )
 
 
-def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
+Row = tuple[str, str, str, bool | None]
+
+
+def targets(r: dict) -> list[Row]:
     """(target, measured, bar, met) rows; met is None where a quick run cannot tell."""
-    t, d, m, h = r["traffic"], r["designs"], r["memory"], r["hot_swap"]
-    single = t["single"]["inputs_per_s"]
+    ratio, memory = _ratios(r), _memory(r)
+    h = r["hot_swap"]
+    failed = h["with_uploads"]["errors"] + h["upload_failures"]
+    server = "server (mixed 16) / offline"
+    return [
+        _at_least("mixed 16-task / single-task throughput", ratio["mixed16"], "0.95"),
+        _at_least("mixed 256-task / single-task throughput", ratio["mixed256"], "0.90"),
+        _at_least(
+            f"{server} forward of the server's own batches, replayed "
+            "(best of bare 1 or 2 at once and packed engine)",
+            ratio["own"],
+            "0.80",
+        ),
+        _at_least(
+            f"{server} bare forward (best of 1 or 2 at once), B=32, arrival",
+            ratio["arrival"],
+            "0.80",
+        ),
+        _at_least(
+            f"{server} bare forward (best of 1 or 2 at once), B=32, sorted", ratio["sorted"], "0.80"
+        ),
+        _at_least(
+            f"{server} packed engine (best of 1 or 2), B=32, sorted (strictest)",
+            ratio["packed"],
+            "0.80",
+        ),
+        _reported(
+            "server packed / server padded forward (tuning: padding-free batches)", ratio["padded"]
+        ),
+        _reported("server 2 workers / 1 worker (tuning: two forwards in flight)", ratio["workers"]),
+        _at_least(
+            "bitpatch / design (b) biases swapped per request, 16 tasks", ratio["swap"], "3", 2
+        ),
+        _reported(
+            "bitpatch / design (b') biases swapped per task group, 16 tasks",
+            ratio["swap_group"],
+            "stronger baseline",
+        ),
+        memory["added"],
+        memory["per_task"],
+        ("uploads under load: failed requests + failed uploads", str(failed), "0", failed == 0),
+        _at_most("uploads under load: p99 / p99 without uploads", ratio["p99"], "1.25"),
+        _at_most("1 client: p50 / bare single-row forward", ratio["low"], "1.5"),
+    ]
+
+
+def _at_least(target: str, value: float, bar: str, digits: int = 3) -> Row:
+    return (target, f"{value:.{digits}f}", f">= {bar}", value >= float(bar))
+
+
+def _at_most(target: str, value: float, bar: str, digits: int = 2) -> Row:
+    return (target, f"{value:.{digits}f}", f"<= {bar}", value <= float(bar))
+
+
+def _reported(target: str, value: float, bar: str = "reported") -> Row:
+    return (target, f"{value:.2f}", bar, None)
+
+
+def _ratios(r: dict) -> dict[str, float]:
+    """Each throughput or latency ratio the targets compare, by name."""
+    t, d, h = r["traffic"], r["designs"], r["hot_swap"]
+    served = t["mixed16"]["inputs_per_s"]
     ceiling = r["ceiling"][_dtype(r)]
     best = {  # the faster of one forward at a time and two in parallel (when measured)
         key: max(
@@ -24,114 +87,43 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
         )
         for key in ("bare_arrival", "bare_sorted", "engine_sorted")
     }
-    counts = sorted(int(k) for k in m["rss_mb"])
-    added = m["rss_mb"][str(counts[-1])] - m["rss_mb"]["0"]
-    copies = d["copies"]["rss_mb"]
-    copies_per_task = (copies["16"] - copies["1"]) / 15
-    full = counts[-1] >= 1000
-    ratios = {
-        "mixed16": t["mixed16"]["inputs_per_s"] / single,
-        "mixed256": t["mixed256"]["inputs_per_s"] / single,
-        "arrival": t["mixed16"]["inputs_per_s"] / best["bare_arrival"],
-        "sorted": t["mixed16"]["inputs_per_s"] / best["bare_sorted"],
-        "packed": t["mixed16"]["inputs_per_s"] / best["engine_sorted"],
-        "own": t["mixed16"]["inputs_per_s"] / replay_best(r["replay"]),
-        "padded": t["mixed16"]["inputs_per_s"] / d["padded"]["inputs_per_s"],
-        "workers": t["mixed16"]["inputs_per_s"] / d["workers1"]["inputs_per_s"],
-        "swap": t["mixed16"]["inputs_per_s"] / d["swap-per-request"]["inputs_per_s"],
-        "swap_group": t["mixed16"]["inputs_per_s"] / d["swap"]["inputs_per_s"],
+    return {
+        "mixed16": served / t["single"]["inputs_per_s"],
+        "mixed256": t["mixed256"]["inputs_per_s"] / t["single"]["inputs_per_s"],
+        "arrival": served / best["bare_arrival"],
+        "sorted": served / best["bare_sorted"],
+        "packed": served / best["engine_sorted"],
+        "own": served / replay_best(r["replay"]),
+        "padded": served / d["padded"]["inputs_per_s"],
+        "workers": served / d["workers1"]["inputs_per_s"],
+        "swap": served / d["swap-per-request"]["inputs_per_s"],
+        "swap_group": served / d["swap"]["inputs_per_s"],
         "p99": h["with_uploads"]["p99_ms"] / h["without_uploads"]["p99_ms"],
         "low": t["one_client"]["p50_ms"] / t["one_client_forward_ms"],
     }
-    failed = h["with_uploads"]["errors"] + h["upload_failures"]
-    return [
-        (
-            "mixed 16-task / single-task throughput",
-            f"{ratios['mixed16']:.3f}",
-            ">= 0.95",
-            ratios["mixed16"] >= 0.95,
-        ),
-        (
-            "mixed 256-task / single-task throughput",
-            f"{ratios['mixed256']:.3f}",
-            ">= 0.90",
-            ratios["mixed256"] >= 0.90,
-        ),
-        (
-            "server (mixed 16) / offline forward of the server's own batches, replayed "
-            "(best of bare 1 or 2 at once and packed engine)",
-            f"{ratios['own']:.3f}",
-            ">= 0.80",
-            ratios["own"] >= 0.80,
-        ),
-        (
-            "server (mixed 16) / offline bare forward (best of 1 or 2 at once), B=32, arrival",
-            f"{ratios['arrival']:.3f}",
-            ">= 0.80",
-            ratios["arrival"] >= 0.80,
-        ),
-        (
-            "server (mixed 16) / offline bare forward (best of 1 or 2 at once), B=32, sorted",
-            f"{ratios['sorted']:.3f}",
-            ">= 0.80",
-            ratios["sorted"] >= 0.80,
-        ),
-        (
-            "server (mixed 16) / offline packed engine (best of 1 or 2), B=32, sorted (strictest)",
-            f"{ratios['packed']:.3f}",
-            ">= 0.80",
-            ratios["packed"] >= 0.80,
-        ),
-        (
-            "server packed / server padded forward (tuning: padding-free batches)",
-            f"{ratios['padded']:.2f}",
-            "reported",
-            None,
-        ),
-        (
-            "server 2 workers / 1 worker (tuning: two forwards in flight)",
-            f"{ratios['workers']:.2f}",
-            "reported",
-            None,
-        ),
-        (
-            "bitpatch / design (b) biases swapped per request, 16 tasks",
-            f"{ratios['swap']:.2f}",
-            ">= 3",
-            ratios["swap"] >= 3,
-        ),
-        (
-            "bitpatch / design (b') biases swapped per task group, 16 tasks",
-            f"{ratios['swap_group']:.2f}",
-            "stronger baseline",
-            None,
-        ),
-        (
-            f"RSS added by {counts[-1]} patches (MB)",
+
+
+def _memory(r: dict) -> dict[str, Row]:
+    """RSS added by the most patches measured, and memory per task vs design (a)'s copies."""
+    rss = r["memory"]["rss_mb"]
+    most = max(int(k) for k in rss)
+    added = rss[str(most)] - rss["0"]
+    copies = r["designs"]["copies"]["rss_mb"]
+    full = most >= 1000
+    return {
+        "added": (
+            f"RSS added by {most} patches (MB)",
             f"{added:.0f}",
             "<= 200" if full else "n/a (quick run)",
             added <= 200 if full else None,
         ),
-        (
+        "per_task": (
             "memory per task: design (a) copies vs bitpatch (MB)",
-            f"{copies_per_task:.1f} vs {added / counts[-1]:.3f}",
+            f"{(copies['16'] - copies['1']) / 15:.1f} vs {added / most:.3f}",
             "reported",
             None,
         ),
-        ("uploads under load: failed requests + failed uploads", str(failed), "0", failed == 0),
-        (
-            "uploads under load: p99 / p99 without uploads",
-            f"{ratios['p99']:.2f}",
-            "<= 1.25",
-            ratios["p99"] <= 1.25,
-        ),
-        (
-            "1 client: p50 / bare single-row forward",
-            f"{ratios['low']:.2f}",
-            "<= 1.5",
-            ratios["low"] <= 1.5,
-        ),
-    ]
+    }
 
 
 def replay_best(replay: dict) -> float:
@@ -166,8 +158,13 @@ def markdown(r: dict) -> str:
     lines = ["### Targets", "", "| target | measured | bar | met |", "|---|---|---|---|"]
     verdict = {True: "yes", False: "**no**", None: "-"}
     lines += [f"| {a} | {b} | {c} | {verdict[ok]} |" for a, b, c, ok in targets(r)]
-    lines += [
-        "",
+    lines += ["", *_ceiling_lines(r), "", *_replay_lines(r), "", *_load_lines(r)]
+    lines += ["", *_memory_lines(r), "", f"Whole run: {r['seconds'] / 60:.1f} minutes."]
+    return "\n".join(lines)
+
+
+def _ceiling_lines(r: dict) -> list[str]:
+    lines = [
         "### Offline ceiling (B=32, max 128 tokens, GLUE inputs)",
         "",
         "| dtype | what | order | sequences/s | tokens/s |",
@@ -179,9 +176,26 @@ def markdown(r: dict) -> str:
                 key = f"{what}_{order}"
                 if key in c:
                     lines.append(_ceiling_row(dtype, what, order, c[key]))
-    lines += ["", *_replay_lines(r)]
-    lines += [
-        "",
+    return lines
+
+
+LOAD_SCENARIOS = (  # (row name, section of the results, scenario)
+    ("bitpatch, single task", "traffic", "single"),
+    ("bitpatch, mixed 16 tasks", "traffic", "mixed16"),
+    ("bitpatch, mixed 256 tasks", "traffic", "mixed256"),
+    ("bitpatch, mixed 16 tasks, --forward padded", "designs", "padded"),
+    ("bitpatch, mixed 16 tasks, --workers 1", "designs", "workers1"),
+    ("(b) one model, biases swapped per request", "designs", "swap-per-request"),
+    ("(b') one model, biases swapped per task group", "designs", "swap"),
+    ("(a) one model copy per task, 16 tasks", "designs", "copies"),
+    ("bitpatch, 1 client, 1 input", "traffic", "one_client"),
+    ("hot swap: no uploads", "hot_swap", "without_uploads"),
+    ("hot swap: 1 upload/s", "hot_swap", "with_uploads"),
+)
+
+
+def _load_lines(r: dict) -> list[str]:
+    lines = [
         f"### Server under load ({r['config']['clients']} closed-loop clients, "
         "1-4 inputs per request)",
         "",
@@ -189,53 +203,40 @@ def markdown(r: dict) -> str:
         "| rows/batch | tasks/batch | fill | forward busy | load generator cores |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    scenarios = [
-        ("bitpatch, single task", r["traffic"]["single"]),
-        ("bitpatch, mixed 16 tasks", r["traffic"]["mixed16"]),
-        ("bitpatch, mixed 256 tasks", r["traffic"]["mixed256"]),
-        ("bitpatch, mixed 16 tasks, --forward padded", r["designs"]["padded"]),
-        ("bitpatch, mixed 16 tasks, --workers 1", r["designs"]["workers1"]),
-        ("(b) one model, biases swapped per request", r["designs"]["swap-per-request"]),
-        ("(b') one model, biases swapped per task group", r["designs"]["swap"]),
-        ("(a) one model copy per task, 16 tasks", r["designs"]["copies"]),
-        ("bitpatch, 1 client, 1 input", r["traffic"]["one_client"]),
-        ("hot swap: no uploads", r["hot_swap"]["without_uploads"]),
-        ("hot swap: 1 upload/s", r["hot_swap"]["with_uploads"]),
-    ]
-    for name, s in scenarios:
+    for name, section, scenario in LOAD_SCENARIOS:
+        s = r[section][scenario]
         b = s.get("batches", {})
         batch_cells = " | ".join(
             f"{b[k]:.2f}" if k in b else "-"
             for k in ("rows_per_batch", "tasks_per_batch", "fill", "forward_busy")
         )
+        cores = f"{s['client_cores']:.2f}" if "client_cores" in s else "-"
         lines.append(
             f"| {name} | {s['inputs_per_s']:.1f} | {s['requests_per_s']:.1f} | "
             f"{s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {s['p99_ms']:.1f} | "
-            f"{s['errors']} | {batch_cells} | {s['client_cores']:.2f} |"
-            if "client_cores" in s
-            else f"{s['errors']} | {batch_cells} | - |"
+            f"{s['errors']} | {batch_cells} | {cores} |"
         )
+    return lines
+
+
+def _memory_lines(r: dict) -> list[str]:
     m = r["memory"]
-    lines += ["", "### Memory and cold start", "", "| registered patches | RSS MB |", "|---|---|"]
+    lines = ["### Memory and cold start", "", "| registered patches | RSS MB |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in m["rss_mb"].items()]
     copies = r["designs"]["copies"]["rss_mb"]
-    lines += [
+    stored = ", ".join(
+        f"{v:.1f} s ({k.split('_')[2]} patches in the store)"
+        for k, v in m.items()
+        if k.startswith("cold_start_") and "empty" not in k
+    )
+    return lines + [
         "",
         f"Design (a) RSS: {copies['1']:.0f} MB with 1 task, {copies['16']:.0f} MB "
         f"with 16. Upload over REST: {1000 * m['upload_s_each']:.1f} ms each.",
-        f"Cold start to ready: {m['cold_start_empty_s']:.1f} s (empty store); "
-        + ", ".join(
-            f"{v:.1f} s ({k.split('_')[2]} patches in the store)"
-            for k, v in m.items()
-            if k.startswith("cold_start_") and "empty" not in k
-        )
-        + ".",
+        f"Cold start to ready: {m['cold_start_empty_s']:.1f} s (empty store); {stored}.",
         f"Hot swap: {r['hot_swap']['uploads']} uploads, {r['hot_swap']['upload_failures']} failed.",
         f"1-client bare single-row forward: {r['traffic']['one_client_forward_ms']:.1f} ms.",
-        "",
-        f"Whole run: {r['seconds'] / 60:.1f} minutes.",
     ]
-    return "\n".join(lines)
 
 
 def _replay_lines(r: dict) -> list[str]:

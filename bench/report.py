@@ -159,7 +159,9 @@ def markdown(r: dict) -> str:
     verdict = {True: "yes", False: "**no**", None: "-"}
     lines += [f"| {a} | {b} | {c} | {verdict[ok]} |" for a, b, c, ok in targets(r)]
     lines += ["", *_ceiling_lines(r), "", *_replay_lines(r), "", *_load_lines(r)]
-    lines += ["", *_memory_lines(r), "", f"Whole run: {r['seconds'] / 60:.1f} minutes."]
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in r.get("phase_seconds", {}).items())
+    whole = f"Whole run: {r['seconds'] / 60:.1f} minutes" + (f" ({phases})" if phases else "")
+    lines += ["", *_memory_lines(r), "", whole + "."]
     return "\n".join(lines)
 
 

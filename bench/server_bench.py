@@ -30,7 +30,17 @@ class BenchConfig:
 
     def __post_init__(self):
         if self.quick:
-            self.clients, self.seconds, self.swap_seconds = 16, 1.5, 3.0
+            self.clients, self.seconds, self.swap_seconds = 16, 1.5, 2.0
+
+    @property
+    def warm_up_seconds(self) -> float:
+        """Load before each measured scenario (none in a quick run: it times nothing)."""
+        return 0.0 if self.quick else min(self.seconds, 3)
+
+    @property
+    def offline_inputs(self) -> int:
+        """Inputs per offline ceiling measurement."""
+        return 64 if self.quick else 2048
 
     @property
     def memory_counts(self) -> tuple[int, ...]:
@@ -77,7 +87,7 @@ def traffic_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict
     forwards: list[dict] = []  # the server's mixed-16 forwards (row lengths), for the replay
     with BenchServer(root / "traffic", "bitpatch", cfg.dtype) as server:
         source.upload(server.url, 256)
-        load(server.url, 16, cfg.clients, min(cfg.seconds, 3))  # warm-up
+        _warm_up(server.url, cfg)
         for r in range(rounds):  # each scenario takes each position in the order once
             for name, n_tasks in TRAFFIC[r % 3 :] + TRAFFIC[: r % 3]:
                 before, last = server_stats(server.url), recent_batches(server.url)[1]
@@ -94,6 +104,11 @@ def traffic_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict
         out["one_client"] = load(server.url, 1, 1, cfg.seconds, max_inputs=1)
         out["one_client_forward_ms"] = single_row_ms(cfg.dtype)
     return out
+
+
+def _warm_up(url: str, cfg: BenchConfig) -> None:
+    if cfg.warm_up_seconds:
+        load(url, 16, cfg.clients, cfg.warm_up_seconds)
 
 
 def _mean_stats(parts: list[dict]) -> dict:
@@ -121,7 +136,7 @@ def design_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
             rss_1 = server.rss_mb()
             source.upload(server.url, 15, start=1)
             rss_16 = server.rss_mb()
-            load(server.url, 16, cfg.clients, min(cfg.seconds, 3))
+            _warm_up(server.url, cfg)
             out[design] = load(server.url, 16, cfg.clients, cfg.seconds)
             out[design]["rss_mb"] = {"0": base_rss, "1": rss_1, "16": rss_16}
     return out
@@ -150,7 +165,7 @@ def hot_swap(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
     out = {}
     with BenchServer(root / "swap-under-load", "bitpatch", cfg.dtype) as server:
         source.upload(server.url, 16)
-        load(server.url, 16, cfg.clients, min(cfg.seconds, 3))
+        _warm_up(server.url, cfg)
         out["without_uploads"] = load(server.url, 16, cfg.clients, cfg.swap_seconds)
         stop, uploads = threading.Event(), []
         thread = threading.Thread(
@@ -179,19 +194,26 @@ def _upload_every_second(url: str, source: PatchSource, stop: threading.Event, l
 
 
 def run_all(cfg: BenchConfig) -> dict:
-    """Every section, one after another, in one run."""
+    """Every section, one after another, in one run; each section's seconds in `phase_seconds`."""
     started = time.perf_counter()
-    results = {"config": vars(cfg).copy()}
-    n_offline = 96 if cfg.quick else 2048
-    results["ceiling"] = {d: ceiling(d, n_offline) for d in ("float32", "bfloat16")}
+    results: dict = {"config": vars(cfg).copy(), "phase_seconds": {}}
+
+    def timed(name: str, section, *args):
+        began = time.perf_counter()
+        results[name] = section(*args)
+        results["phase_seconds"][name] = round(time.perf_counter() - began, 1)
+
+    timed("ceiling", lambda: {d: ceiling(d, cfg.offline_inputs) for d in ("float32", "bfloat16")})
     source = PatchSource()
     with tempfile.TemporaryDirectory(prefix="bitpatch-bench-") as tmp:
-        root = Path(tmp)
-        results["traffic"] = traffic_scenarios(cfg, source, root)
-        results["designs"] = design_scenarios(cfg, source, root)
-        results["memory"] = memory_and_cold_start(cfg, source, root)
-        results["hot_swap"] = hot_swap(cfg, source, root)
+        for name, section in (
+            ("traffic", traffic_scenarios),
+            ("designs", design_scenarios),
+            ("memory", memory_and_cold_start),
+            ("hot_swap", hot_swap),
+        ):
+            timed(name, section, cfg, source, Path(tmp))
     forwards = results["traffic"].pop("mixed16_forwards")
-    results["replay"] = replay(cfg.dtype, forwards, rounds=1 if cfg.quick else 2)
+    timed("replay", replay, cfg.dtype, forwards, 1 if cfg.quick else 2)
     results["seconds"] = time.perf_counter() - started
     return results

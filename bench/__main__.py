@@ -15,7 +15,8 @@ from .micro import format_rows, run_micro
 def main() -> None:
     """Parse and run."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("suite", choices=["micro", "server", "probe", "omp", "biasadd", "mix"])
+    suites = ["micro", "server", "probe", "omp", "biasadd", "mix", "gpu"]
+    parser.add_argument("suite", choices=suites)
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
     parser.add_argument("--dtype", default="auto", help="server: dtype of the servers")
@@ -41,6 +42,15 @@ def main() -> None:
         from .offline import batch_mix
 
         print(json.dumps(batch_mix(args.dtype, 320 if args.quick else 1280), indent=1))
+        return
+    if args.suite == "gpu":  # a CUDA host: docs/BENCHMARKS.md, GPU section
+        from .gpu import run_gpu
+
+        gpu_results = run_gpu(args.quick)
+        print(json.dumps(gpu_results, indent=1))
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "gpu.json").write_text(json.dumps(gpu_results, indent=1))
         return
     if args.suite in ("probe", "omp"):
         from .probe import omp_teams, probe_server

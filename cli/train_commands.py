@@ -114,7 +114,7 @@ def _lr_grid(spec: str | None) -> list[float]:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, write the patch, optionally push it."""
-    from bitpatch.trainer.train import TrainSettings, train
+    from bitpatch.trainer.train import TrainSettings, train, training_hardware
 
     data = load_data(args)
     settings = TrainSettings(
@@ -148,6 +148,7 @@ def run_train(args: argparse.Namespace) -> int:
         "learning_rate": result.learning_rate,
         "trainable_percent": round(result.trainable_percent, 4),
         "command": "bitpatch " + " ".join(sys.argv[1:]),
+        "hardware": training_hardware(),
     }
     if result.resumed_from:
         summary["seconds_valid"] = False

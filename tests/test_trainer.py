@@ -221,3 +221,9 @@ def test_results_table_from_saved_runs(tmp_path):
     assert "| BitFit | 61.0 ± 1.4 (n=2) |" in text and "0.118" in text
     assert "| BitFit, 16 epochs | 70.0 ± 0.0 (n=1) |" in text  # its own row, not averaged in
     assert "| BitFit | 2.0 (n=1) | - |" in minutes_table(load_runs(tmp_path))
+    on_gpu = {**run, "seed": 5, "seconds_valid": True, "hardware": "cuda: NVIDIA H100"}
+    (tmp_path / "rte-gpu.json").write_text(json.dumps({**on_gpu, "seconds": 30}))
+    runs = load_runs(tmp_path)  # a GPU run counts as a seed, and its time only on the GPU table
+    assert "| BitFit | 61.3 ± 1.2 (n=3) |" in table(runs)
+    assert "| BitFit | 2.0 (n=1) | - |" in minutes_table(runs)
+    assert "| BitFit | 0.5 (n=1) | - |" in minutes_table(runs, gpu=True)

@@ -48,7 +48,11 @@ def rows(runs) -> list[tuple[str, str, int | None, str]]:
     """(method, bias_terms, budget, row name): the protocol rows, then longer-budget ones."""
     out = [(method, terms, None, name) for method, terms, name in METHODS]
     names = {(method, terms): name for method, terms, name in METHODS}
-    extra = sorted({(m, t, b) for (_, m, t, b) in runs if b is not None and (m, t) in names})
+    order = {(method, terms): i for i, (method, terms, _) in enumerate(METHODS)}
+    extra = sorted(
+        {(m, t, b) for (_, m, t, b) in runs if b is not None and (m, t) in names},
+        key=lambda key: (key[2], order[key[:2]]),
+    )
     return out + [(m, t, b, f"{names[(m, t)]}, {b} epochs") for m, t, b in extra]
 
 
@@ -82,16 +86,27 @@ def _average(means: list[float | None]) -> str:
     return f"{statistics.mean(means):.1f}" if all(m is not None for m in means) else "-"
 
 
-def minutes_table(runs) -> str:
-    """Markdown: mean wall minutes per run for each task and method (undisturbed runs only)."""
+def on_gpu(run: dict) -> bool:
+    """Whether a run trained on a GPU (runs saved before `hardware` was recorded were CPU)."""
+    return run.get("hardware", "cpu").startswith("cuda")
+
+
+def minutes_table(runs, gpu: bool = False) -> str:
+    """Markdown: mean wall minutes per run for each task and method (undisturbed runs only),
+    of the CPU runs or, with `gpu`, of the GPU runs."""
     lines = ["| method | " + " | ".join(TASKS) + " |", "|" + "---|" * (len(TASKS) + 1)]
     for method, terms, epochs, name in rows(runs):
         cells = []
         for task in TASKS:
             found = runs.get((task, method, terms, epochs), [])
-            valid = [r["seconds"] / 60 for r in found if r.get("seconds_valid", True)]
+            valid = [
+                r["seconds"] / 60
+                for r in found
+                if r.get("seconds_valid", True) and on_gpu(r) == gpu
+            ]
             cells.append(f"{statistics.mean(valid):.1f} (n={len(valid)})" if valid else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if any(c != "-" for c in cells):  # rows with no timed run on this hardware stay out
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -107,10 +122,16 @@ def main() -> None:
     """Print the table and the commands for a folder of run summaries."""
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results")
     runs = load_runs(folder)
+    gpus = sorted({r["hardware"] for found in runs.values() for r in found if on_gpu(r)})
+    gpu_minutes = ""
+    if gpus:
+        gpu_minutes = f"\n\nWall minutes per run on a GPU ({', '.join(gpus)}):\n\n"
+        gpu_minutes += minutes_table(runs, gpu=True)
     sys.stdout.write(
         table(runs)
-        + "\n\nWall minutes per run:\n\n"
+        + "\n\nWall minutes per run on the CPU:\n\n"
         + minutes_table(runs)
+        + gpu_minutes
         + "\n\nCommands:\n\n"
         + commands(runs)
         + "\n"

@@ -207,7 +207,9 @@ def _is_metric(key: str) -> bool:
 
 def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:
     workdir = settings.workdir or settings.out.parent / f".{settings.out.stem}.work"
-    bf16 = cpu_has_bf16() or torch.cuda.is_available() if settings.bf16 is None else settings.bf16
+    bf16 = settings.bf16
+    if bf16 is None:  # where the hardware multiplies bf16 natively
+        bf16 = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_bf16()
     args = TrainingArguments(
         output_dir=str(workdir),
         learning_rate=settings.lr(),
@@ -263,6 +265,7 @@ def _to_patch(settings, data, model, trained, sha256, seconds, pct, n_train) -> 
         "seconds": round(seconds, 1),
         "trainable_percent": round(pct, 4),
         "data": data.name,
+        "hardware": training_hardware(),
     }
     return PatchFile(
         task=settings.task,
@@ -277,6 +280,13 @@ def _to_patch(settings, data, model, trained, sha256, seconds, pct, n_train) -> 
         head_bias=model.head.bias.detach().float().cpu().clone(),
         trainer=recipe,
     )
+
+
+def training_hardware() -> str:
+    """Where a run trains, for its metadata: the GPU's name, or the CPU's torch threads."""
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {torch.get_num_threads()} threads"
 
 
 def _save_full(settings, data, model, tokenizer, metrics, seconds) -> None:

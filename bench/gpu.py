@@ -1,0 +1,134 @@
+"""GPU figures (`python -m bench gpu`): the offline ceiling and the server under load on CUDA.
+
+The CPU harness (server_bench) holds the issue's targets; this suite asks the same questions
+on a GPU host: what one forward can do at each batch size, how much of it the server delivers
+(single-task vs mixed traffic), what a patch costs in GPU memory, and low-load latency.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bitpatch.patches.backbone import load_backbone
+from bitpatch.patches.encoding import collate, encode_inputs
+from bitpatch.patches.engine import MultiTaskEngine
+
+from .micro import random_patches
+from .offline import _batches, _throughput
+from .server_bench import TRAFFIC, load
+from .servers import BenchServer, PatchSource
+from .workload import mixed_inputs
+
+
+def gpu_ceiling(batch_sizes: tuple[int, ...], n_inputs: int, dtype: str = "auto") -> dict:
+    """Sequences/s of the bare forward and the engine (packed, padded; 16 tasks mixed) per
+    batch size, GLUE inputs in arrival order, each forward waited for (as the server does)."""
+    bare = load_backbone("default", dtype=dtype, device="cuda")
+    engines = {
+        packed: MultiTaskEngine(load_backbone("default", dtype, "cuda"), packed)
+        for packed in (True, False)
+    }
+    for engine in engines.values():
+        for i, patch in enumerate(random_patches(bare, 16)):
+            engine.register(f"t{i}", patch)
+    items = mixed_inputs(n_inputs, seed=1)
+
+    def run_bare(batch):
+        with torch.inference_mode():
+            bare.model(**{k: v.to("cuda") for k, v in batch.items()})
+        torch.cuda.synchronize()
+
+    def run_engine(engine):  # returns logits on the CPU: synchronises like the server
+        return lambda b: engine.forward(b, [f"t{i % 16}" for i in range(len(b["input_ids"]))])
+
+    out = {"dtype": str(bare.dtype).removeprefix("torch."), "device": gpu_name()}
+    for size in batch_sizes:
+        batches = _batches(bare.tokenizer, items, size, sort=False)
+        out[str(size)] = {
+            "bare": _throughput(run_bare, batches),
+            "engine": _throughput(run_engine(engines[True]), batches),
+            "padded": _throughput(run_engine(engines[False]), batches),
+        }
+    return out
+
+
+def gpu_name() -> str:
+    """The CUDA device's name."""
+    return torch.cuda.get_device_name(0)
+
+
+def single_row_ms(n: int = 50) -> float:
+    """Median ms of one engine forward of one input on the GPU (the low-load floor)."""
+    backbone = load_backbone("default", device="cuda")
+    engine = MultiTaskEngine(backbone)
+    engine.register("t0", random_patches(backbone, 1)[0])
+    times = []
+    for item in mixed_inputs(n, seed=2, pair_fraction=0.0):
+        rows = encode_inputs(backbone.tokenizer, [item], 128)
+        started = time.perf_counter()
+        engine.forward(collate(rows, backbone.tokenizer.pad_token_id), ["t0"])
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times[5:])
+
+
+def gpu_memory_mb(pid: int) -> float:
+    """GPU memory held by process `pid`, as nvidia-smi reports it (nan when unknown)."""
+    try:
+        text = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return float("nan")
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(pid):
+            return float(parts[1])
+    return float("nan")
+
+
+def gpu_server(clients: tuple[int, ...], seconds: float, max_batch: int) -> dict:
+    """`bitpatch serve --device cuda` under closed-loop load: single, mixed 16 and mixed 256
+    tasks at each client count; GPU memory with 0, 256 and 1,256 patches; one client."""
+    source = PatchSource()
+    flags = ("--device", "cuda", "--max-batch-size", str(max_batch))
+    out: dict = {"max_batch_size": max_batch, "gpu_memory_mb": {}}
+    with (
+        tempfile.TemporaryDirectory(prefix="bitpatch-gpu-") as tmp,
+        BenchServer(Path(tmp) / "store", "bitpatch", "auto", *flags) as server,
+    ):
+        out["cold_start_s"] = server.ready_seconds
+        memory = out["gpu_memory_mb"]
+        memory["0"] = gpu_memory_mb(server.proc.pid)
+        source.upload(server.url, 256)
+        memory["256"] = gpu_memory_mb(server.proc.pid)
+        load(server.url, 16, max(clients), min(seconds, 3))  # warm-up
+        for n_clients in clients:
+            for name, n_tasks in TRAFFIC:
+                out[f"{name}@{n_clients}"] = load(server.url, n_tasks, n_clients, seconds)
+        out["one_client"] = load(server.url, 1, 1, seconds, max_inputs=1)
+        source.upload(server.url, 1000, start=256)
+        memory["1256"] = gpu_memory_mb(server.proc.pid)
+    return out
+
+
+def run_gpu(quick: bool) -> dict:
+    """Every GPU figure in one run."""
+    started = time.perf_counter()
+    results = {
+        "ceiling": gpu_ceiling((32, 128) if quick else (32, 64, 128, 256), 256 if quick else 4096),
+        "single_row_ms": single_row_ms(),
+    }
+    for max_batch in (32,) if quick else (32, 128):
+        clients = (64,) if quick else (64, 256)
+        results[f"server_b{max_batch}"] = gpu_server(clients, 2.0 if quick else 10.0, max_batch)
+    results["seconds"] = time.perf_counter() - started
+    return results

@@ -28,7 +28,12 @@ from .workload import mixed_inputs
 
 def gpu_ceiling(batch_sizes: tuple[int, ...], n_inputs: int, dtype: str = "auto") -> dict:
     """Sequences/s of the bare forward and the engine (packed, padded; 16 tasks mixed) per
-    batch size, GLUE inputs in arrival order, each forward waited for (as the server does)."""
+    batch size, GLUE inputs in arrival order, each forward waited for (as the server does).
+
+    Each variant runs the batches twice: `first` meets each batch shape for the first time in
+    that variant (session 8 saw first-shape costs of tens of ms on an H100), `repeat` is the
+    steady state. `packed, no cuDNN attention` repeats the packed engine with PyTorch's cuDNN
+    attention backend switched off (the suspect for those costs)."""
     bare = load_backbone("default", dtype=dtype, device="cuda")
     engines = {
         packed: MultiTaskEngine(load_backbone("default", dtype, "cuda"), packed)
@@ -47,14 +52,27 @@ def gpu_ceiling(batch_sizes: tuple[int, ...], n_inputs: int, dtype: str = "auto"
     def run_engine(engine):  # returns logits on the CPU: synchronises like the server
         return lambda b: engine.forward(b, [f"t{i % 16}" for i in range(len(b["input_ids"]))])
 
+    variants = {"bare": run_bare, "engine": run_engine(engines[True])}
+    variants["padded"] = run_engine(engines[False])
     out = {"dtype": str(bare.dtype).removeprefix("torch."), "device": gpu_name()}
+    out["cudnn_attention_enabled"] = torch.backends.cuda.cudnn_sdp_enabled()
     for size in batch_sizes:
         batches = _batches(bare.tokenizer, items, size, sort=False)
         out[str(size)] = {
-            "bare": _throughput(run_bare, batches),
-            "engine": _throughput(run_engine(engines[True]), batches),
-            "padded": _throughput(run_engine(engines[False]), batches),
+            name: {"first": _throughput(run, batches), "repeat": _throughput(run, batches)}
+            for name, run in variants.items()
         }
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    try:
+        for size in batch_sizes:
+            batches = _batches(bare.tokenizer, items, size, sort=False)
+            run = variants["engine"]
+            out[str(size)]["packed, no cuDNN attention"] = {
+                "first": _throughput(run, batches),
+                "repeat": _throughput(run, batches),
+            }
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)
     return out
 
 
@@ -63,18 +81,26 @@ def gpu_name() -> str:
     return torch.cuda.get_device_name(0)
 
 
-def single_row_ms(n: int = 50) -> float:
-    """Median ms of one engine forward of one input on the GPU (the low-load floor)."""
+def single_row_ms(n: int = 50) -> dict:
+    """Median ms of one engine forward of one input on the GPU (the low-load floor): the
+    first pass over `n` inputs (new lengths) and a second pass over the same inputs."""
     backbone = load_backbone("default", device="cuda")
     engine = MultiTaskEngine(backbone)
     engine.register("t0", random_patches(backbone, 1)[0])
-    times = []
-    for item in mixed_inputs(n, seed=2, pair_fraction=0.0):
-        rows = encode_inputs(backbone.tokenizer, [item], 128)
-        started = time.perf_counter()
-        engine.forward(collate(rows, backbone.tokenizer.pad_token_id), ["t0"])
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times[5:])
+    pad = backbone.tokenizer.pad_token_id
+    rows = [
+        encode_inputs(backbone.tokenizer, [item], 128)
+        for item in mixed_inputs(n, seed=2, pair_fraction=0.0)
+    ]
+    out = {}
+    for name in ("first", "repeat"):
+        times = []
+        for row in rows:
+            started = time.perf_counter()
+            engine.forward(collate(row, pad), ["t0"])
+            times.append(time.perf_counter() - started)
+        out[name] = 1000 * statistics.median(times[5:] if name == "first" else times)
+    return out
 
 
 def gpu_memory_mb(pid: int) -> float:

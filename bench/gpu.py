@@ -121,11 +121,11 @@ def gpu_memory_mb(pid: int) -> float:
     return float("nan")
 
 
-def gpu_server(clients: tuple[int, ...], seconds: float, max_batch: int) -> dict:
+def gpu_server(clients: tuple[int, ...], seconds: float, max_batch: int, *extra: str) -> dict:
     """`bitpatch serve --device cuda` under closed-loop load: single, mixed 16 and mixed 256
     tasks at each client count; GPU memory with 0, 256 and 1,256 patches; one client."""
     source = PatchSource()
-    flags = ("--device", "cuda", "--max-batch-size", str(max_batch))
+    flags = ("--device", "cuda", "--max-batch-size", str(max_batch), *extra)
     out: dict = {"max_batch_size": max_batch, "gpu_memory_mb": {}}
     with (
         tempfile.TemporaryDirectory(prefix="bitpatch-gpu-") as tmp,
@@ -153,8 +153,10 @@ def run_gpu(quick: bool) -> dict:
         "ceiling": gpu_ceiling((32, 128) if quick else (32, 64, 128, 256), 256 if quick else 4096),
         "single_row_ms": single_row_ms(),
     }
+    clients, seconds = ((64,), 2.0) if quick else ((64, 256), 10.0)
     for max_batch in (32,) if quick else (32, 128):
-        clients = (64,) if quick else (64, 256)
-        results[f"server_b{max_batch}"] = gpu_server(clients, 2.0 if quick else 10.0, max_batch)
+        results[f"server_b{max_batch}"] = gpu_server(clients, seconds, max_batch)
+    # the server's default leaves cuDNN attention off; the same load with it on
+    results["server_b32_cudnn"] = gpu_server(clients, seconds, 32, "--cudnn-attention")
     results["seconds"] = time.perf_counter() - started
     return results

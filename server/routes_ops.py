@@ -36,12 +36,14 @@ async def info(state: StateDep):
     """Backbone identity, dtype, device and version."""
     registry, _ = state.ready()
     backbone = registry.engine.backbone
+    on_gpu = backbone.device.type == "cuda"
     return {
         "backbone": backbone.spec.name,
         "backbone_sha256": backbone.spec.sha256,
         "dtype": str(backbone.dtype).removeprefix("torch."),
         "device": str(backbone.device),
         "forward": "packed" if registry.engine.packed else "padded",
+        "cudnn_attention": on_gpu and torch.backends.cuda.cudnn_sdp_enabled(),
         "bitpatch_version": __version__,
         "torch_version": torch.__version__,
         "workers": state.workers,

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         description="forwards run in parallel, each on threads/workers cores "
         "(default: 2 on CPU, 1 on GPU)",
     )
+    cudnn_attention: bool = Field(
+        False,
+        description="on CUDA, let attention use cuDNN kernels, which build a graph per new "
+        "batch shape (off: PyTorch's flash / memory-efficient kernels)",
+    )
     log_level: str = Field("info", description="debug | info | warning | error")
 
     @field_validator("dtype")

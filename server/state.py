@@ -60,6 +60,8 @@ class ServerState:
         s = self.settings
         torch.set_num_threads(self.threads_per_worker)
         backbone = load_backbone(s.backbone, s.dtype, s.device)
+        if backbone.device.type == "cuda":
+            choose_attention_kernels(s.cudnn_attention)
         self.engine = self.engine_factory(backbone, FORWARD_MODES[s.forward])
         self.engine.warm_up()
         registry = Registry(PatchStore(s.store), self.engine)
@@ -80,6 +82,14 @@ class ServerState:
                 headers={"Retry-After": "2"},
             )
         return self.registry, self.batcher
+
+
+def choose_attention_kernels(cudnn: bool) -> None:
+    """Process-wide: whether CUDA attention may use cuDNN. PyTorch >= 2.10 prefers cuDNN on
+    Hopper, and cuDNN builds a graph for every new batch shape: tens of ms each on an H100,
+    and a server batch of variable-length rows is often a new shape (docs/BENCHMARKS.md, 4)."""
+    torch.backends.cuda.enable_cudnn_sdp(cudnn)
+    log.info("event=attention_kernels cudnn=%s", cudnn)
 
 
 def seed_demo_patches(registry: Registry) -> None:

@@ -88,6 +88,7 @@ def test_server_on_cuda_answers_as_the_cpu_engine(tiny_bert_dir, tmp_path):
     ):
         info = http.get("/info").json()
         assert info["device"].startswith("cuda") and info["dtype"] == "float32"
+        assert info["cudnn_attention"] is False  # the default: no per-shape cuDNN graphs
         for p in patches:
             assert http.put(f"/tasks/{p.task}/patch", content=p.to_bytes()).status_code == 201
 

@@ -195,6 +195,15 @@ LOAD_SCENARIOS = (  # (row name, section of the results, scenario)
     ("hot swap: 1 upload/s", "hot_swap", "with_uploads"),
 )
 
+PLOTTED = (  # (short label, section, scenario): the 64-client rows of LOAD_SCENARIOS in the plot
+    ("single", "traffic", "single"),
+    ("mixed 16", "traffic", "mixed16"),
+    ("mixed 256", "traffic", "mixed256"),
+    ("(b) swap/request", "designs", "swap-per-request"),
+    ("(b') swap/group", "designs", "swap"),
+    ("(a) copies", "designs", "copies"),
+)
+
 
 def _load_lines(r: dict) -> list[str]:
     lines = [
@@ -270,17 +279,10 @@ def plot(r: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["single", "mixed 16", "mixed 256", "(b) swap/request", "(b') swap/group", "(a) copies"]
-    data = [
-        r["traffic"]["single"],
-        r["traffic"]["mixed16"],
-        r["traffic"]["mixed256"],
-        r["designs"]["swap-per-request"],
-        r["designs"]["swap"],
-        r["designs"]["copies"],
-    ]
+    names = [label for label, _, _ in PLOTTED]
+    data = [r[section][scenario] for _, section, scenario in PLOTTED]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    colors = ["#4477aa"] * 3 + ["#cc6677"] * 3
+    colors = ["#4477aa" if section == "traffic" else "#cc6677" for _, section, _ in PLOTTED]
     left.bar(names, [d["inputs_per_s"] for d in data], color=colors)
     left.set_ylabel("inputs / s")
     left.set_title("throughput, 64 clients")

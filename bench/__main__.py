@@ -15,8 +15,11 @@ from .micro import format_rows, run_micro
 def main() -> None:
     """Parse and run."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    suites = ["micro", "server", "probe", "omp", "biasadd", "mix", "gpu"]
+    suites = ["micro", "server", "probe", "omp", "biasadd", "mix", "gpu", "report"]
     parser.add_argument("suite", choices=suites)
+    parser.add_argument(
+        "runs", nargs="*", type=Path, help="report: results.json of full server runs, side by side"
+    )
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
     parser.add_argument("--dtype", default="auto", help="server: dtype of the servers")
@@ -42,6 +45,11 @@ def main() -> None:
         from .offline import batch_mix
 
         print(json.dumps(batch_mix(args.dtype, 320 if args.quick else 1280), indent=1))
+        return
+    if args.suite == "report":  # targets of several saved full runs, one column each
+        from .report import targets_across
+
+        print(targets_across({p.stem: json.loads(p.read_text()) for p in args.runs}))
         return
     if args.suite == "gpu":  # a CUDA host: docs/BENCHMARKS.md, GPU section
         from .gpu import run_gpu

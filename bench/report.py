@@ -153,6 +153,21 @@ def _ceiling_row(dtype: str, what: str, order: str, cell: dict) -> str:
     )
 
 
+def targets_across(runs: dict[str, dict]) -> str:
+    """Markdown: each target's measured value in several full runs side by side, and in how
+    many of them it was met (this host's run-to-run noise is the size of some margins)."""
+    rows = {name: targets(r) for name, r in runs.items()}
+    first = next(iter(rows.values()))
+    lines = ["| target | " + " | ".join(runs) + " | bar | met in |"]
+    lines.append("|" + "---|" * (len(runs) + 3))
+    for i, (label, _, bar, _) in enumerate(first):
+        values = [rows[name][i][1] for name in runs]
+        known = [rows[name][i][3] for name in runs if rows[name][i][3] is not None]
+        met = f"{sum(known)} of {len(known)}" if known and bar != "reported" else "-"
+        lines.append(f"| {label} | " + " | ".join(values) + f" | {bar} | {met} |")
+    return "\n".join(lines)
+
+
 def markdown(r: dict) -> str:
     """Every section as Markdown."""
     lines = ["### Targets", "", "| target | measured | bar | met |", "|---|---|---|---|"]

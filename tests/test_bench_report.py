@@ -1,6 +1,11 @@
 """The benchmark report's tables (bench/report.py), on hand-made results."""
 
-from bitpatch.bench.report import LOAD_SCENARIOS, _at_least, _at_most, _load_lines
+import json
+from pathlib import Path
+
+from bitpatch.bench.report import LOAD_SCENARIOS, _at_least, _at_most, _load_lines, targets_across
+
+SAVED = Path(__file__).resolve().parents[1] / "docs" / "bench"
 
 
 def _scenario(inputs_per_s: float, **extra) -> dict:
@@ -26,3 +31,11 @@ def test_bars_are_met_at_the_bar_and_not_below():
     assert _at_least("x", 0.80, "0.80")[3] and not _at_least("x", 0.799, "0.80")[3]
     assert _at_most("x", 1.25, "1.25")[3] and not _at_most("x", 1.26, "1.25")[3]
     assert _at_least("x", 3.98, "3", 2)[1:] == ("3.98", ">= 3", True)
+
+
+def test_targets_of_saved_runs_side_by_side():
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted(SAVED.glob("results-s*.json"))}
+    table = targets_across({"s6": runs["results-s6"], "s8": runs["results-s8-run1"]})
+    assert "| mixed 16-task / single-task throughput | 0.950 | 0.914 | >= 0.95 | 1 of 2 |" in table
+    assert "| RSS added by 1000 patches (MB) | 57 | 58 | <= 200 | 2 of 2 |" in table
+    assert "| reported | - |" in table  # reported-only rows count no verdict

@@ -128,6 +128,7 @@ def test_list_describe_and_ops(http, model):
     assert http.get("/readyz").status_code == 200
     info = http.get("/info").json()
     assert info["dtype"] == "float32" and len(info["backbone_sha256"]) == 64
+    assert info["cudnn_attention"] is False  # off by default (and always on CPU)
     value = http.post("/tasks/listed/predict", json={"inputs": ["x"]}).json()["predictions"]
     assert set(value[0]) == {"value"}
 

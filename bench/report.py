@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 
@@ -168,11 +169,33 @@ def targets_across(runs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def round_ratio(r: dict, scenario: str) -> tuple[float, float, int] | None:
+    """Mean and standard error over rounds of `scenario` / single-task throughput, each round
+    paired with the single-task round of the same rotation (None before session 8's runs)."""
+    single = r["traffic"]["single"].get("rounds_inputs_per_s", [])
+    other = r["traffic"][scenario].get("rounds_inputs_per_s", [])
+    if len(single) < 2:
+        return None
+    ratios = [o / s for o, s in zip(other, single, strict=True)]
+    return statistics.mean(ratios), statistics.stdev(ratios) / len(ratios) ** 0.5, len(ratios)
+
+
+def _round_lines(r: dict) -> list[str]:
+    found = {label: round_ratio(r, s) for s, label in (("mixed16", "16"), ("mixed256", "256"))}
+    parts = [f"mixed {k} / single {v[0]:.3f} +- {v[1]:.3f}" for k, v in found.items() if v]
+    if not parts:
+        return []
+    rounds = len(r["traffic"]["single"]["rounds_inputs_per_s"])
+    head = f"Round by round (interleaved rounds, mean +- standard error over {rounds}): "
+    return ["", head + "; ".join(parts) + "."]
+
+
 def markdown(r: dict) -> str:
     """Every section as Markdown."""
     lines = ["### Targets", "", "| target | measured | bar | met |", "|---|---|---|---|"]
     verdict = {True: "yes", False: "**no**", None: "-"}
     lines += [f"| {a} | {b} | {c} | {verdict[ok]} |" for a, b, c, ok in targets(r)]
+    lines += _round_lines(r)
     lines += ["", *_ceiling_lines(r), "", *_replay_lines(r), "", *_load_lines(r)]
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in r.get("phase_seconds", {}).items())
     whole = f"Whole run: {r['seconds'] / 60:.1f} minutes" + (f" ({phases})" if phases else "")

@@ -3,7 +3,14 @@
 import json
 from pathlib import Path
 
-from bitpatch.bench.report import LOAD_SCENARIOS, _at_least, _at_most, _load_lines, targets_across
+from bitpatch.bench.report import (
+    LOAD_SCENARIOS,
+    _at_least,
+    _at_most,
+    _load_lines,
+    round_ratio,
+    targets_across,
+)
 
 SAVED = Path(__file__).resolve().parents[1] / "docs" / "bench"
 
@@ -39,3 +46,13 @@ def test_targets_of_saved_runs_side_by_side():
     assert "| mixed 16-task / single-task throughput | 0.950 | 0.914 | >= 0.95 | 1 of 2 |" in table
     assert "| RSS added by 1000 patches (MB) | 57 | 58 | <= 200 | 2 of 2 |" in table
     assert "| reported | - |" in table  # reported-only rows count no verdict
+
+
+def test_round_ratio_pairs_rounds_and_gives_the_standard_error():
+    traffic = {
+        "single": {"rounds_inputs_per_s": [100.0, 200.0, 100.0]},
+        "mixed16": {"rounds_inputs_per_s": [90.0, 200.0, 110.0]},  # ratios 0.9, 1.0, 1.1
+    }
+    mean, error, n = round_ratio({"traffic": traffic}, "mixed16")
+    assert (round(mean, 6), round(error, 6), n) == (1.0, round(0.1 / 3**0.5, 6), 3)
+    assert round_ratio({"traffic": {"single": {}, "mixed16": {}}}, "mixed16") is None

@@ -7,7 +7,6 @@ on a GPU host: what one forward can do at each batch size, how much of it the se
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import tempfile
 import time
@@ -16,11 +15,10 @@ from pathlib import Path
 import torch
 
 from bitpatch.patches.backbone import load_backbone
-from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
 
 from .micro import random_patches
-from .offline import _batches, _throughput
+from .offline import _batches, _throughput, row_forward_ms
 from .server_bench import TRAFFIC, load
 from .servers import BenchServer, PatchSource
 from .workload import mixed_inputs
@@ -81,25 +79,12 @@ def gpu_name() -> str:
 
 
 def single_row_ms(n: int = 50) -> dict:
-    """Median ms of one engine forward of one input on the GPU (the low-load floor): the
-    first pass over `n` inputs (new lengths) and a second pass over the same inputs."""
+    """Median ms of one engine forward of one input on the GPU (the low-load floor): a first
+    pass over `n` inputs (new lengths) and a second pass over the same inputs."""
     backbone = load_backbone("default", device=DEVICE)
     engine = MultiTaskEngine(backbone)
     engine.register("t0", random_patches(backbone, 1)[0])
-    pad = backbone.tokenizer.pad_token_id
-    rows = [
-        encode_inputs(backbone.tokenizer, [item], 128)
-        for item in mixed_inputs(n, seed=2, pair_fraction=0.0)
-    ]
-    out = {}
-    for name in ("first", "repeat"):
-        times = []
-        for row in rows:
-            started = time.perf_counter()
-            engine.forward(collate(row, pad), ["t0"])
-            times.append(time.perf_counter() - started)
-        out[name] = 1000 * statistics.median(times[5:] if name == "first" else times)
-    return out
+    return {name: row_forward_ms(engine, "t0", n) for name in ("first", "repeat")}
 
 
 def gpu_memory_mb(pid: int) -> float:

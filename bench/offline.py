@@ -97,12 +97,18 @@ def single_row_ms(dtype: str, n: int = 50) -> float:
     backbone = load_backbone("default", dtype=dtype, device="cpu")
     engine = MultiTaskEngine(backbone)
     engine.register("t0", random_patches(backbone, 1)[0])
-    items = mixed_inputs(n, seed=2, pair_fraction=0.0)
+    return row_forward_ms(engine, "t0", n)
+
+
+def row_forward_ms(engine: MultiTaskEngine, task: str, n: int = 50) -> float:
+    """Median ms of `engine`'s forward of one GLUE sentence at a time, over n sentences (the
+    first 5 left out as warm-up)."""
+    tokenizer = engine.backbone.tokenizer
     times = []
-    for item in items:
-        rows = encode_inputs(backbone.tokenizer, [item], 128)
+    for item in mixed_inputs(n, seed=2, pair_fraction=0.0):
+        rows = encode_inputs(tokenizer, [item], 128)
         started = time.perf_counter()
-        engine.forward(collate(rows, backbone.tokenizer.pad_token_id), ["t0"])
+        engine.forward(collate(rows, tokenizer.pad_token_id), [task])
         times.append(time.perf_counter() - started)
     return 1000 * statistics.median(times[5:])
 

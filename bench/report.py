@@ -164,7 +164,7 @@ def targets_across(runs: dict[str, dict]) -> str:
     for i, (label, _, bar, _) in enumerate(first):
         values = [rows[name][i][1] for name in runs]
         known = [rows[name][i][3] for name in runs if rows[name][i][3] is not None]
-        met = f"{sum(known)} of {len(known)}" if known and bar != "reported" else "-"
+        met = f"{sum(known)} of {len(known)}" if known else "-"
         lines.append(f"| {label} | " + " | ".join(values) + f" | {bar} | {met} |")
     return "\n".join(lines)
 
@@ -219,27 +219,18 @@ def _ceiling_lines(r: dict) -> list[str]:
     return lines
 
 
-LOAD_SCENARIOS = (  # (row name, section of the results, scenario)
-    ("bitpatch, single task", "traffic", "single"),
-    ("bitpatch, mixed 16 tasks", "traffic", "mixed16"),
-    ("bitpatch, mixed 256 tasks", "traffic", "mixed256"),
-    ("bitpatch, mixed 16 tasks, --forward padded", "designs", "padded"),
-    ("bitpatch, mixed 16 tasks, --workers 1", "designs", "workers1"),
-    ("(b) one model, biases swapped per request", "designs", "swap-per-request"),
-    ("(b') one model, biases swapped per task group", "designs", "swap"),
-    ("(a) one model copy per task, 16 tasks", "designs", "copies"),
-    ("bitpatch, 1 client, 1 input", "traffic", "one_client"),
-    ("hot swap: no uploads", "hot_swap", "without_uploads"),
-    ("hot swap: 1 upload/s", "hot_swap", "with_uploads"),
-)
-
-PLOTTED = (  # (short label, section, scenario): the 64-client rows of LOAD_SCENARIOS in the plot
-    ("single", "traffic", "single"),
-    ("mixed 16", "traffic", "mixed16"),
-    ("mixed 256", "traffic", "mixed256"),
-    ("(b) swap/request", "designs", "swap-per-request"),
-    ("(b') swap/group", "designs", "swap"),
-    ("(a) copies", "designs", "copies"),
+LOAD_SCENARIOS = (  # (row name, section of the results, scenario, label in the plot or None)
+    ("bitpatch, single task", "traffic", "single", "single"),
+    ("bitpatch, mixed 16 tasks", "traffic", "mixed16", "mixed 16"),
+    ("bitpatch, mixed 256 tasks", "traffic", "mixed256", "mixed 256"),
+    ("bitpatch, mixed 16 tasks, --forward padded", "designs", "padded", None),
+    ("bitpatch, mixed 16 tasks, --workers 1", "designs", "workers1", None),
+    ("(b) one model, biases swapped per request", "designs", "swap-per-request", "(b) swap/req"),
+    ("(b') one model, biases swapped per task group", "designs", "swap", "(b') swap/group"),
+    ("(a) one model copy per task, 16 tasks", "designs", "copies", "(a) copies"),
+    ("bitpatch, 1 client, 1 input", "traffic", "one_client", None),
+    ("hot swap: no uploads", "hot_swap", "without_uploads", None),
+    ("hot swap: 1 upload/s", "hot_swap", "with_uploads", None),
 )
 
 
@@ -252,7 +243,7 @@ def _load_lines(r: dict) -> list[str]:
         "| rows/batch | tasks/batch | fill | forward busy | load generator cores |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, section, scenario in LOAD_SCENARIOS:
+    for name, section, scenario, _ in LOAD_SCENARIOS:
         s = r[section][scenario]
         b = s.get("batches", {})
         batch_cells = " | ".join(
@@ -317,10 +308,11 @@ def plot(r: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [label for label, _, _ in PLOTTED]
-    data = [r[section][scenario] for _, section, scenario in PLOTTED]
+    plotted = [row for row in LOAD_SCENARIOS if row[3]]  # the 64-client throughput scenarios
+    names = [label for _, _, _, label in plotted]
+    data = [r[section][scenario] for _, section, scenario, _ in plotted]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    colors = ["#4477aa" if section == "traffic" else "#cc6677" for _, section, _ in PLOTTED]
+    colors = ["#4477aa" if section == "traffic" else "#cc6677" for _, section, _, _ in plotted]
     left.bar(names, [d["inputs_per_s"] for d in data], color=colors)
     left.set_ylabel("inputs / s")
     left.set_title("throughput, 64 clients")

@@ -22,7 +22,7 @@ def _scenario(inputs_per_s: float, **extra) -> dict:
 
 def test_every_load_row_keeps_its_name_and_figures_without_client_cores():
     results = {"config": {"clients": 64}}
-    for _, section, scenario in LOAD_SCENARIOS:
+    for _, section, scenario, _ in LOAD_SCENARIOS:
         results.setdefault(section, {})[scenario] = _scenario(123.4, client_cores=0.5)
     results["designs"]["copies"] = _scenario(77.7)  # no load-generator CPU recorded
     lines = _load_lines(results)

@@ -133,6 +133,12 @@ def test_list_describe_and_ops(http, model):
     assert set(value[0]) == {"value"}
 
 
+def test_startup_freezes_the_loaded_heap(server):
+    """Full GC collections under traffic must not walk what loading created (gc_freeze)."""
+    line = next(x for x in server.logs().splitlines() if "event=gc_frozen" in x)
+    assert int(line.split("objects=")[1].split()[0]) > 10_000
+
+
 def error_of(reply: httpx.Response, status: int, *words: str) -> dict:
     assert reply.status_code == status, reply.text
     error = reply.json()["error"]

@@ -1,7 +1,8 @@
 """Quick probes used while tuning (each figure in BENCHMARKS.md's tuning log names one).
 
 `python -m bench probe`: one server, 16 tasks: 1-client p50 and 64-client throughput with the
-batch statistics and per-thread CPU; `--threads N`/`--env K=V` vary the server.
+batch statistics, per-thread CPU and the garbage collector's pauses; `--threads N`/`--env K=V`
+vary the server.
 `python -m bench omp`: one single-row forward timed on the main thread, then on a worker
 thread, then on main again.
 """
@@ -15,6 +16,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
 
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
@@ -38,9 +41,11 @@ def probe_server(extra: list[str], env: dict[str, str], seconds: float = 10) -> 
         load(server.url, 16, 64, 3)
         one = load(server.url, 1, 1, seconds / 2, max_inputs=1)
         threads, idle, started = _thread_cpu(server.proc.pid), _idle_cpu(), time.perf_counter()
+        gc_before = gc_pauses(server.url)
         many = load(server.url, 16, 64, seconds)
         wall = time.perf_counter() - started
         used = _thread_cpu(server.proc.pid)
+        gc_after = gc_pauses(server.url)
     cores = {t: (used[t] - threads.get(t, 0.0)) / wall for t in used}
     busiest = sorted(cores.items(), key=lambda kv: -kv[1])[:5]
     return {
@@ -52,7 +57,25 @@ def probe_server(extra: list[str], env: dict[str, str], seconds: float = 10) -> 
             ("main" if t == server.proc.pid else str(t)): round(c, 2) for t, c in busiest
         },
         "idle_cores": round((_idle_cpu() - idle) / wall, 2),
+        "gc_pauses": {
+            gen: {k: round(gc_after[gen][k] - gc_before[gen][k], 4) for k in ("count", "sum")}
+            for gen in gc_after
+        },
     }
+
+
+def gc_pauses(url: str) -> dict[str, dict[str, float]]:
+    """The server's garbage collections so far: count and seconds per generation."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name.startswith("bitpatch_gc_pause_seconds_"):
+                kind = sample.name.rsplit("_", 1)[1]
+                if kind in ("count", "sum"):
+                    out.setdefault(sample.labels["generation"], {})[kind] = sample.value
+    return out
 
 
 def _thread_cpu(pid: int) -> dict[int, float]:

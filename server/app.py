@@ -16,6 +16,7 @@ from ..patches.engine import MultiTaskEngine
 from . import routes_ops, routes_predict, routes_tasks
 from .batcher import Batcher
 from .errors import install_error_handlers
+from .metrics import watch_gc
 from .responses import OrjsonResponse
 from .settings import Settings
 from .state import ServerState
@@ -75,9 +76,11 @@ def create_app(settings: Settings, engine_factory=MultiTaskEngine) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
+        stop_watching_gc = watch_gc(state.metrics.gc_pause)
         loading = asyncio.create_task(_start(state))
         yield
         loading.cancel()
+        stop_watching_gc()
         if state.batcher is not None:
             await state.batcher.stop()
         state.tokenize_pool.shutdown(wait=False)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import time
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
@@ -24,6 +28,7 @@ LATENCY_BUCKETS = (
     10,
 )
 ROW_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256)
+GC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
 
 
 class Metrics:
@@ -74,3 +79,26 @@ class Metrics:
         self.rejections = Counter(
             "bitpatch_rejections", "Rejected uploads and requests by reason", ["reason"], registry=r
         )
+        self.gc_pause = Histogram(
+            "bitpatch_gc_pause_seconds",
+            "Python garbage collections by generation (each holds the interpreter lock, so "
+            "forwards and the event loop wait)",
+            ["generation"],
+            buckets=GC_BUCKETS,
+            registry=r,
+        )
+
+
+def watch_gc(pauses: Histogram) -> Callable[[], None]:
+    """Time every garbage collection into `pauses`; returns the function that stops it."""
+    by_generation = [pauses.labels(str(g)) for g in range(3)]
+    started = [0.0]
+
+    def on_collection(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            by_generation[info["generation"]].observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(on_collection)
+    return lambda: gc.callbacks.remove(on_collection)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -224,6 +225,9 @@ def test_metrics_names(http, model):
     ):
         assert name in text, name
     assert 'bitpatch_requests_total{status="200",task="metered"}' in text
+    # the full collection before freezing the loaded heap (gc_freeze) was timed
+    full = re.search(r'bitpatch_gc_pause_seconds_count\{generation="2"\} (\S+)', text)
+    assert full and float(full.group(1)) >= 1
 
 
 def test_recent_batches_show_each_forward(http, model, tiny_bert_dir):

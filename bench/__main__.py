@@ -9,6 +9,9 @@ from pathlib import Path
 
 import torch
 
+from bitpatch.patches.backbone import bound_kernel_caches
+from bitpatch.server.settings import Settings
+
 from .micro import format_rows, run_micro
 
 
@@ -30,6 +33,8 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="probe: server env K=V")
     args = parser.parse_args()
     logging.basicConfig(level="WARNING")
+    # offline measurements run with the kernel caches the server uses
+    bound_kernel_caches(Settings.model_fields["kernel_cache"].default)
     if args.suite == "micro":
         if args.threads:  # e.g. 1: what each of the server's two CPU workers runs with
             torch.set_num_threads(int(args.threads))

@@ -1,8 +1,8 @@
 """Quick probes used while tuning (each figure in BENCHMARKS.md's tuning log names one).
 
 `python -m bench probe`: one server, 16 tasks: 1-client p50 and 64-client throughput with the
-batch statistics, per-thread CPU and the garbage collector's pauses; `--threads N`/`--env K=V`
-vary the server.
+batch statistics, per-thread CPU, the garbage collector's pauses and the resident memory;
+`--threads N`/`--env K=V` vary the server.
 `python -m bench omp`: one single-row forward timed on the main thread, then on a worker
 thread, then on main again.
 """
@@ -46,6 +46,7 @@ def probe_server(extra: list[str], env: dict[str, str], seconds: float = 10) -> 
         wall = time.perf_counter() - started
         used = _thread_cpu(server.proc.pid)
         gc_after = gc_pauses(server.url)
+        rss_mb = _rss_mb(server.proc.pid)
     cores = {t: (used[t] - threads.get(t, 0.0)) / wall for t in used}
     busiest = sorted(cores.items(), key=lambda kv: -kv[1])[:5]
     return {
@@ -57,6 +58,7 @@ def probe_server(extra: list[str], env: dict[str, str], seconds: float = 10) -> 
             ("main" if t == server.proc.pid else str(t)): round(c, 2) for t, c in busiest
         },
         "idle_cores": round((_idle_cpu() - idle) / wall, 2),
+        "rss_mb_after_load": rss_mb,
         "gc_pauses": {
             gen: {k: round(gc_after[gen][k] - gc_before[gen][k], 4) for k in ("count", "sum")}
             for gen in gc_after
@@ -87,6 +89,12 @@ def _thread_cpu(pid: int) -> dict[int, float]:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
             out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def _rss_mb(pid: int) -> int:
+    """Resident memory of `pid` in MB, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) // 1024
 
 
 def _idle_cpu() -> float:

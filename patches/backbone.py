@@ -35,6 +35,21 @@ def resolve_source(source: str) -> str:
     return default_backbone_path() if source in ("", DEFAULT_BACKBONE) else source
 
 
+KERNEL_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+
+
+def bound_kernel_caches(entries: int) -> None:
+    """Cap oneDNN's primitive cache and PyTorch's ideep cache at `entries` shapes each.
+
+    Both keep kernels (and, for bf16, repacked weights: ~1.5 MB an entry on the default
+    backbone) for every new input shape, 1,024 of each by default. Packed batches have a new
+    token count almost every forward, so a server's memory grew from 0.5 to 2 GB within a
+    minute of load. Read when the first kernel is made: call before the first forward.
+    """
+    for name in KERNEL_CACHE_VARIABLES:
+        os.environ[name] = str(entries)
+
+
 @lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """True when the CPU multiplies bf16 natively (AMX or AVX-512 BF16)."""

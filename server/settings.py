@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         description="on CUDA, let attention use cuDNN kernels, which build a graph per new "
         "batch shape (off: PyTorch's flash / memory-efficient kernels)",
     )
+    kernel_cache: int = Field(
+        64,
+        ge=0,
+        description="CPU kernels kept per oneDNN/ideep cache (one per input shape, each up to "
+        "~1.5 MB); bounds the memory that varying batch shapes add (1024 each by default)",
+    )
     gc_freeze: bool = Field(
         True,
         description="after loading, move every object into Python's permanent GC generation, "

@@ -10,7 +10,7 @@ from importlib import resources
 
 import torch
 
-from ..patches.backbone import Backbone, load_backbone, resolve_device
+from ..patches.backbone import Backbone, bound_kernel_caches, load_backbone, resolve_device
 from ..patches.engine import MultiTaskEngine
 from ..patches.patch_file import PatchError
 from .batcher import Batcher
@@ -59,6 +59,7 @@ class ServerState:
         """Blocking: backbone, engine, store, registry, demo patches (runs off the event loop)."""
         s = self.settings
         torch.set_num_threads(self.threads_per_worker)
+        bound_kernel_caches(s.kernel_cache)
         backbone = load_backbone(s.backbone, s.dtype, s.device)
         if backbone.device.type == "cuda":
             choose_attention_kernels(s.cudnn_attention)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from bitpatch.patches.backbone import KERNEL_CACHE_VARIABLES, bound_kernel_caches
 from bitpatch.server.settings import Settings, add_settings_args, plan_workers, settings_from_args
 
 
@@ -50,3 +52,13 @@ def test_workers_split_the_cores():
     assert plan_workers(Settings(), on_gpu=True, cores=16) == (1, 16)
     assert plan_workers(Settings(workers=4, threads=8), on_gpu=False, cores=2) == (4, 2)
     assert plan_workers(Settings(workers=3), on_gpu=False, cores=2) == (3, 1)
+
+
+def test_kernel_cache_bounds_both_cpu_kernel_caches(monkeypatch):
+    for name in KERNEL_CACHE_VARIABLES:
+        monkeypatch.setenv(name, "1024")  # restored after the test
+    settings = parse(["--kernel-cache", "8"])
+    bound_kernel_caches(settings.kernel_cache)
+    assert {os.environ[name] for name in KERNEL_CACHE_VARIABLES} == {"8"}
+    with pytest.raises(ValidationError):
+        Settings(kernel_cache=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import torch
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
+from ..patches.backbone import KERNEL_CACHE_VARIABLES
 from .batch_history import RECENT_BATCHES
 from .deps import StateDep
 from .errors import error_response
@@ -44,6 +46,7 @@ async def info(state: StateDep):
         "device": str(backbone.device),
         "forward": "packed" if registry.engine.packed else "padded",
         "cudnn_attention": on_gpu and torch.backends.cuda.cudnn_sdp_enabled(),
+        "kernel_cache": {name: os.environ.get(name) for name in KERNEL_CACHE_VARIABLES},
         "bitpatch_version": __version__,
         "torch_version": torch.__version__,
         "workers": state.workers,

@@ -130,6 +130,7 @@ def test_list_describe_and_ops(http, model):
     info = http.get("/info").json()
     assert info["dtype"] == "float32" and len(info["backbone_sha256"]) == 64
     assert info["cudnn_attention"] is False  # off by default (and always on CPU)
+    assert set(info["kernel_cache"].values()) == {"64"}  # --kernel-cache reached the process
     value = http.post("/tasks/listed/predict", json={"inputs": ["x"]}).json()["predictions"]
     assert set(value[0]) == {"value"}
 

@@ -17,15 +17,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
 
 from .micro import random_patches
 from .server_bench import load
-from .servers import BenchServer, PatchSource
+from .servers import BenchServer, PatchSource, metric_samples
 from .workload import mixed_inputs
 
 
@@ -46,7 +44,7 @@ def probe_server(extra: list[str], env: dict[str, str], seconds: float = 10) -> 
         wall = time.perf_counter() - started
         used = _thread_cpu(server.proc.pid)
         gc_after = gc_pauses(server.url)
-        rss_mb = _rss_mb(server.proc.pid)
+        rss_mb = round(server.rss_mb())
     cores = {t: (used[t] - threads.get(t, 0.0)) / wall for t in used}
     busiest = sorted(cores.items(), key=lambda kv: -kv[1])[:5]
     return {
@@ -68,15 +66,11 @@ def probe_server(extra: list[str], env: dict[str, str], seconds: float = 10) -> 
 
 def gc_pauses(url: str) -> dict[str, dict[str, float]]:
     """The server's garbage collections so far: count and seconds per generation."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     out: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
-        for sample in family.samples:
-            if sample.name.startswith("bitpatch_gc_pause_seconds_"):
-                kind = sample.name.rsplit("_", 1)[1]
-                if kind in ("count", "sum"):
-                    out.setdefault(sample.labels["generation"], {})[kind] = sample.value
+    for sample in metric_samples(url):
+        kind = sample.name.removeprefix("bitpatch_gc_pause_seconds_")
+        if kind in ("count", "sum"):
+            out.setdefault(sample.labels["generation"], {})[kind] = sample.value
     return out
 
 
@@ -89,12 +83,6 @@ def _thread_cpu(pid: int) -> dict[int, float]:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
             out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
     return out
-
-
-def _rss_mb(pid: int) -> int:
-    """Resident memory of `pid` in MB, from /proc."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(status.split("VmRSS:")[1].split()[0]) // 1024
 
 
 def _idle_cpu() -> float:

@@ -82,16 +82,21 @@ STAT_SERIES = (
 )
 
 
-def server_stats(url: str) -> dict[str, float]:
-    """Sums and counts of the batch histograms, from /metrics."""
+def metric_samples(url: str):
+    """Every sample the server's /metrics exposes (name, labels, value)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    out = {}
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
-        for sample in family.samples:
-            base = sample.name.rsplit("_", 1)[0]
-            if base in STAT_SERIES and sample.name.endswith(("_sum", "_count")):
-                out[sample.name] = sample.value
+        yield from family.samples
+
+
+def server_stats(url: str) -> dict[str, float]:
+    """Sums and counts of the batch histograms, from /metrics."""
+    out = {}
+    for sample in metric_samples(url):
+        base = sample.name.rsplit("_", 1)[0]
+        if base in STAT_SERIES and sample.name.endswith(("_sum", "_count")):
+            out[sample.name] = sample.value
     return out
 
 

@@ -18,7 +18,7 @@ from .micro import format_rows, run_micro
 def main() -> None:
     """Parse and run."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    suites = ["micro", "server", "probe", "omp", "biasadd", "mix", "gpu", "report"]
+    suites = ["micro", "server", "probe", "sweep", "omp", "biasadd", "mix", "gpu", "report"]
     parser.add_argument("suite", choices=suites)
     parser.add_argument(
         "runs", nargs="*", type=Path, help="report: results.json of full server runs, side by side"
@@ -30,7 +30,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", default=None, help="probe: server --threads; micro: torch threads"
     )
-    parser.add_argument("--env", action="append", default=[], help="probe: server env K=V")
+    parser.add_argument(
+        "--env", action="append", default=[], help="probe: server env K=V; sweep: the variant's"
+    )
     args = parser.parse_args()
     logging.basicConfig(level="WARNING")
     # offline measurements run with the kernel caches the server uses
@@ -64,6 +66,13 @@ def main() -> None:
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "gpu.json").write_text(json.dumps(gpu_results, indent=1))
+        return
+    if args.suite == "sweep":  # the default server vs a variant (--env), 1 to 64 clients
+        from .sweep import sweep, sweep_rows
+
+        env = dict(e.split("=", 1) for e in args.env)
+        results = sweep(env, rounds=1 if args.quick else 2, seconds=2 if args.quick else 5)
+        print(sweep_rows(results, env))
         return
     if args.suite in ("probe", "omp"):
         from .probe import omp_teams, probe_server

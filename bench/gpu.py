@@ -84,7 +84,8 @@ def single_row_ms(n: int = 50) -> dict:
     backbone = load_backbone("default", device=DEVICE)
     engine = MultiTaskEngine(backbone)
     engine.register("t0", random_patches(backbone, 1)[0])
-    return {name: row_forward_ms(engine, "t0", n) for name in ("first", "repeat")}
+    items = mixed_inputs(n, seed=2, pair_fraction=0.0)
+    return {name: row_forward_ms(engine, "t0", items) for name in ("first", "repeat")}
 
 
 def gpu_memory_mb(pid: int) -> float:

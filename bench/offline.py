@@ -92,20 +92,20 @@ def ceiling(dtype: str, n_inputs: int, batch_size: int = 32) -> dict:
     return out
 
 
-def single_row_ms(dtype: str, n: int = 50) -> float:
-    """Median ms of one engine forward of one input (the low-load latency floor)."""
+def single_row_ms(dtype: str, items: list) -> float:
+    """Median ms of one engine forward of one input, over `items` (the low-load latency floor)."""
     backbone = load_backbone("default", dtype=dtype, device="cpu")
     engine = MultiTaskEngine(backbone)
     engine.register("t0", random_patches(backbone, 1)[0])
-    return row_forward_ms(engine, "t0", n)
+    return row_forward_ms(engine, "t0", items)
 
 
-def row_forward_ms(engine: MultiTaskEngine, task: str, n: int = 50) -> float:
-    """Median ms of `engine`'s forward of one GLUE sentence at a time, over n sentences (the
-    first 5 left out as warm-up)."""
+def row_forward_ms(engine: MultiTaskEngine, task: str, items: list) -> float:
+    """Median ms of `engine`'s forward of one input at a time, over `items` (the first 5 left
+    out as warm-up)."""
     tokenizer = engine.backbone.tokenizer
     times = []
-    for item in mixed_inputs(n, seed=2, pair_fraction=0.0):
+    for item in items:
         rows = encode_inputs(tokenizer, [item], 128)
         started = time.perf_counter()
         engine.forward(collate(rows, tokenizer.pad_token_id), [task])

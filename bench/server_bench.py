@@ -72,6 +72,13 @@ def request_maker(n_tasks: int, max_inputs: int = 4):
     return make
 
 
+def first_requests(n: int) -> list:
+    """The input of each of the first n requests that the 1-client load sends (its client 0
+    draws them from random.Random(0)), for the bare forward of those same requests."""
+    make, rng = request_maker(1, max_inputs=1), random.Random(0)
+    return [make(rng)[1]["inputs"][0] for _ in range(n)]
+
+
 def load(url: str, n_tasks: int, clients: int, seconds: float, max_inputs: int = 4) -> dict:
     """Closed-loop load; summary dict with the server's batch statistics."""
     before = server_stats(url)
@@ -115,7 +122,7 @@ def traffic_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict
         }
         out["mixed16_forwards"] = forwards
         out["one_client"] = load(server.url, 1, 1, cfg.seconds, max_inputs=1)
-        out["one_client_forward_ms"] = single_row_ms(cfg.dtype)
+        out["one_client_forward_ms"] = single_row_ms(cfg.dtype, first_requests(100))
     return out
 
 

@@ -44,14 +44,16 @@ async def _start(state: ServerState) -> None:
         s.max_queue,
         state.inference,
         state.workers,
+        state.lone_threads,
     )
     batcher.start()
     state.batcher = batcher
     log.info(
-        "event=ready tasks=%d workers=%d threads_per_worker=%d",
+        "event=ready tasks=%d workers=%d threads_per_worker=%d lone_threads=%s",
         len(state.registry.tasks()),
         state.workers,
         state.threads_per_worker,
+        state.lone_threads,
     )
 
 

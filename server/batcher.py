@@ -6,6 +6,10 @@ length (up to --max-batch-size; while admitted requests are still being tokenize
 them, at most --max-wait-ms, so a lone request never waits), runs ONE engine forward, and hands
 the predictions to the event loop, which resolves each request when its rows are done. The
 event loop never sits between two forwards: a worker does not wait for it to pick a batch.
+
+The lowest-numbered idle worker takes the next batch, so at low load the first worker serves
+alone; a batch that leaves nothing queued while no other worker is busy is a *lone* forward and
+may run on every worker's threads (`lone_threads`): the others wait until it ends.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+import torch
 
 from ..patches.encoding import EncodedRow, collate
 from ..patches.engine import MultiTaskEngine, TaskLogits
@@ -62,6 +69,7 @@ class Batcher:
         max_queue: int,
         inference: ThreadPoolExecutor | None = None,
         workers: int = 1,
+        lone_threads: int | None = None,
     ):
         self.engine, self.metrics = engine, metrics
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
@@ -71,6 +79,9 @@ class Batcher:
         self._ready = threading.Condition()
         self._stopping = False
         self._workers = workers
+        self._busy: set[int] = set()  # workers computing a batch now
+        self._lone = False  # a lone forward holds every worker's threads
+        self._lone_threads = lone_threads  # torch threads of a lone forward; None: never widen
         # the threads that run torch (shared with loading; see ServerState.inference): once
         # started, each of them runs one worker loop until stop()
         self._executor = inference or ThreadPoolExecutor(
@@ -89,7 +100,7 @@ class Batcher:
         """Start one worker loop per inference thread; results come back to the running loop."""
         self._loop = asyncio.get_running_loop()
         self._running = [
-            asyncio.wrap_future(self._executor.submit(self._work)) for _ in range(self._workers)
+            asyncio.wrap_future(self._executor.submit(self._work, i)) for i in range(self._workers)
         ]
 
     async def stop(self) -> None:
@@ -132,27 +143,54 @@ class Batcher:
             self._ready.notify_all()  # idle workers, and any waiting for this request to fill
         return job.future
 
-    def _work(self) -> None:
+    def _work(self, worker: int) -> None:
         """Inference thread: take a batch, compute it, post the results; until stopped."""
-        while (batch := self._next_batch()) is not None:
+        while (taken := self._next_batch(worker)) is not None:
+            batch, lone = taken
             try:
-                outcome = self._compute(batch)
+                with self._threads(lone):
+                    outcome = self._compute(batch)
             except Exception as err:  # a failed forward fails its requests, not the server
                 log.exception("event=forward_failed rows=%d", len(batch))
                 outcome = err
             self._loop.call_soon_threadsafe(_resolve, batch, outcome)
+            with self._ready:
+                self._busy.discard(worker)
+                self._lone = False
+                self._ready.notify_all()
 
-    def _next_batch(self) -> list[Row] | None:
-        """Wait for rows (None once stopping with nothing left), let the batch fill, take it."""
+    def _next_batch(self, worker: int) -> tuple[list[Row], bool] | None:
+        """Wait for rows (None once stopping with nothing left), let the batch fill, take it;
+        also whether it is a lone forward."""
         with self._ready:
             while True:
-                while not self._queue:
-                    if self._stopping and self._incoming == 0:
+                while not self._may_take(worker):
+                    if not self._queue and self._stopping and self._incoming == 0:
                         return None
                     self._ready.wait(0.5)
                 self._wait_to_fill()
-                if self._queue:  # another worker may have taken every row meanwhile
-                    return self._take()
+                if self._may_take(worker):  # another worker may have taken every row meanwhile
+                    return self._take(worker)
+
+    def _may_take(self, worker: int) -> bool:
+        """Rows wait, no lone forward runs, and every lower-numbered worker is busy (caller
+        holds _ready)."""
+        lower_busy = all(w in self._busy for w in range(worker))
+        return bool(self._queue) and not self._lone and lower_busy
+
+    @contextmanager
+    def _threads(self, lone: bool):
+        """A lone forward runs on `lone_threads` torch threads, then the worker's own again
+        (torch.set_num_threads sets the calling thread's OpenMP team size)."""
+        if not lone:
+            yield
+            return
+        own = torch.get_num_threads()
+        torch.set_num_threads(self._lone_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(own)
 
     def _wait_to_fill(self) -> None:
         """Up to max-wait for requests still being tokenized, while the batch has room (caller
@@ -164,14 +202,22 @@ class Batcher:
                 return
             self._ready.wait(remaining)
 
-    def _take(self) -> list[Row]:
-        """The oldest row plus the queued rows nearest to it in length (caller holds _ready)."""
+    def _take(self, worker: int) -> tuple[list[Row], bool]:
+        """The oldest row plus the queued rows nearest to it in length, and whether it runs as
+        a lone forward (caller holds _ready)."""
         window = self._queue[: self.max_batch_size * LOOKAHEAD]  # in arrival order
         chosen = [window[i] for i in pick_rows([r.length for r in window], self.max_batch_size)]
         taken = {id(r) for r in chosen}
         self._queue = [r for r in self._queue if id(r) not in taken]
         self.metrics.queue_rows.set(len(self._queue))
-        return chosen
+        idle = not self._queue and self._incoming == 0 and not self._busy
+        self._lone = idle and self._lone_threads is not None
+        self._busy.add(worker)
+        if self._queue:
+            self._ready.notify_all()  # the next idle worker may take the rows left
+        if self._lone:
+            self.metrics.lone_forwards.inc()
+        return chosen, self._lone
 
     def _compute(self, batch: list[Row]) -> list[dict]:
         """Inference thread: collate, one forward, predictions."""

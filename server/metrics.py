@@ -68,6 +68,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.lone_forwards = Counter(
+            "bitpatch_lone_forwards",
+            "Forwards that ran alone (nothing queued, the other workers idle) on every "
+            "worker's threads",
+            registry=r,
+        )
         self.queue_rows = Gauge("bitpatch_queue_rows", "Rows waiting for a forward", registry=r)
         self.tasks = Gauge("bitpatch_registered_tasks", "Tasks with an active version", registry=r)
         self.uploads = Counter(

@@ -51,6 +51,7 @@ async def info(state: StateDep):
         "torch_version": torch.__version__,
         "workers": state.workers,
         "threads_per_worker": state.threads_per_worker,
+        "lone_forward_threads": state.lone_threads or state.threads_per_worker,
         "max_batch_size": state.settings.max_batch_size,
         "max_inputs": state.settings.max_inputs,
         "tasks": len(registry.tasks()),

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         description="forwards run in parallel, each on threads/workers cores "
         "(default: 2 on CPU, 1 on GPU)",
     )
+    widen_lone_forwards: bool = Field(
+        True,
+        description="a forward that runs alone (nothing else queued, the other workers idle) "
+        "uses every worker's CPU threads, so a request at low load gets all cores",
+    )
     cudnn_attention: bool = Field(
         False,
         description="on CUDA, let attention use cuDNN kernels, which build a graph per new "
@@ -89,6 +94,12 @@ def plan_workers(settings: Settings, on_gpu: bool, cores: int) -> tuple[int, int
     threads = settings.threads or cores
     workers = settings.workers or (1 if on_gpu else min(2, threads))
     return workers, max(1, threads // workers)
+
+
+def lone_threads(settings: Settings, workers: int, per_worker: int) -> int | None:
+    """Torch threads of a forward that runs alone, or None where it gets no more than any."""
+    widened = workers * per_worker
+    return widened if settings.widen_lone_forwards and widened > per_worker else None
 
 
 def add_settings_args(parser: argparse.ArgumentParser) -> None:

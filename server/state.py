@@ -17,7 +17,7 @@ from .batcher import Batcher
 from .errors import ApiError
 from .metrics import Metrics
 from .registry import Registry
-from .settings import FORWARD_MODES, Settings, plan_workers
+from .settings import FORWARD_MODES, Settings, lone_threads, plan_workers
 from .store import PatchStore
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class ServerState:
     inference: ThreadPoolExecutor = field(init=False)
     workers: int = field(init=False)
     threads_per_worker: int = field(init=False)
+    lone_threads: int | None = field(init=False)  # torch threads of a forward that runs alone
 
     def __post_init__(self):
         try:
@@ -53,6 +54,7 @@ class ServerState:
             on_gpu = False
         cores = torch.get_num_threads()
         self.workers, self.threads_per_worker = plan_workers(self.settings, on_gpu, cores)
+        self.lone_threads = lone_threads(self.settings, self.workers, self.threads_per_worker)
         self.inference = ThreadPoolExecutor(self.workers, thread_name_prefix="bitpatch-inference")
 
     def load(self) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.encoding import encode_inputs
@@ -25,6 +27,7 @@ class RecordingEngine(MultiTaskEngine):
     def __init__(self, backbone):
         super().__init__(backbone)
         self.calls: list[list[str]] = []
+        self.threads: list[tuple[int, int]] = []  # (worker thread, its torch threads) per forward
         self.lengths: list[list[int]] = []
         self.gate = threading.Event()
         self.gate.set()
@@ -40,6 +43,7 @@ class RecordingEngine(MultiTaskEngine):
             self.inside -= 1
         time.sleep(self.delay)
         self.calls.append(list(keys))
+        self.threads.append((threading.get_ident(), torch.get_num_threads()))
         self.lengths.append(batch["attention_mask"].sum(1).tolist())
         return super().forward_by_task(batch, keys, requests)
 
@@ -229,3 +233,56 @@ def test_a_worker_whose_rows_were_taken_waits_again(engine):
         return third
 
     assert len(asyncio.run(scenario())) == 1
+
+
+def one_thread_workers(n: int) -> ThreadPoolExecutor:
+    """Inference threads that each run torch on one thread, as the server's do on 2 cores."""
+    return ThreadPoolExecutor(n, initializer=torch.set_num_threads, initargs=(1,))
+
+
+def test_a_lone_forward_gets_every_workers_threads_and_then_gives_them_back(engine):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), 2, 0, 100, one_thread_workers(2), 2, lone_threads=3)
+        batcher.start()
+        engine.threads.clear()
+        for i in range(3):  # sequential requests: each forward runs alone
+            batcher.admit(1)
+            await batcher.submit(lease(engine, "t0"), rows(engine, [f"x{i}"]))
+        lone = list(engine.threads)
+        engine.threads.clear()
+        engine.gate.clear()
+        futures = []
+        for i in range(6):  # three batches of two rows queued at once: none runs alone
+            batcher.admit(1)
+            futures.append(batcher.submit(lease(engine, f"t{i % 4}"), rows(engine, ["x y"])))
+        await asyncio.sleep(0.1)
+        engine.gate.set()
+        await asyncio.gather(*futures)
+        await batcher.stop()
+        return lone, engine.threads, batcher.metrics.lone_forwards._value.get()
+
+    lone, loaded, counted = asyncio.run(scenario())
+    assert [n for _, n in lone] == [3, 3, 3]
+    assert len({ident for ident, _ in lone}) == 1  # at low load the first worker serves alone
+    assert [n for _, n in loaded][:2] == [1, 1]  # rows were left queued: each worker's own thread
+    assert counted == 3 + sum(n == 3 for _, n in loaded[2:])
+
+
+def test_no_forward_starts_while_a_lone_forward_runs(engine):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), 2, 0, 100, one_thread_workers(2), 2, lone_threads=2)
+        batcher.start()
+        engine.gate.clear()
+        batcher.admit(1)
+        first = batcher.submit(lease(engine, "t0"), rows(engine, ["a b"]))  # runs alone
+        await asyncio.sleep(0.1)
+        batcher.admit(1)
+        second = batcher.submit(lease(engine, "t1"), rows(engine, ["c d"]))
+        await asyncio.sleep(0.2)  # the idle second worker would have started it by now
+        held = engine.inside
+        engine.gate.set()
+        await asyncio.gather(first, second)
+        await batcher.stop()
+        return held
+
+    assert asyncio.run(scenario()) == 1

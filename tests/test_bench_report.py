@@ -56,3 +56,15 @@ def test_round_ratio_pairs_rounds_and_gives_the_standard_error():
     mean, error, n = round_ratio({"traffic": traffic}, "mixed16")
     assert (round(mean, 6), round(error, 6), n) == (1.0, round(0.1 / 3**0.5, 6), 3)
     assert round_ratio({"traffic": {"single": {}, "mixed16": {}}}, "mixed16") is None
+
+
+def test_sweep_rows_put_both_servers_and_their_ratios_on_one_line():
+    from bitpatch.bench.sweep import sweep_rows
+
+    def level(inputs, p50):
+        return dict(inputs_per_s=inputs, p50_ms=p50, p99_ms=2 * p50, lone_share=0.5)
+
+    results = {"default": {1: level(100, 10)}, "variant": {1: level(120, 8)}}
+    lines = sweep_rows(results, {"BITPATCH_X": "false"}).splitlines()
+    assert lines[0] == "variant: BITPATCH_X=false"
+    assert lines[-1] == "| 1 | 100.0 | 10.0 | 20.0 | 0.50 | 120.0 | 8.0 | 16.0 | 0.50 | 1.20 | 0.80 |"

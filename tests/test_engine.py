@@ -63,6 +63,15 @@ def packed(request) -> bool:
     return request.param
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def torch_threads(request):
+    """A worker's own thread and a lone forward's widened team (the server runs both)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 def build_engine(folder, packed: bool | None = None):
     engine = MultiTaskEngine(load_backbone(str(folder), dtype="float32", device="cpu"), packed)
     model = engine.backbone.model
@@ -91,7 +100,7 @@ def run_mixed(engine, rows, patches):
 
 
 @pytest.mark.parametrize("family_dir", ["tiny_bert_dir", "tiny_roberta_dir"])
-def test_mixed_batch_equals_each_task_alone(family_dir, packed, request):
+def test_mixed_batch_equals_each_task_alone(family_dir, packed, torch_threads, request):
     folder = request.getfixturevalue(family_dir)
     engine, patches = build_engine(folder, packed)
     assert engine.packed is packed

@@ -429,16 +429,23 @@ def test_python_client_and_push_command(server, model, tmp_path, capsys):
     client.close()
 
 
-@pytest.mark.parametrize(("mode", "workers"), [("padded", 1), ("packed", 1), ("packed", 2)])
+@pytest.mark.parametrize(
+    ("mode", "workers", "widen"),
+    [("padded", 1, True), ("packed", 1, True), ("packed", 2, True), ("packed", 2, False)],
+)
 def test_forward_modes_serve_the_engine_answers(
-    tiny_bert_dir, tmp_path, model, expected, mode, workers
+    tiny_bert_dir, tmp_path, model, expected, mode, workers, widen
 ):
     patches = [random_patch(model, f"m{i}", 2 + i, "mean", seed=40 + i) for i in range(3)]
     store = tmp_path / "store"
-    flags = ("--no-demo-patches", "--forward", mode, "--workers", str(workers))
+    flags = ("--no-demo-patches", "--forward", mode, "--workers", str(workers), "--threads", "2")
+    flags += () if widen else ("--no-widen-lone-forwards",)
     with ServerProcess(tiny_bert_dir, store, *flags) as srv, httpx.Client(base_url=srv.url) as http:
         info = http.get("/info").json()
         assert (info["forward"], info["workers"]) == (mode, workers)
+        # a forward alone widens to both workers' threads; one worker has them anyway
+        assert info["threads_per_worker"] == 2 // workers
+        assert info["lone_forward_threads"] == (2 if widen else 2 // workers)
         for p in patches:
             assert http.put(f"/tasks/{p.task}/patch", content=p.to_bytes()).status_code == 201
         with ThreadPoolExecutor(6) as pool:  # concurrent, so rows of all three tasks batch together

@@ -156,7 +156,8 @@ class Batcher:
             self._loop.call_soon_threadsafe(_resolve, batch, outcome)
             with self._ready:
                 self._busy.discard(worker)
-                self._lone = False
+                if lone:  # the other workers may take batches again
+                    self._lone = False
                 self._ready.notify_all()
 
     def _next_batch(self, worker: int) -> tuple[list[Row], bool] | None:

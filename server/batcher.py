@@ -182,7 +182,8 @@ class Batcher:
     @contextmanager
     def _threads(self, lone: bool):
         """A lone forward runs on `lone_threads` torch threads, then the worker's own again
-        (torch.set_num_threads sets the calling thread's OpenMP team size)."""
+        (torch.set_num_threads sizes the calling thread's OpenMP team; the other workers keep
+        theirs)."""
         if not lone:
             yield
             return

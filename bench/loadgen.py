@@ -90,7 +90,8 @@ async def _client(host, port, make_request, seconds, result: LoadResult, seed: i
 
 
 async def run_load(url: str, make_request, clients: int, seconds: float) -> LoadResult:
-    """`clients` closed-loop connections for `seconds`; make_request(rng) -> (path, json)."""
+    """`clients` closed-loop connections for `seconds`; make_request(rng) -> (path, json).
+    Client i draws its requests from random.Random(i) (server_bench.first_requests relies on it)."""
     host, port = url.removeprefix("http://").split(":")
     result = LoadResult()
     started, cpu = time.perf_counter(), time.process_time()

@@ -117,7 +117,7 @@ def traffic_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict
                 per_round[name].append(part.inputs / part.seconds)
         out = {
             name: merged[name].summary()
-            | {"batches": _mean_stats(stats[name]), "rounds_inputs_per_s": per_round[name]}
+            | {"batches": mean_by_key(stats[name]), "rounds_inputs_per_s": per_round[name]}
             for name, _ in TRAFFIC
         }
         out["mixed16_forwards"] = forwards
@@ -131,7 +131,8 @@ def _warm_up(url: str, cfg: BenchConfig) -> None:
         load(url, 16, cfg.clients, cfg.warm_up_seconds)
 
 
-def _mean_stats(parts: list[dict]) -> dict:
+def mean_by_key(parts: list[dict]) -> dict:
+    """Each key's mean over dicts with the same keys (rounds of one measurement)."""
     return {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]}
 
 

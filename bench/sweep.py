@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .server_bench import load
+from .server_bench import load, mean_by_key
 from .servers import BenchServer, PatchSource, metric_samples
 
 CLIENTS = (1, 2, 4, 8, 16, 64)
@@ -35,7 +35,7 @@ def sweep(env: dict[str, str], rounds: int = 2, seconds: float = 5) -> dict[str,
                 for name in order:
                     level = out[name].setdefault(clients, [])
                     level.append(_measure(servers[name].url, clients, seconds / rounds))
-    return {name: {c: _mean(parts) for c, parts in levels.items()} for name, levels in out.items()}
+    return {name: {c: mean_by_key(p) for c, p in levels.items()} for name, levels in out.items()}
 
 
 def _measure(url: str, clients: int, seconds: float) -> dict[str, float]:
@@ -55,10 +55,6 @@ def _lone_forwards(url: str) -> tuple[float, float]:
     """(forwards run alone, all forwards) so far, from /metrics."""
     values = {s.name: s.value for s in metric_samples(url)}
     return values.get("bitpatch_lone_forwards_total", 0.0), values["bitpatch_forward_seconds_count"]
-
-
-def _mean(parts: list[dict[str, float]]) -> dict[str, float]:
-    return {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]}
 
 
 def sweep_rows(results: dict[str, dict], env: dict[str, str]) -> str:

@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+import httpx
+
 from . import __version__
 from .model_commands import add_export_parser, add_import_parser, add_push_parser
 from .serve_command import add_serve_parser
@@ -16,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     """All subcommands."""
     parser = argparse.ArgumentParser(prog="bitpatch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bitpatch {__version__}")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         add_serve_parser,
@@ -38,8 +42,16 @@ def main(argv: list[str] | None = None) -> None:
         level=(args.log_level or "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    from bitpatch.client import BitpatchError
+
     try:
         code = args.func(args)
+    except BitpatchError as err:  # the server refused: its message says why
+        print(f"bitpatch {args.command}: the server answered {err}", file=sys.stderr)
+        code = 1
+    except httpx.HTTPError as err:
+        print(f"bitpatch {args.command}: cannot reach the server: {err}", file=sys.stderr)
+        code = 1
     except (ValueError, FileNotFoundError, KeyError) as err:
         print(f"bitpatch {args.command}: error: {err}", file=sys.stderr)
         code = 2

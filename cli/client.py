@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
+
+
+def admin_token(given: str | None) -> str | None:
+    """A token given on the command line, else $BITPATCH_ADMIN_TOKEN."""
+    return given or os.environ.get("BITPATCH_ADMIN_TOKEN") or None
 
 
 class BitpatchError(RuntimeError):
@@ -71,7 +77,9 @@ class Client:
     def download(self, task: str, version: int) -> bytes:
         """GET /tasks/{task}/versions/{v}/patch."""
         reply = self.http.get(f"/tasks/{task}/versions/{version}/patch")
-        reply.raise_for_status()
+        if reply.status_code >= 400:
+            error = reply.json()["error"]
+            raise BitpatchError(reply.status_code, error["code"], error["message"])
         return reply.content
 
     def close(self) -> None:

@@ -10,35 +10,29 @@ from pathlib import Path
 def add_push_parser(sub) -> None:
     """`bitpatch push FILE --url URL [--task T] [--token T]`."""
     p = sub.add_parser("push", help="upload a patch file to a running server")
-    p.add_argument("file", type=Path)
-    p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--task", default=None, help="default: the task named in the patch")
-    p.add_argument("--token", default=None, help="admin token (or BITPATCH_ADMIN_TOKEN)")
+    p.add_argument("file", type=Path, help="the patch file (.safetensors) to upload")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
+    p.add_argument("--task", default=None, help="task to upload to (default: the patch's own)")
+    p.add_argument(
+        "--token", default=None, help="admin token (default: $BITPATCH_ADMIN_TOKEN, if set)"
+    )
     p.set_defaults(func=run_push)
 
 
 def run_push(args: argparse.Namespace) -> int:
     """Upload and print the server's answer."""
-    import os
+    from bitpatch.client import Client, admin_token
 
-    from bitpatch.client import BitpatchError, Client
-
-    token = args.token or os.environ.get("BITPATCH_ADMIN_TOKEN")
-    try:
-        reply = Client(args.url, token=token).push(args.file, task=args.task)
-    except BitpatchError as err:
-        print(f"bitpatch push: {err}")
-        return 1
-    print(json.dumps(reply))
+    print(json.dumps(Client(args.url, token=admin_token(args.token)).push(args.file, args.task)))
     return 0
 
 
 def add_export_parser(sub) -> None:
     """`bitpatch export PATCH --out DIR`."""
     p = sub.add_parser("export", help="write a patch as a transformers classification folder")
-    p.add_argument("patch", type=Path)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--backbone", default="default")
+    p.add_argument("patch", type=Path, help="the patch file to export")
+    p.add_argument("--out", type=Path, required=True, help="folder to write the model into")
+    p.add_argument("--backbone", default="default", help="the patch's backbone (folder or hub id)")
     p.set_defaults(func=run_export)
 
 
@@ -59,11 +53,17 @@ def run_export(args: argparse.Namespace) -> int:
 def add_import_parser(sub) -> None:
     """`bitpatch import HF_DIR --out PATCH`."""
     p = sub.add_parser("import", help="extract a patch from a BitFit-tuned classification model")
-    p.add_argument("model_dir")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--task", required=True)
-    p.add_argument("--backbone", default="default")
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("model_dir", help="a transformers sequence-classification folder")
+    p.add_argument("--out", type=Path, required=True, help="patch file to write")
+    p.add_argument(
+        "--task",
+        default=None,
+        help="task name (default: the name `bitpatch export` recorded, else the folder's name)",
+    )
+    p.add_argument("--backbone", default="default", help="the model's backbone (folder or hub id)")
+    p.add_argument(
+        "--max-length", type=int, default=None, help="max tokens (default: recorded, else 128)"
+    )
     p.set_defaults(func=run_import)
 
 
@@ -73,11 +73,13 @@ def run_import(args: argparse.Namespace) -> int:
     from transformers import AutoModelForSequenceClassification
 
     from bitpatch.patches.backbone import load_backbone
-    from bitpatch.patches.hf_interop import import_model
+    from bitpatch.patches.hf_interop import import_model, imported_task_name
 
     backbone = load_backbone(args.backbone, dtype="float32", device="cpu")
     model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, dtype=torch.float32)
-    patch = import_model(backbone, model, args.task, args.max_length)
+    task = args.task or imported_task_name(model.config, args.model_dir)
+    max_length = args.max_length or getattr(model.config, "bitpatch_max_length", 128)
+    patch = import_model(backbone, model, task, max_length)
     patch.save(args.out)
     print(f"wrote {args.out} ({len(patch.biases)} bias tensors)")
     return 0

@@ -20,9 +20,11 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--file", type=Path, help="user training file: .csv, .tsv or .jsonl")
     group.add_argument("--dev-file", type=Path, help="user dev file (default: --dev-split)")
     group.add_argument("--dev-split", type=float, default=0.1, help="dev fraction of --file")
-    group.add_argument("--text-column", default="text")
-    group.add_argument("--pair-column", default=None)
-    group.add_argument("--label-column", default="label")
+    group.add_argument("--text-column", default="text", help="column of the text (default text)")
+    group.add_argument(
+        "--pair-column", default=None, help="column of the second text, for pair tasks"
+    )
+    group.add_argument("--label-column", default="label", help="column of the label or score")
     group.add_argument(
         "--kind",
         choices=["classification", "regression"],
@@ -30,7 +32,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         help="override the kind inferred from the labels",
     )
     group.add_argument("--hf-dataset", help="a Hugging Face datasets name (needs the hub)")
-    group.add_argument("--hf-config", default=None)
+    group.add_argument("--hf-config", default=None, help="the datasets configuration name")
     group.add_argument(
         "--hf-data-files",
         default=None,
@@ -69,25 +71,39 @@ def add_train_parser(sub) -> None:
         "--out", type=Path, required=True, help="patch file (or folder for --method full)"
     )
     p.add_argument("--task", help="task name in the patch (default: the data's name)")
-    p.add_argument("--backbone", default="default", help="model folder or hub id")
-    p.add_argument("--method", choices=["bitfit", "frozen", "full"], default="bitfit")
+    p.add_argument(
+        "--backbone", default="default", help="model folder or hub id (default: all-MiniLM-L6-v2)"
+    )
+    p.add_argument(
+        "--method",
+        choices=["bitfit", "frozen", "full"],
+        default="bitfit",
+        help="bitfit: biases + head; frozen: head only; full: every weight (an HF folder)",
+    )
     p.add_argument(
         "--bias-terms",
         default=None,
         help="components, e.g. query,intermediate, or preset bq+bm2 (default: all)",
     )
-    p.add_argument("--pooling", choices=["mean", "cls", "pooler"], default="mean")
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument(
+        "--pooling",
+        choices=["mean", "cls", "pooler"],
+        default="mean",
+        help="how a text becomes one vector for the head (export needs pooler)",
+    )
+    p.add_argument("--max-length", type=int, default=128, help="tokens per input at most")
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 (bias), 2e-5 (full)")
     p.add_argument(
         "--lr-grid",
         default=None,
         help="comma-separated rates to search, or 'paper' for 1e-4,4e-4,7e-4,1e-3",
     )
-    p.add_argument("--epochs", type=float, default=5.0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-train-examples", type=int, default=None)
+    p.add_argument("--epochs", type=float, default=5.0, help="passes over the training data")
+    p.add_argument("--batch-size", type=int, default=16, help="examples per optimizer step")
+    p.add_argument("--seed", type=int, default=0, help="random seed (data order, head init)")
+    p.add_argument(
+        "--max-train-examples", type=int, default=None, help="use only the first N examples"
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -100,7 +116,9 @@ def add_train_parser(sub) -> None:
         help="also write the run's summary (metrics, time, command) as JSON here",
     )
     p.add_argument("--push", default=None, help="server URL to upload the patch to")
-    p.add_argument("--token", default=None, help="admin token for --push")
+    p.add_argument(
+        "--token", default=None, help="admin token for --push (default: $BITPATCH_ADMIN_TOKEN)"
+    )
     p.set_defaults(func=run_train)
 
 
@@ -158,9 +176,9 @@ def run_train(args: argparse.Namespace) -> int:
         args.metrics_out.parent.mkdir(parents=True, exist_ok=True)
         args.metrics_out.write_text(json.dumps(summary, indent=2) + "\n")
     if args.push:
-        from bitpatch.client import Client
+        from bitpatch.client import Client, admin_token
 
-        reply = Client(args.push, token=args.token).push(result.out, task=settings.task)
+        reply = Client(args.push, token=admin_token(args.token)).push(result.out, settings.task)
         print(json.dumps(reply))
     return 0
 
@@ -168,11 +186,11 @@ def run_train(args: argparse.Namespace) -> int:
 def add_eval_parser(sub) -> None:
     """`bitpatch eval`."""
     p = sub.add_parser("eval", help="score a patch on dev data through the serving engine")
-    p.add_argument("patch", type=Path)
+    p.add_argument("patch", type=Path, help="the patch file to score")
     add_data_args(p)
-    p.add_argument("--backbone", default="default")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--backbone", default="default", help="the patch's backbone (folder or hub id)")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=run_eval)
 
 
@@ -191,8 +209,8 @@ def run_eval(args: argparse.Namespace) -> int:
 def add_inspect_parser(sub) -> None:
     """`bitpatch inspect`."""
     p = sub.add_parser("inspect", help="how much each bias moved, per layer and component")
-    p.add_argument("patch", type=Path)
-    p.add_argument("--backbone", default="default")
+    p.add_argument("patch", type=Path, help="the patch file to inspect")
+    p.add_argument("--backbone", default="default", help="the patch's backbone (folder or hub id)")
     p.add_argument("--plot", type=Path, default=None, help="write a heatmap PNG here")
     p.set_defaults(func=run_inspect)
 

@@ -6,11 +6,12 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .tuning import cpu_has_bf16
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +34,6 @@ def default_backbone_path() -> str:
 def resolve_source(source: str) -> str:
     """Map the name 'default' to the packaged model folder; anything else is a path or hub id."""
     return default_backbone_path() if source in ("", DEFAULT_BACKBONE) else source
-
-
-KERNEL_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
-
-
-def bound_kernel_caches(entries: int) -> None:
-    """Cap oneDNN's primitive cache and PyTorch's ideep cache at `entries` shapes each.
-
-    Both keep kernels (and, for bf16, repacked weights: ~1.5 MB an entry on the default
-    backbone) for every new input shape, 1,024 of each by default. Packed batches have a new
-    token count almost every forward, so a server's memory grew from 0.5 to 2 GB within a
-    minute of load. Read when the first kernel is made: call before the first forward.
-    """
-    for name in KERNEL_CACHE_VARIABLES:
-        os.environ[name] = str(entries)
-
-
-@lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """True when the CPU multiplies bf16 natively (AMX or AVX-512 BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def resolve_device(device: str) -> torch.device:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from .backbone import Backbone
 from .encoding import Item, collate, encode_inputs
 from .packed import PACKABLE_TYPES, RowTasks, packed_forward, supports_packing
-from .patch_file import PatchFile, check_fits
+from .patch_file import PatchError, PatchFile, check_fits
 from .pooling import pool
 from .task_layers import install_task_layers, row_biases
 
@@ -26,6 +27,7 @@ class TaskHead:
     max_length: int
     weight: torch.Tensor  # (n, H)
     bias: torch.Tensor  # (n,)
+    inputs: str = ""  # "text", "text_pair", or "" (either)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,28 @@ class EngineState:
 
     vectors: Mapping[str, torch.Tensor]  # task key -> (total,) every patchable bias, flat
     heads: Mapping[str, TaskHead]
+
+
+class Engine(Protocol):
+    """What the server needs of an engine; `MultiTaskEngine` is the one it ships with."""
+
+    backbone: Backbone
+    packed: bool
+
+    @property
+    def state(self) -> EngineState: ...
+    def register(self, key: str, patch: PatchFile) -> None: ...
+    def unregister(self, key: str) -> None: ...
+    def is_registered(self, key: str) -> bool: ...
+    def check_outputs(self, patch: PatchFile) -> None: ...
+    def warm_up(self) -> None: ...
+    def forward_by_task(
+        self, batch: Mapping[str, torch.Tensor], keys: list[str]
+    ) -> list[TaskLogits]: ...
+
+
+# builds an engine on a loaded backbone; the bool: packed forwards (None: where possible)
+EngineFactory = Callable[[Backbone, "bool | None"], Engine]
 
 
 class MultiTaskEngine:
@@ -140,36 +164,52 @@ class MultiTaskEngine:
             patch.max_length,
             patch.head_weight.to(device, torch.float32),
             patch.head_bias.to(device, torch.float32),
+            patch.inputs,
         )
 
-    def forward(
-        self, batch: Mapping[str, torch.Tensor], keys: list[str], requests: list[int] | None = None
-    ) -> list[torch.Tensor]:
+    def forward(self, batch: Mapping[str, torch.Tensor], keys: list[str]) -> list[torch.Tensor]:
         """Logits for each row of a padded batch, row i served by task `keys[i]`."""
         logits: list[torch.Tensor] = [torch.empty(0)] * len(keys)
-        for group in self.forward_by_task(batch, keys, requests):
+        for group in self.forward_by_task(batch, keys):
             for row, value in zip(group.rows, group.logits, strict=True):
                 logits[row] = value
         return logits
 
     def forward_by_task(
-        self, batch: Mapping[str, torch.Tensor], keys: list[str], requests: list[int] | None = None
+        self, batch: Mapping[str, torch.Tensor], keys: list[str]
     ) -> list[TaskLogits]:
-        """One forward of a padded batch, row i served by task `keys[i]`; logits per task.
-
-        `requests` (which request each row came from) is unused here: one forward serves all;
-        benchmark engines that run request by request use it.
-        """
+        """One forward of a padded batch, row i served by task `keys[i]`; logits per task."""
         state = self._state
         missing = sorted(set(keys) - state.vectors.keys())
         if missing:
             raise KeyError(f"tasks not registered with the engine: {missing}")
+        return self._forward(batch, keys, state.vectors, state.heads)
+
+    def _forward(self, batch, keys: list[str], vectors, heads) -> list[TaskLogits]:
         device = self.backbone.device
         with torch.inference_mode():
             inputs = {k: v.to(device) for k, v in batch.items()}
-            out = self._run_backbone(inputs, keys, state.vectors)
-            pooled = self._pool(out, inputs["attention_mask"], [state.heads[k] for k in keys])
-            return self._apply_heads(pooled, keys, state.heads)
+            out = self._run_backbone(inputs, keys, vectors)
+            pooled = self._pool(out, inputs["attention_mask"], [heads[k] for k in keys])
+            return self._apply_heads(pooled, keys, heads)
+
+    def check_outputs(self, patch: PatchFile) -> None:
+        """Run a patch (not registered) on two short inputs; PatchError if any output is not
+        finite (e.g. finite but huge biases that overflow a LayerNorm)."""
+        check_fits(patch, self.backbone.spec)
+        items: list[Item] = ["a short check sentence", ["a short check", "sentence pair"]]
+        rows = encode_inputs(self.backbone.tokenizer, items, patch.max_length)
+        batch = collate(rows, self.backbone.tokenizer.pad_token_id)
+        key = "check"
+        vectors, heads = {key: self._vector_of(patch.biases)}, {key: self._head_of(patch)}
+        groups = self._forward(batch, [key, key], vectors, heads)
+        if not all(torch.isfinite(g.logits).all() for g in groups):
+            raise PatchError(
+                "the patch's outputs are not finite (nan or inf) on a test input: its biases "
+                "or head overflow the backbone's arithmetic; retrain it, or check its values",
+                key="bias",
+                code="non_finite_outputs",
+            )
 
     def _run_backbone(self, inputs, keys: list[str], vectors: Mapping[str, torch.Tensor]):
         """The backbone's output with row i using the bias vector of task `keys[i]`."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification
@@ -17,6 +19,8 @@ def _config_for(backbone: Backbone, patch: PatchFile):
     n = patch.num_outputs
     config.num_labels = n
     config.architectures = None
+    config.bitpatch_task = patch.task  # read back by `bitpatch import`
+    config.bitpatch_max_length = patch.max_length
     if patch.kind == "regression":
         config.problem_type = "regression"
         config.id2label, config.label2id = {0: "LABEL_0"}, {"LABEL_0": 0}
@@ -108,3 +112,12 @@ def import_model(backbone: Backbone, model, task: str, max_length: int) -> Patch
         head_bias=head.bias.detach().float().cpu().clone(),
         trainer={"method": "import"},
     )
+
+
+def imported_task_name(config, model_dir: str) -> str:
+    """The task name `export` recorded in the config, else one made from the folder's name."""
+    recorded = getattr(config, "bitpatch_task", None)
+    if recorded:
+        return recorded
+    name = re.sub(r"[^a-z0-9_.-]+", "-", Path(model_dir.rstrip("/")).name.lower()).strip("-.")
+    return name[:64] or "imported"

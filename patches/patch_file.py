@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,8 @@ from .backbone import BackboneSpec
 FORMAT = "bitpatch/1"
 KINDS = ("classification", "regression")
 POOLINGS = ("pooler", "cls", "mean")
+INPUTS = ("text", "text_pair")  # optional metadata 'inputs': what a request row must be
+MAX_LENGTH = re.compile(r"[0-9]{1,6}")
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 REQUIRED_KEYS = ("format", "task", "backbone", "backbone_sha256", "kind", "pooling", "max_length")
 JSON_OBJECT_KEYS = ("metrics", "trainer")
@@ -45,6 +48,7 @@ class PatchFile:
     biases: dict[str, torch.Tensor]  # backbone parameter name -> (dim,)
     head_weight: torch.Tensor  # (n, hidden)
     head_bias: torch.Tensor  # (n,)
+    inputs: str = ""  # "text", "text_pair", or "" (older patches: either is accepted)
     metrics: dict = field(default_factory=dict)
     trainer: dict = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
@@ -67,6 +71,8 @@ class PatchFile:
         }
         if self.created_at:
             meta["created_at"] = self.created_at
+        if self.inputs:
+            meta["inputs"] = self.inputs
         if self.kind == "classification":
             meta["labels"] = json.dumps(self.labels)
         for key in JSON_OBJECT_KEYS:
@@ -136,18 +142,47 @@ def decode_patch(data: bytes) -> PatchFile:
     return patch
 
 
+def _unreadable(reason: str) -> PatchError:
+    return PatchError(
+        f"not a readable safetensors file ({reason}); expected the bytes of a bitpatch/1 "
+        "file as written by `bitpatch train` - check the upload is complete",
+        key="file",
+    )
+
+
 def _load_raw(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    meta = patch_metadata(data)
     try:
         tensors = load_safetensors(data)
     except (SafetensorError, Exception) as err:
-        raise PatchError(
-            f"not a readable safetensors file ({err}); expected the bytes of a bitpatch/1 "
-            "file as written by `bitpatch train` - check the upload is complete",
-            key="file",
-        ) from err
+        raise _unreadable(str(err)) from err
+    return tensors, meta
+
+
+def patch_metadata(data: bytes) -> dict[str, str]:
+    """The `__metadata__` block, checked only for framing (header JSON, data size): cheap."""
+    if len(data) < 8:
+        raise _unreadable(f"{len(data)} bytes, shorter than the 8-byte header size")
     header_len = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + header_len])
-    return tensors, header.get("__metadata__") or {}
+    if not 2 <= header_len <= len(data) - 8:
+        raise _unreadable(f"header size {header_len} does not fit a {len(data)}-byte file")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _unreadable(f"header is not JSON: {err}") from err
+    if not isinstance(header, dict):
+        raise _unreadable("header is not a JSON object")
+    ends = [
+        t["data_offsets"][1]
+        for k, t in header.items()
+        if k != "__metadata__" and isinstance(t, dict) and len(t.get("data_offsets", ())) == 2
+    ]
+    if max(ends, default=0) != len(data) - 8 - header_len:
+        raise _unreadable("the tensor data is truncated or has trailing bytes")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise PatchError("'__metadata__' must map keys to strings", "__metadata__")
+    return meta
 
 
 def _require(meta: dict[str, str], key: str) -> str:
@@ -180,7 +215,10 @@ def _parse_metadata(meta: dict[str, str]) -> dict:
         raise PatchError(
             f"metadata 'pooling' must be one of {POOLINGS}, got {pooling!r}", "pooling"
         )
-    if not meta["max_length"].isdigit() or int(meta["max_length"]) < 2:
+    inputs = meta.get("inputs", "")
+    if inputs and inputs not in INPUTS:
+        raise PatchError(f"metadata 'inputs' must be one of {INPUTS}, got {inputs!r}", "inputs")
+    if not MAX_LENGTH.fullmatch(meta["max_length"]) or int(meta["max_length"]) < 2:
         raise PatchError(
             f"metadata 'max_length' must be an integer >= 2, got {meta['max_length']!r}",
             "max_length",
@@ -193,6 +231,7 @@ def _parse_metadata(meta: dict[str, str]) -> dict:
         "backbone": meta["backbone"],
         "backbone_sha256": meta["backbone_sha256"],
         "created_at": meta.get("created_at", ""),
+        "inputs": inputs,
         "labels": _parse_labels(meta, kind),
     }
     for key in JSON_OBJECT_KEYS:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -12,11 +11,13 @@ import signal
 from fastapi import FastAPI
 
 from .. import __version__
-from ..patches.engine import MultiTaskEngine
+from ..patches.engine import EngineFactory, MultiTaskEngine
+from ..patches.tuning import freeze_heap
 from . import routes_ops, routes_predict, routes_tasks
 from .batcher import Batcher
-from .errors import install_error_handlers
+from .edge import install_error_handlers
 from .metrics import watch_gc
+from .pipeline import PredictPipeline
 from .responses import OrjsonResponse
 from .settings import Settings
 from .state import ServerState
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 async def _start(state: ServerState) -> None:
     """Load off the event loop, then start batching; a failed load stops the process."""
     try:
-        await asyncio.get_running_loop().run_in_executor(state.inference, state.load)
+        registry = await asyncio.get_running_loop().run_in_executor(state.inference, state.load)
     except Exception as err:
         log.exception("event=startup_failed")
         state.failure = f"{type(err).__name__}: {err}"
@@ -37,7 +38,7 @@ async def _start(state: ServerState) -> None:
     if s.gc_freeze:
         freeze_heap()
     batcher = Batcher(
-        state.engine,
+        registry.engine,
         state.metrics,
         s.max_batch_size,
         s.max_wait_ms,
@@ -47,34 +48,23 @@ async def _start(state: ServerState) -> None:
         state.lone_threads,
     )
     batcher.start()
-    state.batcher = batcher
+    state.pipeline = PredictPipeline(registry, batcher)
+    state.registry = registry
     log.info(
         "event=ready tasks=%d workers=%d threads_per_worker=%d lone_threads=%s",
-        len(state.registry.tasks()),
+        len(registry.tasks()),
         state.workers,
         state.threads_per_worker,
         state.lone_threads,
     )
 
 
-def freeze_heap() -> None:
-    """Collect once, then exempt every object alive now from later collections.
-
-    What the server loads (torch, transformers, the app, the registry) lives as long as the
-    process; left in the oldest generation, each full collection under traffic walks all of
-    it while holding the interpreter lock, and both forwards stall until it ends.
-    """
-    gc.collect()
-    gc.freeze()
-    log.info("event=gc_frozen objects=%d", gc.get_freeze_count())
-
-
-def create_app(settings: Settings, engine_factory=MultiTaskEngine) -> FastAPI:
+def create_app(settings: Settings, engine_factory: EngineFactory = MultiTaskEngine) -> FastAPI:
     """The app; the backbone loads in the background so /healthz and /readyz answer at once.
 
-    `engine_factory` lets benchmarks serve the alternative designs through the same HTTP layer.
+    `engine_factory` is the seam for another engine behind the same HTTP layer.
     """
-    state = ServerState(settings, engine_factory=engine_factory)
+    state = ServerState(settings, engine_factory)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -83,9 +73,9 @@ def create_app(settings: Settings, engine_factory=MultiTaskEngine) -> FastAPI:
         yield
         loading.cancel()
         stop_watching_gc()
-        if state.batcher is not None:
-            await state.batcher.stop()
-        state.tokenize_pool.shutdown(wait=False)
+        if state.pipeline is not None:
+            await state.pipeline.batcher.stop()
+            state.pipeline.close()
 
     app = FastAPI(
         title="bitpatch",

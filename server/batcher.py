@@ -18,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,10 +26,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..patches.encoding import EncodedRow, collate
-from ..patches.engine import MultiTaskEngine, TaskLogits
+from ..patches.engine import Engine, TaskLogits
 from ..patches.outputs import to_predictions
 from .batch_history import BatchHistory
-from .errors import ApiError
+from .errors import Overloaded
 from .metrics import Metrics
 from .registry import Lease
 
@@ -38,13 +39,15 @@ LOOKAHEAD = 4  # batches' worth of queued rows searched for similar lengths
 
 @dataclass
 class Job:
-    """One request: its lease, encoded rows, and where its predictions go."""
+    """One request: its lease, encoded rows, where its predictions go, and what to call once
+    its rows are computed or failed (whether or not anyone still awaits the future)."""
 
     lease: Lease
     rows: list[EncodedRow]
     future: asyncio.Future
+    on_done: Callable[[], None]
     predictions: list = field(default_factory=list)
-    pending: int = 0
+    pending: int = 0  # rows not yet computed (or failed)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Batcher:
 
     def __init__(
         self,
-        engine: MultiTaskEngine,
+        engine: Engine,
         metrics: Metrics,
         max_batch_size: int,
         max_wait_ms: float,
@@ -116,9 +119,7 @@ class Batcher:
         with self._ready:
             if len(self._queue) + n_rows > self.max_queue:
                 self.metrics.rejections.labels("queue_full").inc()
-                raise ApiError(
-                    503,
-                    "overloaded",
+                raise Overloaded(
                     f"the queue holds {len(self._queue)} rows (limit {self.max_queue}); "
                     "retry shortly",
                     headers={"Retry-After": "1"},
@@ -131,11 +132,13 @@ class Batcher:
             self._incoming -= 1
             self._ready.notify_all()
 
-    def submit(self, lease: Lease, rows: list[EncodedRow]) -> asyncio.Future:
-        """Queue an admitted request's rows."""
-        job = Job(
-            lease, rows, asyncio.get_running_loop().create_future(), [None] * len(rows), len(rows)
-        )
+    def submit(
+        self, lease: Lease, rows: list[EncodedRow], on_done: Callable[[], None] = lambda: None
+    ) -> asyncio.Future:
+        """Queue an admitted request's rows; `on_done` runs on the event loop once they are
+        computed (or failed)."""
+        future = asyncio.get_running_loop().create_future()
+        job = Job(lease, rows, future, on_done, [None] * len(rows), len(rows))
         with self._ready:
             self._incoming -= 1
             self._queue.extend(Row(job, i, len(row["input_ids"])) for i, row in enumerate(rows))
@@ -227,7 +230,7 @@ class Batcher:
         rows = [r.job.rows[r.index] for r in batch]
         keys = [r.job.lease.key for r in batch]
         padded = collate(rows, self.engine.backbone.tokenizer.pad_token_id)
-        groups = self.engine.forward_by_task(padded, keys, [id(r.job) for r in batch])
+        groups = self.engine.forward_by_task(padded, keys)
         out = _predictions(batch, groups)
         seconds = time.perf_counter() - started
         self.metrics.forward.observe(seconds)
@@ -244,15 +247,16 @@ def _resolve(batch: list[Row], outcome: list[dict] | Exception) -> None:
     """Event loop: give each row's prediction (or the forward's error) to its request."""
     for i, row in enumerate(batch):
         job = row.job
-        if job.future.done():
-            continue
-        if isinstance(outcome, Exception):
-            job.future.set_exception(outcome)
-            continue
-        job.predictions[row.index] = outcome[i]
         job.pending -= 1
+        if isinstance(outcome, Exception):
+            if not job.future.done():
+                job.future.set_exception(outcome)
+        else:
+            job.predictions[row.index] = outcome[i]
         if job.pending == 0:
-            job.future.set_result(job.predictions)
+            if not job.future.done():
+                job.future.set_result(job.predictions)
+            job.on_done()
 
 
 def pick_rows(lengths: list[int], batch_size: int) -> list[int]:

@@ -1,7 +1,7 @@
 """FastAPI dependencies: the server state and Bearer-token checks.
 
-All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, and that hand-off
-was ~40% of the event loop's time per predict (py-spy, docs/BENCHMARKS.md tuning log).
+All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hand-off per
+request. Tokens are checked from the headers alone, before any body is read.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .errors import ApiError
+from .errors import MissingToken, WrongToken
 from .state import ServerState
 
 
@@ -23,30 +23,35 @@ async def get_state(request: Request) -> ServerState:
 StateDep = Annotated[ServerState, Depends(get_state)]
 
 
-def _check_token(request: Request, expected: str | None, scope: str) -> None:
-    if expected is None:
+def check_token(request: Request, accepted: tuple[str, ...], scope: str) -> None:
+    """Nothing when no token is configured; else one of `accepted` as a Bearer token."""
+    if not accepted:
         return
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer "):
-        raise ApiError(
-            401,
-            "unauthorized",
-            f"{scope} needs 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not hmac.compare_digest(header[7:].strip().encode(), expected.encode()):
-        raise ApiError(403, "forbidden", f"the token is not valid for {scope}")
+        raise MissingToken(f"{scope} needs 'Authorization: Bearer <token>'")
+    sent = header[7:].strip().encode()
+    if not any(hmac.compare_digest(sent, token.encode()) for token in accepted):
+        raise WrongToken(f"the token is not valid for {scope}")
 
 
 async def require_admin(request: Request, state: StateDep) -> None:
-    """PUT, activate and DELETE need the admin token when one is set."""
-    _check_token(request, state.settings.admin_token, "this management endpoint")
+    """Uploads, activation and deletion need the admin token when one is set."""
+    admin = state.settings.admin_token
+    check_token(request, (admin,) if admin else (), "this management endpoint")
 
 
 async def require_predict(request: Request, state: StateDep) -> None:
-    """Predict needs the predict token when one is set."""
-    _check_token(request, state.settings.predict_token, "predict")
+    """Predict needs the predict (or the admin) token when a predict token is set."""
+    s = state.settings
+    check_token(request, s.read_tokens if s.predict_token else (), "predict")
+
+
+async def require_reader(request: Request, state: StateDep) -> None:
+    """Listings and downloads need the predict or the admin token when either is set."""
+    check_token(request, state.settings.read_tokens, "reading tasks and patches")
 
 
 AdminAuth = Depends(require_admin)
 PredictAuth = Depends(require_predict)
+ReaderAuth = Depends(require_reader)

@@ -1,66 +1,87 @@
-"""One error shape everywhere: {"error": {"code": ..., "message": ...}} with the right status."""
+"""Domain errors of the server: what went wrong, in words that say how to fix it.
+
+Registry, store, batcher and request decoding raise these; they know nothing of HTTP. The
+status code each one answers with is chosen in one place, `server/edge.py`.
+"""
 
 from __future__ import annotations
 
-import logging
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException
+class ServerError(Exception):
+    """Base of every domain error: a stable `code` and a message saying what to do."""
 
-from ..patches.patch_file import PatchError
-from .responses import OrjsonResponse
+    code = "error"
 
-log = logging.getLogger(__name__)
-PREDICT_SHAPE = '{"inputs": ["text" or ["text", "text_pair"], ...], "version": optional int}'
-
-
-class ApiError(Exception):
-    """An error answer: HTTP status, a stable code, a message saying what to do."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+    def __init__(self, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
+        self.message, self.headers = message, headers
 
 
-def error_response(status: int, code: str, message: str, headers=None) -> OrjsonResponse:
-    """The JSON error body."""
-    body = {"error": {"code": code, "message": message}}
-    return OrjsonResponse(body, status_code=status, headers=headers)
+class InvalidRequest(ServerError):
+    """The request's body or parameters do not have the expected shape."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, code: str = "invalid_request"):
+        super().__init__(message)
+        self.code = code
 
 
-def describe_validation(err: RequestValidationError) -> str:
-    """A readable sentence from pydantic's error list."""
-    parts = []
-    for e in err.errors():
-        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-        if e.get("type") == "json_invalid":
-            parts.append('the body is not valid JSON; send {"inputs": ["text", ...]}')
-            continue
-        parts.append(f"{where}: {e.get('msg')}")
-    return "; ".join(parts)
+class UnsupportedMediaType(ServerError):
+    """The body is not of a type the route reads."""
+
+    code = "unsupported_media_type"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map ApiError, PatchError, validation and HTTP errors onto the one shape."""
+class BodyTooLarge(ServerError):
+    """The body exceeds the route's limit."""
 
-    @app.exception_handler(ApiError)
-    async def _api(_: Request, err: ApiError):
-        return error_response(err.status, err.code, err.message, err.headers)
+    code = "too_large"
 
-    @app.exception_handler(PatchError)
-    async def _patch(_: Request, err: PatchError):
-        status = 409 if err.code == "backbone_mismatch" else 422
-        return error_response(status, err.code, str(err))
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, err: RequestValidationError):
-        message = describe_validation(err)
-        if request.url.path.endswith("/predict"):
-            message += f"; expected {PREDICT_SHAPE}"
-        return error_response(422, "invalid_request", message)
+class InvalidTaskName(ServerError):
+    """A task name that could never be stored."""
 
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, err: HTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
-        return error_response(err.status_code, code, str(err.detail), err.headers)
+    code = "invalid_task_name"
+
+
+class UnknownTask(ServerError):
+    """No task of that name."""
+
+    code = "unknown_task"
+
+
+class UnknownVersion(ServerError):
+    """The task exists but not that version."""
+
+    code = "unknown_version"
+
+
+class VersionActive(ServerError):
+    """The operation is not allowed on the active version."""
+
+    code = "version_active"
+
+
+class Overloaded(ServerError):
+    """The queue is full; retry shortly."""
+
+    code = "overloaded"
+
+
+class NotReady(ServerError):
+    """The backbone and store are still loading (or failed to load)."""
+
+    code = "not_ready"
+
+
+class MissingToken(ServerError):
+    """A token is required and none was sent."""
+
+    code = "unauthorized"
+
+
+class WrongToken(ServerError):
+    """A token was sent but it does not grant this route."""
+
+    code = "forbidden"

@@ -1,36 +1,60 @@
-"""The registry: which version of each task is active, kept in the store and served by the engine.
+"""The registry: every stored version of each task, which one is active, and which are served.
 
 Engine keys are `task@version`. A request takes a Lease at admission, pinning the version
-active then; a version leaves the engine once it is neither active nor leased.
+active then. Only active, leased and recently used versions are resident in the engine; the
+others are known by their summary (hash, size, metadata) and loaded on demand.
+
+Two locks: `_lock` guards the in-memory maps and is only ever held for dictionary work (the
+event loop takes it for leases); `_writes` serialises uploads, activation and deletion across
+their store I/O, which runs on worker threads.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from dataclasses import dataclass, replace
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from ..patches.engine import MultiTaskEngine, TaskHead
-from ..patches.patch_file import PatchError, PatchFile, read_patch, sha256_bytes
-from .errors import ApiError
+from ..patches.engine import Engine, TaskHead
+from ..patches.patch_file import PatchError, PatchFile, patch_metadata, read_patch, sha256_bytes
+from .errors import InvalidTaskName, UnknownTask, UnknownVersion, VersionActive
 from .store import PatchStore, valid_task_name
 
 log = logging.getLogger(__name__)
+RECENT_VERSIONS = 16  # non-active versions kept resident after a pinned request used them
 
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """One stored version: number, file hash and size, and its patch minus the bias values."""
+    """One stored version: number, file hash and size, and its metadata block."""
 
     version: int
     sha256: str
     size_bytes: int
-    patch: PatchFile  # biases dropped: the engine holds the served ones, the store all of them
+    meta: Mapping[str, str]
+
+    @property
+    def created_at(self) -> str:
+        """When the patch was written (metadata)."""
+        return self.meta.get("created_at", "")
+
+    @property
+    def metrics(self) -> dict:
+        """The dev metrics the trainer recorded."""
+        return json.loads(self.meta.get("metrics", "{}"))
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names (empty for regression)."""
+        return json.loads(self.meta.get("labels", "[]"))
 
 
-def describe(version: int, data: bytes, patch: PatchFile) -> VersionInfo:
-    """Index entry for a version; keeps metadata and head, not the bias values."""
-    return VersionInfo(version, sha256_bytes(data), len(data), replace(patch, biases={}))
+def summarize(version: int, data: bytes) -> VersionInfo:
+    """Index entry for a version (framing checked, tensors not decoded)."""
+    return VersionInfo(version, sha256_bytes(data), len(data), patch_metadata(data))
 
 
 @dataclass(frozen=True)
@@ -48,50 +72,81 @@ def engine_key(task: str, version: int) -> str:
     return f"{task}@{version}"
 
 
-class Registry:
-    """Uploads, activation, deletion and leases over a PatchStore and a MultiTaskEngine."""
+def check_task_name(task: str) -> None:
+    """InvalidTaskName unless the name could be stored."""
+    if not valid_task_name(task):
+        raise InvalidTaskName(
+            f"task name {task!r} is not valid: use 1-64 characters from a-z, 0-9, "
+            "'_', '.', '-', starting with a letter or digit"
+        )
 
-    def __init__(self, store: PatchStore, engine: MultiTaskEngine):
-        self.store, self.engine = store, engine
-        self._lock = threading.RLock()
+
+class Registry:
+    """Uploads, activation, deletion and leases over a PatchStore and an Engine."""
+
+    def __init__(self, store: PatchStore, engine: Engine, keep_versions: int | None = None):
+        self.store, self.engine, self.keep_versions = store, engine, keep_versions
+        self._lock = threading.Lock()
+        self._writes = threading.Lock()
         self._versions: dict[str, dict[int, VersionInfo]] = {}
         self._active: dict[str, int] = {}
         self._leases: dict[str, int] = {}  # engine key -> requests holding it
+        self._recent: OrderedDict[str, None] = OrderedDict()  # resident non-active keys
 
     # ---- start-up -------------------------------------------------------------------------
     def load(self) -> None:
-        """Read every task in the store; skip (and log) corrupt or foreign files."""
+        """Index every stored version and serve each task's active one; skip (and log) corrupt
+        or foreign files."""
         for task in self.store.tasks():
             record = self.store.record(task)
-            stored = {v: found for v in record.versions if (found := self._read(task, v))}
-            if not stored:
+            if record is None:
                 continue
-            active = record.active if record.active in stored else max(stored)
-            if record.active is not None and record.active != active:
+            infos = {v: info for v in record.versions if (info := self._summary(task, v))}
+            active = self._serve_first(task, self._active_candidates(record.active, infos))
+            if active is None:
+                continue
+            if record.active not in (None, active):
                 log.error(
                     "event=active_version_unusable task=%s version=%s fallback=%s",
                     task,
                     record.active,
                     active,
                 )
-            self.engine.register(engine_key(task, active), stored[active][1])
-            self._versions[task] = {v: describe(v, *found) for v, found in stored.items()}
+            self._versions[task] = infos
             self._active[task] = active
         log.info("event=registry_loaded tasks=%d", len(self._active))
 
-    def _read(self, task: str, version: int) -> tuple[bytes, PatchFile] | None:
-        """A stored version's bytes and validated patch, or None (logged) if unusable."""
+    @staticmethod
+    def _active_candidates(active: int | None, infos: dict[int, VersionInfo]) -> list[int]:
+        newest_first = sorted(infos, reverse=True)
+        return ([active] if active in infos else []) + [v for v in newest_first if v != active]
+
+    def _summary(self, task: str, version: int) -> VersionInfo | None:
+        """A stored version's index entry, or None (logged) if unreadable or foreign."""
         try:
-            data = self.store.read(task, version)
-            return data, read_patch(data, self.engine.backbone.spec)
-        except (OSError, PatchError) as err:
+            info = summarize(version, self.store.read(task, version))
+        except (OSError, PatchError, UnknownVersion) as err:
             log.error("event=patch_skipped task=%s version=%s error=%s", task, version, err)
             return None
+        if info.meta.get("backbone_sha256") != self.engine.backbone.spec.sha256:
+            log.error(
+                "event=patch_skipped task=%s version=%s error=foreign backbone", task, version
+            )
+            return None
+        return info
 
-    def _serve(self, task: str, version: int) -> None:
-        """Register a stored version with the engine (read back from the store)."""
-        data = self.store.read(task, version)
-        self.engine.register(engine_key(task, version), read_patch(data, self.engine.backbone.spec))
+    def _serve_first(self, task: str, versions: list[int]) -> int | None:
+        """Register the first of `versions` that validates; its number, or None."""
+        for version in versions:
+            try:
+                self.engine.register(engine_key(task, version), self._read_patch(task, version))
+                return version
+            except (OSError, PatchError, UnknownVersion) as err:
+                log.error("event=patch_skipped task=%s version=%s error=%s", task, version, err)
+        return None
+
+    def _read_patch(self, task: str, version: int) -> PatchFile:
+        return read_patch(self.store.read(task, version), self.engine.backbone.spec)
 
     # ---- reads ----------------------------------------------------------------------------
     def tasks(self) -> list[str]:
@@ -103,47 +158,42 @@ class Registry:
         return task in self._active
 
     def active_version(self, task: str) -> int:
-        """The active version number, or 404."""
+        """The active version number."""
         self._require_task(task)
         return self._active[task]
 
     def versions(self, task: str) -> dict[int, VersionInfo]:
-        """All stored versions of a task, or 404."""
-        self._require_task(task)
-        return dict(self._versions[task])
+        """All stored versions of a task."""
+        with self._lock:
+            self._require_task(task)
+            return dict(self._versions[task])
+
+    def version(self, task: str, version: int) -> VersionInfo:
+        """One stored version."""
+        with self._lock:
+            return self._require_version(task, version)
 
     def _require_task(self, task: str) -> None:
-        if not valid_task_name(task):
-            raise ApiError(
-                422,
-                "invalid_task_name",
-                f"task name {task!r} is not valid: use 1-64 characters from a-z, 0-9, "
-                "'_', '.', '-', starting with a letter or digit",
-            )
+        check_task_name(task)
         if task not in self._active:
-            raise ApiError(
-                404,
-                "unknown_task",
+            raise UnknownTask(
                 f"no task named {task!r}; GET /tasks lists tasks, PUT "
-                f"/tasks/{task}/patch creates it",
+                f"/tasks/{task}/patch creates it"
             )
 
     def _require_version(self, task: str, version: int) -> VersionInfo:
         self._require_task(task)
         info = self._versions[task].get(version)
         if info is None:
-            raise ApiError(
-                404,
-                "unknown_version",
-                f"task {task!r} has no version {version}; it has {sorted(self._versions[task])}",
+            raise UnknownVersion(
+                f"task {task!r} has no version {version}; it has {sorted(self._versions[task])}"
             )
         return info
 
     # ---- writes (serialised; each leaves the store and engine consistent) -----------------
     def upload(self, task: str, data: bytes) -> tuple[VersionInfo, bool]:
         """Validate and store a new active version; identical bytes return the existing one."""
-        if not valid_task_name(task):
-            self._require_task(task)
+        check_task_name(task)
         patch = read_patch(data, self.engine.backbone.spec)
         if patch.task != task:
             raise PatchError(
@@ -152,83 +202,136 @@ class Registry:
                 key="task",
             )
         digest = sha256_bytes(data)
-        with self._lock:
-            for info in self._versions.get(task, {}).values():
-                if info.sha256 == digest:
-                    return info, False
+        if (same := self._same_bytes(task, digest)) is not None:
+            return same, False
+        self.engine.check_outputs(patch)
+        with self._writes:
+            if (same := self._same_bytes(task, digest)) is not None:
+                return same, False
             version = self.store.add_version(task, data)
-            info = describe(version, data, patch)
+            info = summarize(version, data)
             self.engine.register(engine_key(task, version), patch)
-            self._versions.setdefault(task, {})[version] = info
-            self._switch_active(task, version)
+            self.store.set_active(task, version)
+            with self._lock:
+                self._versions.setdefault(task, {})[version] = info
+                self._switch_active(task, version)
+            self._prune(task)
         return info, True
+
+    def _same_bytes(self, task: str, digest: str) -> VersionInfo | None:
+        with self._lock:
+            stored = self._versions.get(task, {}).values()
+            return next((info for info in stored if info.sha256 == digest), None)
 
     def activate(self, task: str, version: int) -> VersionInfo:
         """Make a stored version active (rollback or forward)."""
-        with self._lock:
-            info = self._require_version(task, version)
+        with self._writes:
+            info = self.version(task, version)
             if self._active[task] != version:
-                if not self.engine.is_registered(engine_key(task, version)):
-                    self._serve(task, version)
-                self._switch_active(task, version)
+                self.make_resident(task, version)
+                self.store.set_active(task, version)
+                with self._lock:
+                    self._switch_active(task, version)
         return info
 
     def _switch_active(self, task: str, version: int) -> None:
-        self.store.set_active(task, version)
+        """Caller holds _lock."""
         previous = self._active.get(task)
         self._active[task] = version
+        self._recent.pop(engine_key(task, version), None)
         if previous is not None and previous != version:
             self._drop_if_unused(task, previous)
 
     def delete_version(self, task: str, version: int) -> None:
-        """Delete a non-active version (409 for the active one)."""
-        with self._lock:
-            self._require_version(task, version)
+        """Delete a non-active version."""
+        with self._writes:
+            self.version(task, version)
             if self._active[task] == version:
-                raise ApiError(
-                    409,
-                    "version_active",
+                raise VersionActive(
                     f"version {version} is the active version of {task!r}; activate "
-                    "another version first, or DELETE /tasks/{task} to remove the task",
+                    f"another version first, or DELETE /tasks/{task} to remove the task"
                 )
             self.store.delete_version(task, version)
-            del self._versions[task][version]
-            self._drop_if_unused(task, version)
+            with self._lock:
+                del self._versions[task][version]
+                self._recent.pop(engine_key(task, version), None)
+                self._drop_if_unused(task, version)
 
     def delete_task(self, task: str) -> None:
         """Delete a task and every version."""
-        with self._lock:
-            self._require_task(task)
+        with self._writes:
+            self.versions(task)
             self.store.delete_task(task)
-            versions = self._versions.pop(task)
-            del self._active[task]
-            for version in versions:
+            with self._lock:
+                versions = self._versions.pop(task)
+                del self._active[task]
+                for version in versions:
+                    self._recent.pop(engine_key(task, version), None)
+                    self._drop_if_unused(task, version)
+
+    def _prune(self, task: str) -> None:
+        """Delete the oldest versions beyond --keep-versions (never the active one)."""
+        if self.keep_versions is None:
+            return
+        stored = sorted(self._versions[task])
+        excess = len(stored) - self.keep_versions
+        for version in [v for v in stored if v != self._active[task]][: max(0, excess)]:
+            self.store.delete_version(task, version)
+            with self._lock:
+                del self._versions[task][version]
                 self._drop_if_unused(task, version)
+            log.info("event=version_pruned task=%s version=%d", task, version)
 
     def _drop_if_unused(self, task: str, version: int) -> None:
+        """Caller holds _lock."""
         key = engine_key(task, version)
-        if self._leases.get(key, 0) == 0 and self._active.get(task) != version:
+        unused = self._leases.get(key, 0) == 0 and key not in self._recent
+        if unused and self._active.get(task) != version:
             self.engine.unregister(key)
 
     # ---- leases ---------------------------------------------------------------------------
-    def acquire(self, task: str, version: int | None = None) -> Lease:
-        """Pin the active (or a named) version for one request."""
+    def lease(self, task: str, version: int | None = None) -> Lease | None:
+        """Pin the active (or a named) version for one request; None if that version is
+        stored but not resident (`make_resident` it off the event loop, then lease again)."""
         with self._lock:
-            version = self.active_version(task) if version is None else version
+            self._require_task(task)
+            version = self._active[task] if version is None else version
             self._require_version(task, version)
             key = engine_key(task, version)
-            if not self.engine.is_registered(key):
-                self._serve(task, version)
+            head = self.engine.state.heads.get(key)
+            if head is None:
+                return None
             self._leases[key] = self._leases.get(key, 0) + 1
-            return Lease(task, version, key, self.engine.state.heads[key])
+            if key in self._recent:
+                self._recent.move_to_end(key)
+            return Lease(task, version, key, head)
+
+    def make_resident(self, task: str, version: int) -> None:
+        """Blocking: read, validate and serve a stored version; it stays while recently used."""
+        key = engine_key(task, version)
+        if self.engine.is_registered(key):
+            return
+        patch = self._read_patch(task, version)
+        with self._lock:
+            self._require_version(task, version)  # not deleted meanwhile
+            self.engine.register(key, patch)
+            if self._active[task] != version:
+                self._remember(key)
+
+    def _remember(self, key: str) -> None:
+        """Keep a non-active key resident among the most recent ones (caller holds _lock)."""
+        self._recent[key] = None
+        while len(self._recent) > RECENT_VERSIONS:
+            old, _ = self._recent.popitem(last=False)
+            task, version = old.rsplit("@", 1)
+            self._drop_if_unused(task, int(version))
 
     def release(self, lease: Lease) -> None:
-        """Unpin; a version no longer active leaves the engine with its last lease."""
+        """Unpin; a version no longer active or recent leaves the engine with its last lease."""
         with self._lock:
             left = self._leases.get(lease.key, 0) - 1
             if left > 0:
                 self._leases[lease.key] = left
                 return
             self._leases.pop(lease.key, None)
-            if lease.task not in self._active or self._active[lease.task] != lease.version:
-                self.engine.unregister(lease.key)
+            self._drop_if_unused(lease.task, lease.version)

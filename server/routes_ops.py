@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import torch
@@ -10,10 +9,10 @@ from fastapi import APIRouter, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
-from ..patches.backbone import KERNEL_CACHE_VARIABLES
+from ..patches.tuning import kernel_cache_caps
 from .batch_history import RECENT_BATCHES
 from .deps import StateDep
-from .errors import error_response
+from .edge import error_response
 
 router = APIRouter()
 
@@ -27,16 +26,16 @@ async def healthz():
 @router.get("/readyz")
 async def readyz(state: StateDep):
     """200 once the backbone and store are loaded; 503 before."""
-    if state.registry is None or state.batcher is None:
+    if state.pipeline is None:
         reason = state.failure or "loading"
         return error_response(503, "not_ready", f"server not ready: {reason}", {"Retry-After": "2"})
-    return {"status": "ready", "tasks": len(state.registry.tasks())}
+    return {"status": "ready", "tasks": len(state.pipeline.registry.tasks())}
 
 
 @router.get("/info")
 async def info(state: StateDep):
     """Backbone identity, dtype, device and version."""
-    registry, _ = state.ready()
+    registry = state.ready().registry
     backbone = registry.engine.backbone
     on_gpu = backbone.device.type == "cuda"
     return {
@@ -46,7 +45,7 @@ async def info(state: StateDep):
         "device": str(backbone.device),
         "forward": "packed" if registry.engine.packed else "padded",
         "cudnn_attention": on_gpu and torch.backends.cuda.cudnn_sdp_enabled(),
-        "kernel_cache": {name: os.environ.get(name) for name in KERNEL_CACHE_VARIABLES},
+        "kernel_cache": kernel_cache_caps(),
         "bitpatch_version": __version__,
         "torch_version": torch.__version__,
         "workers": state.workers,
@@ -54,6 +53,8 @@ async def info(state: StateDep):
         "lone_forward_threads": state.lone_threads or state.threads_per_worker,
         "max_batch_size": state.settings.max_batch_size,
         "max_inputs": state.settings.max_inputs,
+        "max_request_bytes": state.settings.request_limit,
+        "store": registry.store.url,
         "tasks": len(registry.tasks()),
     }
 
@@ -61,8 +62,8 @@ async def info(state: StateDep):
 @router.get("/metrics")
 async def metrics(state: StateDep):
     """Prometheus text exposition."""
-    if state.batcher is not None:
-        state.metrics.queue_rows.set(state.batcher.queued_rows)
+    if state.pipeline is not None:
+        state.metrics.queue_rows.set(state.pipeline.batcher.queued_rows)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -73,6 +74,6 @@ async def recent_batches(
     limit: Annotated[int, Query(ge=1, le=RECENT_BATCHES)] = RECENT_BATCHES,
 ):
     """The most recent forwards (oldest first): rows, distinct tasks, row lengths, time."""
-    _, batcher = state.ready()
+    batcher = state.ready().batcher
     batches = batcher.history.after(after, limit)
     return {"last_id": batcher.history.last_id(), "batches": batches}

@@ -8,54 +8,51 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ..patches.patch_file import PatchError
-from .deps import AdminAuth, StateDep
-from .errors import ApiError
-from .registry import Registry, VersionInfo
+from .bodies import read_limited
+from .deps import AdminAuth, ReaderAuth, StateDep
+from .errors import InvalidRequest, UnsupportedMediaType
+from .registry import Registry, VersionInfo, check_task_name
 from .schemas import TaskPublic, TasksPublic, UploadPublic, VersionPublic
-from .store import valid_task_name
 
 router = APIRouter()
 log = logging.getLogger(__name__)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes (413) and empty bodies (422)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(
-            413,
-            "too_large",
-            f"the body is {declared} bytes; the limit is {limit} (--max-upload-bytes)",
+UPLOAD_TYPES = ("application/octet-stream", "application/vnd.bitpatch", "")
+
+
+async def read_patch_body(request: Request, limit: int) -> bytes:
+    """The uploaded patch's bytes: octet-stream, within --max-upload-bytes, not empty."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in UPLOAD_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type is {media!r}; send the patch file's bytes as "
+            "'Content-Type: application/octet-stream' (curl --data-binary @task.safetensors)"
         )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "too_large", f"the body exceeds {limit} bytes (--max-upload-bytes)")
-        chunks.append(chunk)
-    if size == 0:
-        raise ApiError(
-            422,
-            "empty_body",
-            "the body is empty; send the patch file's bytes as "
-            "application/octet-stream (curl --data-binary @task.safetensors)",
+    data = await read_limited(request, limit, "--max-upload-bytes")
+    if not data:
+        raise InvalidRequest(
+            "the body is empty; send the patch file's bytes as application/octet-stream "
+            "(curl --data-binary @task.safetensors)",
+            code="empty_body",
         )
-    return b"".join(chunks)
+    return data
 
 
 def _task_public(registry: Registry, task: str, with_versions: bool) -> TaskPublic:
     active = registry.active_version(task)
     versions = registry.versions(task)
-    patch = versions[active].patch
-    listed = [_version_public(info, info.version == active) for _, info in sorted(versions.items())]
+    info = versions[active]
+    listed = [_version_public(v, v.version == active) for _, v in sorted(versions.items())]
     return TaskPublic(
         task=task,
         active_version=active,
-        kind=patch.kind,
-        labels=patch.labels,
-        pooling=patch.pooling,
-        max_length=patch.max_length,
-        metrics=patch.metrics,
+        kind=info.meta["kind"],
+        labels=info.labels,
+        pooling=info.meta["pooling"],
+        max_length=int(info.meta["max_length"]),
+        inputs=info.meta.get("inputs", ""),
+        metrics=info.metrics,
         versions=listed if with_versions else None,
     )
 
@@ -65,8 +62,8 @@ def _version_public(info: VersionInfo, active: bool) -> VersionPublic:
         version=info.version,
         sha256=info.sha256,
         size_bytes=info.size_bytes,
-        created_at=info.patch.created_at,
-        metrics=info.patch.metrics,
+        created_at=info.created_at,
+        metrics=info.metrics,
         active=active,
     )
 
@@ -76,10 +73,9 @@ def _version_public(info: VersionInfo, active: bool) -> VersionPublic:
 )
 async def upload_patch(task: str, request: Request, response: Response, state: StateDep):
     """Upload a bitpatch/1 file: a new immutable version that becomes active (200 if known)."""
-    registry, _ = state.ready()
-    if not valid_task_name(task):
-        registry.versions(task)  # raises the invalid-name error
-    data = await read_body(request, state.settings.max_upload_bytes)
+    registry = state.ready().registry
+    check_task_name(task)
+    data = await read_patch_body(request, state.settings.max_upload_bytes)
     try:
         info, created = await run_in_threadpool(registry.upload, task, data)
     except PatchError as err:
@@ -98,22 +94,27 @@ async def upload_patch(task: str, request: Request, response: Response, state: S
         size_bytes=info.size_bytes,
         created=created,
         active=registry.active_version(task) == info.version,
-        kind=info.patch.kind,
-        labels=info.patch.labels,
+        kind=info.meta["kind"],
+        labels=info.labels,
     )
 
 
-@router.get("/tasks", response_model=TasksPublic, response_model_exclude_none=True)
+@router.get(
+    "/tasks",
+    response_model=TasksPublic,
+    response_model_exclude_none=True,
+    dependencies=[ReaderAuth],
+)
 async def list_tasks(state: StateDep):
     """Every task with its active version."""
-    registry, _ = state.ready()
+    registry = state.ready().registry
     return TasksPublic(tasks=[_task_public(registry, t, False) for t in registry.tasks()])
 
 
-@router.get("/tasks/{task}", response_model=TaskPublic)
+@router.get("/tasks/{task}", response_model=TaskPublic, dependencies=[ReaderAuth])
 async def get_task(task: str, state: StateDep):
     """One task: metadata of the active version and every stored version."""
-    registry, _ = state.ready()
+    registry = state.ready().registry
     return _task_public(registry, task, True)
 
 
@@ -122,20 +123,18 @@ async def get_task(task: str, state: StateDep):
 )
 async def activate(task: str, version: int, state: StateDep):
     """Make a stored version active (rollback or roll forward)."""
-    registry, _ = state.ready()
+    registry = state.ready().registry
     await run_in_threadpool(registry.activate, task, version)
     state.metrics.activations.labels(task).inc()
     log.info("event=activate task=%s version=%d", task, version)
     return _task_public(registry, task, True)
 
 
-@router.get("/tasks/{task}/versions/{version}/patch")
+@router.get("/tasks/{task}/versions/{version}/patch", dependencies=[ReaderAuth])
 async def download(task: str, version: int, state: StateDep):
     """The stored patch file of one version."""
-    registry, _ = state.ready()
-    info = registry.versions(task).get(version)
-    if info is None:
-        raise ApiError(404, "unknown_version", f"task {task!r} has no version {version}")
+    registry = state.ready().registry
+    registry.version(task, version)
     data = await run_in_threadpool(registry.store.read, task, version)
     return Response(
         data,
@@ -147,7 +146,7 @@ async def download(task: str, version: int, state: StateDep):
 @router.delete("/tasks/{task}/versions/{version}", dependencies=[AdminAuth])
 async def delete_version(task: str, version: int, state: StateDep):
     """Delete a version that is not active (409 for the active one)."""
-    registry, _ = state.ready()
+    registry = state.ready().registry
     await run_in_threadpool(registry.delete_version, task, version)
     log.info("event=delete_version task=%s version=%d", task, version)
     return {"task": task, "deleted_version": version}
@@ -156,7 +155,7 @@ async def delete_version(task: str, version: int, state: StateDep):
 @router.delete("/tasks/{task}", dependencies=[AdminAuth])
 async def delete_task(task: str, state: StateDep):
     """Delete a task and all its versions."""
-    registry, _ = state.ready()
+    registry = state.ready().registry
     await run_in_threadpool(registry.delete_task, task)
     state.metrics.tasks.set(len(registry.tasks()))
     log.info("event=delete_task task=%s", task)

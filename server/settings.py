@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,8 +18,10 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 in containers)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
-    backbone: str = Field("default", description="model folder or hub id; default: MiniLM-L6")
-    store: Path = Field(Path("store"), description="folder where patches persist")
+    backbone: str = Field(
+        "default", description="model folder or hub id ('default': the packaged all-MiniLM-L6-v2)"
+    )
+    store: str = Field("store", description="where patches persist: a folder path")
     dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     forward: str = Field(
@@ -30,9 +31,28 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
     max_queue: int = Field(2048, ge=1, description="rows waiting at most; more answers 503")
     max_inputs: int = Field(64, ge=1, description="inputs per predict request at most")
+    max_input_chars: int = Field(
+        8192, ge=16, description="characters per text at most (422 naming the input beyond)"
+    )
+    max_request_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="predict body size limit, 413 beyond (default: 16 KiB per allowed input "
+        "plus 64 KiB)",
+    )
     max_upload_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="patch upload limit")
-    admin_token: str | None = Field(None, description="Bearer token for PUT/activate/DELETE")
-    predict_token: str | None = Field(None, description="Bearer token for predict (optional)")
+    keep_versions: int | None = Field(
+        None,
+        ge=1,
+        description="stored versions kept per task; older ones are deleted after "
+        "an upload, never the active one (default: keep all)",
+    )
+    admin_token: str | None = Field(
+        None, description="Bearer token for uploads, activation and deletion (and every route)"
+    )
+    predict_token: str | None = Field(
+        None, description="Bearer token for predict and reads (GET /tasks*, downloads)"
+    )
     demo_patches: bool = Field(True, description="seed an empty store with the demo patches")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     workers: int | None = Field(
@@ -65,6 +85,16 @@ class Settings(BaseSettings):
         "the app (each one held the interpreter lock for ~0.25 s)",
     )
     log_level: str = Field("info", description="debug | info | warning | error")
+
+    @property
+    def request_limit(self) -> int:
+        """The predict body limit in force."""
+        return self.max_request_bytes or self.max_inputs * 16 * 1024 + 64 * 1024
+
+    @property
+    def read_tokens(self) -> tuple[str, ...]:
+        """Tokens that open the read routes, and predict when a predict token is set."""
+        return tuple(t for t in (self.predict_token, self.admin_token) if t)
 
     @field_validator("dtype")
     @classmethod
@@ -115,8 +145,9 @@ def add_settings_args(parser: argparse.ArgumentParser) -> None:
                 help=f"{field.description} (env {env})",
             )
         else:
+            shown = "unset" if field.default is None else repr(field.default)
             parser.add_argument(
-                flag, default=None, help=f"{field.description} (default {field.default}; env {env})"
+                flag, default=None, help=f"{field.description} (env {env}; default {shown})"
             )
 
 

@@ -1,47 +1,42 @@
-"""What the running server holds: settings, metrics, and (once loaded) engine, registry, batcher."""
+"""What the running server holds: settings, metrics, and (once loaded) registry and pipeline."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 
 import torch
 
-from ..patches.backbone import Backbone, bound_kernel_caches, load_backbone, resolve_device
-from ..patches.engine import MultiTaskEngine
+from ..patches.backbone import load_backbone, resolve_device
+from ..patches.engine import EngineFactory, MultiTaskEngine
 from ..patches.patch_file import PatchError
-from .batcher import Batcher
-from .errors import ApiError
+from ..patches.tuning import bound_kernel_caches, choose_attention_kernels
+from .errors import NotReady
 from .metrics import Metrics
+from .pipeline import PredictPipeline
 from .registry import Registry
 from .settings import FORWARD_MODES, Settings, lone_threads, plan_workers
-from .store import PatchStore
+from .store import open_store
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ServerState:
-    """Shared by every request; `registry` and `batcher` are None until the backbone is ready."""
+    """Shared by every request; `registry` and `pipeline` are None until the backbone is ready."""
 
     settings: Settings
+    engine_factory: EngineFactory = MultiTaskEngine
     metrics: Metrics = field(default_factory=Metrics)
-    engine: MultiTaskEngine | None = None
     registry: Registry | None = None
-    batcher: Batcher | None = None
+    pipeline: PredictPipeline | None = None
     failure: str | None = None
-    engine_factory: Callable[[Backbone, bool | None], MultiTaskEngine] = MultiTaskEngine
-    tokenize_pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="bitpatch-tokenize")
-    )
     # torch work (loading, forwards) runs only on these `workers` threads, each with
-    # `threads_per_worker` torch threads. On CPU the default is 2 workers x (cores / 2):
-    # two forwards in flight, and on 2 cores no OpenMP team at all, so a core stolen by the
-    # event loop slows one forward instead of stalling a team (docs/BENCHMARKS.md, tuning log)
-    # Once the batcher starts, each of these threads runs its worker loop until shutdown.
+    # `threads_per_worker` torch threads: on CPU two forwards in flight by default, so a core
+    # taken by the event loop slows one forward instead of stalling a whole OpenMP team.
+    # Once batching starts, each of these threads runs its worker loop until shutdown.
     inference: ThreadPoolExecutor = field(init=False)
     workers: int = field(init=False)
     threads_per_worker: int = field(init=False)
@@ -57,7 +52,7 @@ class ServerState:
         self.lone_threads = lone_threads(self.settings, self.workers, self.threads_per_worker)
         self.inference = ThreadPoolExecutor(self.workers, thread_name_prefix="bitpatch-inference")
 
-    def load(self) -> None:
+    def load(self) -> Registry:
         """Blocking: backbone, engine, store, registry, demo patches (runs off the event loop)."""
         s = self.settings
         torch.set_num_threads(self.threads_per_worker)
@@ -65,34 +60,21 @@ class ServerState:
         backbone = load_backbone(s.backbone, s.dtype, s.device)
         if backbone.device.type == "cuda":
             choose_attention_kernels(s.cudnn_attention)
-        self.engine = self.engine_factory(backbone, FORWARD_MODES[s.forward])
-        self.engine.warm_up()
-        registry = Registry(PatchStore(s.store), self.engine)
+        engine = self.engine_factory(backbone, FORWARD_MODES[s.forward])
+        engine.warm_up()
+        registry = Registry(open_store(s.store), engine, s.keep_versions)
         registry.load()
         if s.demo_patches and not registry.tasks():
             seed_demo_patches(registry)
         self.metrics.tasks.set(len(registry.tasks()))
-        self.registry = registry
+        return registry
 
-    def ready(self) -> tuple[Registry, Batcher]:
-        """Registry and batcher, or 503 while loading."""
-        if self.registry is None or self.batcher is None:
+    def ready(self) -> PredictPipeline:
+        """The pipeline (and through it the registry), or NotReady while loading."""
+        if self.pipeline is None:
             reason = self.failure or "the backbone and patch store are still loading"
-            raise ApiError(
-                503,
-                "not_ready",
-                f"server not ready: {reason}; retry shortly",
-                headers={"Retry-After": "2"},
-            )
-        return self.registry, self.batcher
-
-
-def choose_attention_kernels(cudnn: bool) -> None:
-    """Process-wide: whether CUDA attention may use cuDNN. PyTorch >= 2.10 prefers cuDNN on
-    Hopper, and cuDNN builds a graph for every new batch shape: tens of ms each on an H100,
-    and a server batch of variable-length rows is often a new shape (docs/BENCHMARKS.md, 4)."""
-    torch.backends.cuda.enable_cudnn_sdp(cudnn)
-    log.info("event=attention_kernels cudnn=%s", cudnn)
+            raise NotReady(f"server not ready: {reason}; retry shortly", {"Retry-After": "2"})
+        return self.pipeline
 
 
 def seed_demo_patches(registry: Registry) -> None:
@@ -102,9 +84,8 @@ def seed_demo_patches(registry: Registry) -> None:
         if not entry.name.endswith(".safetensors"):
             continue
         try:
-            data = entry.read_bytes()
             task = entry.name.removesuffix(".safetensors")
-            info, _ = registry.upload(task, data)
+            info, _ = registry.upload(task, entry.read_bytes())
             log.info("event=demo_patch_loaded task=%s version=%d", task, info.version)
         except PatchError as err:
             log.warning("event=demo_patch_skipped file=%s error=%s", entry.name, err)

@@ -14,7 +14,7 @@ from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.encoding import encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.server.batcher import Batcher, pick_rows
-from bitpatch.server.errors import ApiError
+from bitpatch.server.errors import Overloaded
 from bitpatch.server.metrics import Metrics
 from bitpatch.server.registry import Lease
 
@@ -35,7 +35,7 @@ class RecordingEngine(MultiTaskEngine):
         self.inside = 0  # forwards waiting at the gate right now
         self._count_lock = threading.Lock()
 
-    def forward_by_task(self, batch, keys, requests=None):
+    def forward_by_task(self, batch, keys):
         with self._count_lock:
             self.inside += 1
         self.gate.wait(10)
@@ -45,7 +45,7 @@ class RecordingEngine(MultiTaskEngine):
         self.calls.append(list(keys))
         self.threads.append((threading.get_ident(), torch.get_num_threads()))
         self.lengths.append(batch["attention_mask"].sum(1).tolist())
-        return super().forward_by_task(batch, keys, requests)
+        return super().forward_by_task(batch, keys)
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +140,12 @@ def test_queue_full_is_503_with_retry_after(engine):
         batcher = Batcher(engine, Metrics(), max_batch_size=4, max_wait_ms=0, max_queue=3)
         batcher.admit(2)
         batcher.submit(lease(engine, "t0"), rows(engine, ["a", "b"]))
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(Overloaded) as err:
             batcher.admit(2)
         return err.value
 
     err = asyncio.run(scenario())
-    assert err.status == 503 and err.headers == {"Retry-After": "1"}
+    assert err.headers == {"Retry-After": "1"} and "limit 3" in err.message
 
 
 def test_stop_finishes_every_admitted_request(engine):

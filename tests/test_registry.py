@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 
 import pytest
 
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.engine import MultiTaskEngine
-from bitpatch.server.errors import ApiError
-from bitpatch.server.registry import Registry
-from bitpatch.server.store import PatchStore
+from bitpatch.server.errors import VersionActive
+from bitpatch.server.registry import RECENT_VERSIONS, Registry
+from bitpatch.server.store_folder import FolderStore
 
 from tiny import make_model, random_patch
 
@@ -23,7 +25,7 @@ def backbone():
 
 
 def fresh(backbone, root) -> Registry:
-    registry = Registry(PatchStore(root), MultiTaskEngine(backbone))
+    registry = Registry(FolderStore(root), MultiTaskEngine(backbone))
     registry.load()
     return registry
 
@@ -43,19 +45,23 @@ def test_reload_skips_corrupt_and_foreign_files(backbone, tmp_path, caplog):
     (tmp_path / "alien").mkdir()
     (tmp_path / "alien" / "v1.safetensors").write_bytes(foreign.to_bytes())
     (tmp_path / "notes.txt").write_text("not a task")
-    (tmp_path / "good" / ".v3.safetensors.123.tmp").write_bytes(b"half")
+    stale = tmp_path / "good" / ".v3.safetensors.123.tmp"
+    stale.write_bytes(b"half")  # left by a writer killed long ago
+    os.utime(stale, (time.time() - 3600,) * 2)
+    live = tmp_path / "good" / ".upload.456.tmp"  # another process writing right now
+    live.write_bytes(b"half")
     with caplog.at_level(logging.ERROR):
         again = fresh(backbone, tmp_path)
     assert again.tasks() == ["good"]
     assert again.active_version("good") == 1  # falls back to the newest valid version
     assert "patch_skipped" in caplog.text and "alien" in caplog.text
-    assert not list(tmp_path.glob("good/.*.tmp"))
+    assert list(tmp_path.glob("good/.*.tmp")) == [live]
 
 
 def test_lease_pins_version_until_released(backbone, tmp_path):
     registry = fresh(backbone, tmp_path)
     registry.upload("t", patch(backbone, "t", 1))
-    lease = registry.acquire("t")
+    lease = registry.lease("t")
     registry.upload("t", patch(backbone, "t", 2))
     assert registry.active_version("t") == 2
     assert "t@1" in registry.engine.registered_keys()  # still pinned by the lease
@@ -67,19 +73,63 @@ def test_named_version_loads_on_demand(backbone, tmp_path):
     registry = fresh(backbone, tmp_path)
     registry.upload("t", patch(backbone, "t", 1))
     registry.upload("t", patch(backbone, "t", 2))
-    lease = registry.acquire("t", 1)
+    assert registry.lease("t", 1) is None  # stored, not resident
+    registry.make_resident("t", 1)
+    lease = registry.lease("t", 1)
     assert lease.version == 1 and "t@1" in registry.engine.registered_keys()
     registry.release(lease)
-    assert registry.engine.registered_keys() == ["t@2"]
+    assert sorted(registry.engine.registered_keys()) == ["t@1", "t@2"]  # recently used
+    for seed in range(3, 4 + RECENT_VERSIONS):  # more recent ones push it out
+        registry.upload("t", patch(backbone, "t", seed))
+        registry.make_resident("t", registry.active_version("t") - 1)
+    assert "t@1" not in registry.engine.registered_keys()
+    assert len(registry.engine.registered_keys()) == RECENT_VERSIONS + 1
+
+
+def test_start_serves_only_active_versions(backbone, tmp_path):
+    registry = fresh(backbone, tmp_path)
+    for seed in range(5):
+        registry.upload("a", patch(backbone, "a", seed))
+        registry.upload("b", patch(backbone, "b", 10 + seed))
+    registry.activate("a", 2)
+    again = fresh(backbone, tmp_path)
+    assert sorted(again.engine.registered_keys()) == ["a@2", "b@5"]
+    assert sorted(again.versions("a")) == [1, 2, 3, 4, 5]
+    assert again.version("b", 3).sha256 == registry.version("b", 3).sha256
+    assert again.lease("a", 4) is None  # loaded on demand
+
+
+def test_keep_versions_prunes_the_oldest(backbone, tmp_path):
+    registry = Registry(FolderStore(tmp_path), MultiTaskEngine(backbone), keep_versions=2)
+    registry.load()
+    for seed in range(3):
+        registry.upload("t", patch(backbone, "t", seed))
+    assert sorted(registry.versions("t")) == [2, 3]
+    registry.activate("t", 2)
+    registry.upload("t", patch(backbone, "t", 7))
+    assert sorted(registry.versions("t")) == [3, 4] and registry.active_version("t") == 4
+    assert sorted(p.name for p in (tmp_path / "t").glob("v*")) == [
+        "v3.safetensors",
+        "v4.safetensors",
+    ]
+    assert registry.engine.registered_keys() == ["t@4"]
+
+
+def test_version_numbers_are_claimed_exclusively(tmp_path):
+    store = FolderStore(tmp_path)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "v1.safetensors").write_bytes(b"taken by another writer")
+    assert store.add_version("t", b"mine") == 2
+    assert store.read("t", 1) == b"taken by another writer"
+    assert store.read("t", 2) == b"mine"
 
 
 def test_delete_rules_and_pointer_file(backbone, tmp_path):
     registry = fresh(backbone, tmp_path)
     registry.upload("t", patch(backbone, "t", 1))
     registry.upload("t", patch(backbone, "t", 2))
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(VersionActive, match="DELETE /tasks/t to remove"):
         registry.delete_version("t", 2)
-    assert err.value.status == 409
     registry.delete_version("t", 1)
     assert json.loads((tmp_path / "t" / "task.json").read_text()) == {
         "active": 2,

@@ -110,11 +110,11 @@ def test_upload_predict_version_rollback_delete(http, model, expected):
         http.post("/tasks/life/predict", json={"inputs": ITEMS}).json()["predictions"],
         expected(v1, ITEMS),
     )
-    assert http.get("/tasks/life/versions/2/patch").content == v2.to_bytes()
+    assert http.get("/tasks/life/versions/2/patch", headers=AUTH).content == v2.to_bytes()
     r = http.delete("/tasks/life/versions/1", headers=AUTH)
     assert r.status_code == 409 and "active" in r.json()["error"]["message"]
     assert http.delete("/tasks/life/versions/2", headers=AUTH).status_code == 200
-    info = http.get("/tasks/life").json()
+    info = http.get("/tasks/life", headers=AUTH).json()
     assert [v["version"] for v in info["versions"]] == [1] and info["active_version"] == 1
     assert put(http, "life", v2).json()["version"] == 3  # numbers are never reused
     assert http.delete("/tasks/life", headers=AUTH).status_code == 200
@@ -123,7 +123,7 @@ def test_upload_predict_version_rollback_delete(http, model, expected):
 
 def test_list_describe_and_ops(http, model):
     put(http, "listed", random_patch(model, "listed", 1, "mean", seed=3))
-    tasks = {t["task"]: t for t in http.get("/tasks").json()["tasks"]}
+    tasks = {t["task"]: t for t in http.get("/tasks", headers=AUTH).json()["tasks"]}
     assert tasks["listed"]["kind"] == "regression" and tasks["listed"]["active_version"] >= 1
     assert http.get("/healthz").json() == {"status": "ok"}
     assert http.get("/readyz").status_code == 200
@@ -173,7 +173,7 @@ def test_predict_errors(http, model):
 def test_upload_errors_keep_the_store_intact(http, model, tiny_roberta_dir):
     good = random_patch(model, "keep", 2, "mean", seed=5)
     put(http, "keep", good)
-    before = http.get("/tasks/keep").json()
+    before = http.get("/tasks/keep", headers=AUTH).json()
     error_of(put(http, "keep", good, headers={}), 401, "Bearer")
     error_of(put(http, "keep", good, headers={"Authorization": "Bearer wrong-token"}), 403)
     error_of(http.put("/tasks/keep/patch", content=b"x" * 70000, headers=AUTH), 413, "65536")
@@ -191,7 +191,7 @@ def test_upload_errors_keep_the_store_intact(http, model, tiny_roberta_dir):
     error_of(put(http, "keep", bad_head), 422, "head.weight")
     error_of(put(http, "UPPER", good), 422, "not valid")
     error_of(put(http, "a" * 65, good), 422, "not valid")
-    assert http.get("/tasks/keep").json() == before
+    assert http.get("/tasks/keep", headers=AUTH).json() == before
 
 
 def test_management_auth(http, model):
@@ -205,7 +205,7 @@ def test_management_auth(http, model):
         error_of(http.request(method, url), 401, "Bearer")
         error_of(http.request(method, url, headers={"Authorization": "Bearer nope-nope"}), 403)
     assert http.post("/tasks/authz/predict", json={"inputs": ["a"]}).status_code == 200
-    assert http.get("/tasks/authz").json()["active_version"] == 2
+    assert http.get("/tasks/authz", headers=AUTH).json()["active_version"] == 2
 
 
 def test_metrics_names(http, model):
@@ -351,8 +351,8 @@ def test_restart_keeps_tasks_versions_and_outputs(tiny_bert_dir, tmp_path, model
         put(http, "other", random_patch(model, "other", 1, "cls", seed=4), headers={})
         http.post("/tasks/keepme/versions/2/activate")
         before = (
-            http.get("/tasks").json(),
-            http.get("/tasks/keepme").json(),
+            http.get("/tasks", headers=AUTH).json(),
+            http.get("/tasks/keepme", headers=AUTH).json(),
             http.post("/tasks/keepme/predict", json={"inputs": ITEMS}).json(),
         )
     with (
@@ -360,8 +360,8 @@ def test_restart_keeps_tasks_versions_and_outputs(tiny_bert_dir, tmp_path, model
         httpx.Client(base_url=srv.url) as http,
     ):
         after = (
-            http.get("/tasks").json(),
-            http.get("/tasks/keepme").json(),
+            http.get("/tasks", headers=AUTH).json(),
+            http.get("/tasks/keepme", headers=AUTH).json(),
             http.post("/tasks/keepme/predict", json={"inputs": ITEMS}).json(),
         )
     assert after == before
@@ -383,16 +383,16 @@ def test_kill9_during_uploads_leaves_complete_versions(tiny_bert_dir, tmp_path, 
             ServerProcess(tiny_bert_dir, store, "--no-demo-patches") as again,
             httpx.Client(base_url=again.url) as http,
         ):
-            info = http.get("/tasks/crash").json()
+            info = http.get("/tasks/crash", headers=AUTH).json()
             for v in info["versions"]:
-                data = http.get(f"/tasks/crash/versions/{v['version']}/patch").content
+                data = http.get(f"/tasks/crash/versions/{v['version']}/patch", headers=AUTH).content
                 assert data in {p.to_bytes() for p in patches}
             reply = http.post("/tasks/crash/predict", json={"inputs": ITEMS}).json()
             served = next(
                 p
                 for p in patches
                 if p.to_bytes()
-                == http.get(f"/tasks/crash/versions/{reply['version']}/patch").content
+                == http.get(f"/tasks/crash/versions/{reply['version']}/patch", headers=AUTH).content
             )
             assert_same(reply["predictions"], expected(served, ITEMS))
 

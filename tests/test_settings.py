@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bitpatch.patches.backbone import KERNEL_CACHE_VARIABLES, bound_kernel_caches
+from bitpatch.patches.tuning import KERNEL_CACHE_VARIABLES, bound_kernel_caches
 from bitpatch.server.settings import Settings, add_settings_args, plan_workers, settings_from_args
 
 

@@ -22,8 +22,9 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..patches.backbone import DEFAULT_BACKBONE, cpu_has_bf16, fingerprint, resolve_source
+from ..patches.backbone import DEFAULT_BACKBONE, fingerprint, resolve_source
 from ..patches.patch_file import PatchFile
+from ..patches.tuning import cpu_has_bf16
 from .data import TaskData
 from .evaluate import evaluate_patch
 from .metrics import main_metric, score
@@ -278,6 +279,7 @@ def _to_patch(settings, data, model, trained, sha256, seconds, pct, n_train) -> 
         biases=trained_biases(model, trained),
         head_weight=model.head.weight.detach().float().cpu().clone(),
         head_bias=model.head.bias.detach().float().cpu().clone(),
+        inputs="text_pair" if any(ex.pair is not None for ex in data.train) else "text",
         trainer=recipe,
     )
 

@@ -1,0 +1,132 @@
+"""The HTTP edge: the one place where errors become status codes and JSON error bodies.
+
+Every answer that is not a success has the shape {"error": {"code": ..., "message": ...}}.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..patches.patch_file import PatchError
+from . import errors
+from .responses import OrjsonResponse
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.ServerError], int] = {
+    errors.InvalidRequest: 422,
+    errors.InvalidTaskName: 422,
+    errors.UnsupportedMediaType: 415,
+    errors.BodyTooLarge: 413,
+    errors.MissingToken: 401,
+    errors.WrongToken: 403,
+    errors.UnknownTask: 404,
+    errors.UnknownVersion: 404,
+    errors.VersionActive: 409,
+    errors.Overloaded: 503,
+    errors.NotReady: 503,
+}
+
+
+def status_of(err: Exception) -> int:
+    """The HTTP status a domain error (or a patch error) answers with."""
+    if isinstance(err, PatchError):
+        return 409 if err.code == "backbone_mismatch" else 422
+    for cls in type(err).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_response(status: int, code: str, message: str, headers=None) -> OrjsonResponse:
+    """The JSON error body."""
+    body = {"error": {"code": code, "message": message}}
+    return OrjsonResponse(body, status_code=status, headers=headers)
+
+
+def domain_error_response(err: errors.ServerError | PatchError) -> OrjsonResponse:
+    """A domain error as its HTTP answer."""
+    headers = getattr(err, "headers", None)
+    if isinstance(err, errors.MissingToken):
+        headers = {"WWW-Authenticate": "Bearer"}
+    return error_response(status_of(err), err.code, str(err), headers)
+
+
+def describe_validation(err: RequestValidationError) -> str:
+    """A readable sentence from pydantic's error list (path and query parameters)."""
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{where}: {e.get('msg')}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Domain, patch, validation and routing errors onto the one shape; anything else a 500."""
+
+    @app.exception_handler(errors.ServerError)
+    async def _domain(_: Request, err: errors.ServerError):
+        return domain_error_response(err)
+
+    @app.exception_handler(PatchError)
+    async def _patch(_: Request, err: PatchError):
+        return domain_error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, err: RequestValidationError):
+        return error_response(422, "invalid_request", describe_validation(err))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, err: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return error_response(err.status_code, code, str(err.detail), err.headers)
+
+    app.add_middleware(UnexpectedErrors)
+
+
+class UnexpectedErrors:
+    """ASGI middleware: an exception no handler knew becomes a logged JSON 500, and the
+    connection stays usable (the client gets a complete answer instead of a dropped socket)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as err:
+            log.exception("event=unexpected_error path=%s", scope.get("path"))
+            if started:
+                raise
+            body = orjson.dumps(
+                {
+                    "error": {
+                        "code": "internal_error",
+                        "message": f"the server failed on this request ({type(err).__name__}); "
+                        "it is logged - retry, and report it if it persists",
+                    }
+                }
+            )
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": body})

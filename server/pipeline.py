@@ -1,0 +1,88 @@
+"""The predict path after decoding, as named stages: lease -> tokenize -> batch -> (forward, on
+the inference workers) -> encode. One object owns the whole saga, so a failure at any stage
+gives back exactly what the earlier stages took."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from ..patches.encoding import EncodedRow, Item, encode_inputs
+from .batcher import Batcher
+from .errors import InvalidRequest
+from .predict_request import PredictCall
+from .registry import Lease, Registry
+
+PAIR_SHAPES = {"text": ("single texts", '"text"'), "text_pair": ("pairs", '["text", "text_pair"]')}
+LEASE_TRIES = 3  # a version evicted between loading it and leasing it is loaded again
+
+
+class PredictPipeline:
+    """Runs predict calls through the registry, the tokenizer pool and the batcher."""
+
+    def __init__(self, registry: Registry, batcher: Batcher, tokenize_threads: int = 2):
+        self.registry, self.batcher = registry, batcher
+        self.tokenizer = registry.engine.backbone.tokenizer
+        self.tokenize_pool = ThreadPoolExecutor(tokenize_threads, thread_name_prefix="tokenize")
+
+    async def predict(self, task: str, call: PredictCall) -> dict:
+        """The response body of one predict call."""
+        lease = await self.lease(task, call.version)
+        try:
+            check_inputs_fit(lease, call.inputs)
+            self.batcher.admit(len(call.inputs))
+        except BaseException:
+            self.registry.release(lease)
+            raise
+        try:
+            rows = await self.tokenize(lease, call.inputs)
+        except BaseException:
+            self.batcher.withdraw()
+            self.registry.release(lease)
+            raise
+        # the batcher gives the lease back once the rows are computed, even if this request
+        # is cancelled meanwhile (its rows may already be in a forward)
+        done = self.batcher.submit(lease, rows, on_done=lambda: self.registry.release(lease))
+        return encode(task, lease.version, await done)
+
+    async def lease(self, task: str, version: int | None) -> Lease:
+        """Pin the version; one that is stored but not resident is loaded off the event loop."""
+        for _ in range(LEASE_TRIES):
+            lease = self.registry.lease(task, version)
+            if lease is not None:
+                return lease
+            wanted = version if version is not None else self.registry.active_version(task)
+            await asyncio.to_thread(self.registry.make_resident, task, wanted)
+        raise RuntimeError(f"version {version} of {task!r} could not be kept resident")
+
+    async def tokenize(self, lease: Lease, inputs: list[Item]) -> list[EncodedRow]:
+        """Token ids of every input, on the tokenizer threads."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.tokenize_pool, encode_inputs, self.tokenizer, inputs, lease.head.max_length
+        )
+
+    def close(self) -> None:
+        """Stop the tokenizer threads."""
+        self.tokenize_pool.shutdown(wait=False)
+
+
+def check_inputs_fit(lease: Lease, inputs: list[Item]) -> None:
+    """A task that takes single texts refuses pairs, and the reverse (patch metadata 'inputs')."""
+    wants = lease.head.inputs
+    if not wants:
+        return
+    for i, item in enumerate(inputs):
+        is_pair = not isinstance(item, str)
+        if is_pair != (wants == "text_pair"):
+            sent = "a pair [text, text_pair]" if is_pair else "a single text"
+            takes, shape = PAIR_SHAPES[wants]
+            raise InvalidRequest(
+                f"inputs[{i}] is {sent}, but task {lease.task!r} takes {takes}; "
+                f"send each input as {shape}",
+                code="input_mismatch",
+            )
+
+
+def encode(task: str, version: int, predictions: list[dict]) -> dict:
+    """The predict response body."""
+    return {"task": task, "version": version, "predictions": predictions}

@@ -1,0 +1,103 @@
+"""Decode stage of predict: the body's bytes (already size-limited) into a checked call.
+
+Parsed with orjson and checked by hand, not through pydantic: the predict route runs this for
+every request, and each message says exactly which input is wrong and what to send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from ..patches.encoding import Item
+from .errors import InvalidRequest, UnsupportedMediaType
+
+PREDICT_SHAPE = '{"inputs": ["text" or ["text", "text_pair"], ...], "version": optional int}'
+FIELDS = ("inputs", "version")
+
+
+@dataclass(frozen=True)
+class PredictCall:
+    """What a predict request asks: its inputs and an optional pinned version."""
+
+    inputs: list[Item]
+    version: int | None
+
+
+def check_json_type(content_type: str | None) -> None:
+    """JSON bodies only (a missing Content-Type is read as JSON)."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Content-Type is {content_type!r}; send the body as JSON with "
+            f"'Content-Type: application/json': {PREDICT_SHAPE}"
+        )
+
+
+def parse_json(body: bytes) -> object:
+    """The body as JSON (UTF-8, no lone surrogates), or InvalidRequest saying what to send."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        reason = "not valid UTF-8" if "UTF-8" in str(err) else f"not valid JSON ({err})"
+        raise InvalidRequest(f"the body is {reason}; send UTF-8 JSON: {PREDICT_SHAPE}") from None
+
+
+def decode_predict(body: bytes, max_inputs: int, max_chars: int) -> PredictCall:
+    """Checked inputs and version of a predict body."""
+    value = parse_json(body)
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"the body must be a JSON object: {PREDICT_SHAPE}")
+    extra = sorted(set(value) - set(FIELDS))
+    if extra:
+        raise InvalidRequest(f"unknown field(s) {extra}; the body is {PREDICT_SHAPE}")
+    return PredictCall(
+        _inputs(value.get("inputs"), max_inputs, max_chars), _version(value.get("version"))
+    )
+
+
+def _inputs(inputs: object, max_inputs: int, max_chars: int) -> list[Item]:
+    if not isinstance(inputs, list) or not inputs:
+        shown = orjson.dumps(inputs).decode()[:60]
+        raise InvalidRequest(f"inputs must be a non-empty list, got {shown}: {PREDICT_SHAPE}")
+    if len(inputs) > max_inputs:
+        raise InvalidRequest(
+            f"{len(inputs)} inputs sent, at most {max_inputs} per request (--max-inputs); "
+            "split the request",
+            code="too_many_inputs",
+        )
+    for i, item in enumerate(inputs):
+        texts = [item] if isinstance(item, str) else item
+        if not _is_item(item):
+            shown = orjson.dumps(item).decode()[:80]
+            raise InvalidRequest(
+                f"inputs[{i}] must be a string or a pair [text, text_pair] of two strings; "
+                f"got {shown}"
+            )
+        for j, text in enumerate(texts):
+            if len(text) > max_chars:
+                where = f"inputs[{i}]" + (f"[{j}]" if len(texts) == 2 else "")
+                raise InvalidRequest(
+                    f"{where} has {len(text)} characters, at most {max_chars} "
+                    "(--max-input-chars); shorten it (the model reads only its first tokens)",
+                    code="input_too_long",
+                )
+    return inputs
+
+
+def _is_item(item: object) -> bool:
+    if isinstance(item, str):
+        return True
+    return isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)
+
+
+def _version(version: object) -> int | None:
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        shown = orjson.dumps(version).decode()[:40]
+        raise InvalidRequest(f"version must be an integer >= 1 (or left out), got {shown}")
+    return version

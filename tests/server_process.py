@@ -25,6 +25,7 @@ class ServerProcess:
 
     def __init__(self, backbone: Path | str, store: Path, *extra: str, env: dict | None = None):
         self.port = free_port()
+        self.store = store
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [
             sys.executable,

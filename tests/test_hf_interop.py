@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from bitpatch.cli import main as cli_main
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.engine import MultiTaskEngine
-from bitpatch.patches.hf_interop import export_patch, import_model
+from bitpatch.patches.hf_interop import export_patch, import_model, imported_task_name
 from bitpatch.patches.patch_file import PatchError, read_patch
 
 from tiny import random_patch
@@ -90,12 +90,8 @@ def test_cli_export_then_import(tiny_bert_dir, tmp_path):
             str(tmp_path / "hf"),
             "--out",
             str(tmp_path / "q.safetensors"),
-            "--task",
-            "cli",
             "--backbone",
             str(tiny_bert_dir),
-            "--max-length",
-            "40",
         ],
     ):
         with pytest.raises(SystemExit) as exit_info:
@@ -103,3 +99,11 @@ def test_cli_export_then_import(tiny_bert_dir, tmp_path):
         assert exit_info.value.code == 0
     back = read_patch(tmp_path / "q.safetensors", backbone.spec)
     torch.testing.assert_close(back.head_bias, patch.head_bias, atol=0, rtol=0)
+    assert (back.task, back.max_length) == ("cli", 40)  # as `export` recorded them
+
+
+def test_import_names_the_task_after_the_folder_without_a_record():
+    from transformers import BertConfig
+
+    assert imported_task_name(BertConfig(), "/models/My Intents_v2/") == "my-intents_v2"
+    assert imported_task_name(BertConfig(bitpatch_task="rte"), "/x/whatever") == "rte"

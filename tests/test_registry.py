@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 
 import pytest
@@ -137,3 +138,38 @@ def test_delete_rules_and_pointer_file(backbone, tmp_path):
     }
     registry.delete_task("t")
     assert not (tmp_path / "t").exists() and registry.tasks() == []
+
+
+class GatedStore(FolderStore):
+    """A folder store whose add_version waits at a gate: a slow disk or network."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.gate, self.entered = threading.Event(), threading.Event()
+        self.gate.set()
+
+    def add_version(self, task, data):
+        self.entered.set()
+        self.gate.wait(10)
+        return super().add_version(task, data)
+
+
+def test_leases_and_reads_never_wait_for_store_io(backbone, tmp_path):
+    store = GatedStore(tmp_path)
+    registry = Registry(store, MultiTaskEngine(backbone))
+    registry.load()
+    registry.upload("t", patch(backbone, "t", 1))
+    store.gate.clear()
+    store.entered.clear()
+    upload = threading.Thread(target=registry.upload, args=("t", patch(backbone, "t", 2)))
+    upload.start()
+    assert store.entered.wait(10)
+    started = time.monotonic()
+    lease = registry.lease("t")  # while the upload sits in the store's I/O
+    assert lease.version == 1 and sorted(registry.versions("t")) == [1]
+    registry.release(lease)
+    waited = time.monotonic() - started
+    store.gate.set()
+    upload.join()
+    assert waited < 5  # not the gate's 10 s: the lease did not queue behind the upload
+    assert registry.active_version("t") == 2

@@ -9,10 +9,23 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from .errors import MissingToken, WrongToken
 from .state import ServerState
+from .store import TASK_NAME
+
+# path parameters: the pattern documents valid names in the OpenAPI page (an invalid one gets
+# the InvalidTaskName answer, see server/edge.py)
+TaskName = Annotated[
+    str,
+    Path(
+        pattern=f"^{TASK_NAME.pattern}$",
+        description="1-64 of a-z 0-9 _ . -",
+        examples=["sentiment"],
+    ),
+]
+VersionNumber = Annotated[int, Path(ge=1, description="a stored version", examples=[1])]
 
 
 async def get_state(request: Request) -> ServerState:

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..patches.patch_file import PatchError
 from . import errors
+from .registry import invalid_task_name
 from .responses import OrjsonResponse
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return domain_error_response(err)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, err: RequestValidationError):
+    async def _validation(request: Request, err: RequestValidationError):
+        if any(tuple(e.get("loc", ()))[:2] == ("path", "task") for e in err.errors()):
+            return domain_error_response(invalid_task_name(request.path_params.get("task", "")))
         return error_response(422, "invalid_request", describe_validation(err))
 
     @app.exception_handler(HTTPException)

@@ -75,10 +75,15 @@ def engine_key(task: str, version: int) -> str:
 def check_task_name(task: str) -> None:
     """InvalidTaskName unless the name could be stored."""
     if not valid_task_name(task):
-        raise InvalidTaskName(
-            f"task name {task!r} is not valid: use 1-64 characters from a-z, 0-9, "
-            "'_', '.', '-', starting with a letter or digit"
-        )
+        raise invalid_task_name(task)
+
+
+def invalid_task_name(task: str) -> InvalidTaskName:
+    """The error for a name that could never be stored, saying what a valid one is."""
+    return InvalidTaskName(
+        f"task name {task!r} is not valid: use 1-64 characters from a-z, 0-9, "
+        "'_', '.', '-', starting with a letter or digit"
+    )
 
 
 class Registry:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from ..patches.patch_file import PatchError
 from .bodies import read_limited
-from .deps import PredictAuth, StateDep
+from .deps import PredictAuth, StateDep, TaskName
 from .edge import status_of
 from .errors import ServerError
 from .predict_request import check_json_type, decode_predict
@@ -32,7 +32,7 @@ BODY_SCHEMA = {
     dependencies=[PredictAuth],
     openapi_extra=BODY_SCHEMA,
 )
-async def predict(task: str, request: Request, state: StateDep):
+async def predict(task: TaskName, request: Request, state: StateDep):
     """Predict with the task's active (or a named) version; inputs are texts or [text, pair]."""
     started = time.perf_counter()
     pipeline = state.ready()

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from ..patches.patch_file import PatchError
 from .bodies import read_limited
-from .deps import AdminAuth, ReaderAuth, StateDep
+from .deps import AdminAuth, ReaderAuth, StateDep, TaskName, VersionNumber
 from .errors import InvalidRequest, UnsupportedMediaType
 from .registry import Registry, VersionInfo, check_task_name
 from .schemas import TaskPublic, TasksPublic, UploadPublic, VersionPublic
@@ -68,10 +68,22 @@ def _version_public(info: VersionInfo, active: bool) -> VersionPublic:
     )
 
 
+PATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
 @router.put(
-    "/tasks/{task}/patch", status_code=201, response_model=UploadPublic, dependencies=[AdminAuth]
+    "/tasks/{task}/patch",
+    status_code=201,
+    response_model=UploadPublic,
+    dependencies=[AdminAuth],
+    openapi_extra=PATCH_BODY,
 )
-async def upload_patch(task: str, request: Request, response: Response, state: StateDep):
+async def upload_patch(task: TaskName, request: Request, response: Response, state: StateDep):
     """Upload a bitpatch/1 file: a new immutable version that becomes active (200 if known)."""
     registry = state.ready().registry
     check_task_name(task)
@@ -112,7 +124,7 @@ async def list_tasks(state: StateDep):
 
 
 @router.get("/tasks/{task}", response_model=TaskPublic, dependencies=[ReaderAuth])
-async def get_task(task: str, state: StateDep):
+async def get_task(task: TaskName, state: StateDep):
     """One task: metadata of the active version and every stored version."""
     registry = state.ready().registry
     return _task_public(registry, task, True)
@@ -121,7 +133,7 @@ async def get_task(task: str, state: StateDep):
 @router.post(
     "/tasks/{task}/versions/{version}/activate", response_model=TaskPublic, dependencies=[AdminAuth]
 )
-async def activate(task: str, version: int, state: StateDep):
+async def activate(task: TaskName, version: VersionNumber, state: StateDep):
     """Make a stored version active (rollback or roll forward)."""
     registry = state.ready().registry
     await run_in_threadpool(registry.activate, task, version)
@@ -131,7 +143,7 @@ async def activate(task: str, version: int, state: StateDep):
 
 
 @router.get("/tasks/{task}/versions/{version}/patch", dependencies=[ReaderAuth])
-async def download(task: str, version: int, state: StateDep):
+async def download(task: TaskName, version: VersionNumber, state: StateDep):
     """The stored patch file of one version."""
     registry = state.ready().registry
     registry.version(task, version)
@@ -144,7 +156,7 @@ async def download(task: str, version: int, state: StateDep):
 
 
 @router.delete("/tasks/{task}/versions/{version}", dependencies=[AdminAuth])
-async def delete_version(task: str, version: int, state: StateDep):
+async def delete_version(task: TaskName, version: VersionNumber, state: StateDep):
     """Delete a version that is not active (409 for the active one)."""
     registry = state.ready().registry
     await run_in_threadpool(registry.delete_version, task, version)
@@ -153,7 +165,7 @@ async def delete_version(task: str, version: int, state: StateDep):
 
 
 @router.delete("/tasks/{task}", dependencies=[AdminAuth])
-async def delete_task(task: str, state: StateDep):
+async def delete_task(task: TaskName, state: StateDep):
     """Delete a task and all its versions."""
     registry = state.ready().registry
     await run_in_threadpool(registry.delete_task, task)

@@ -47,7 +47,6 @@ COPY cli ./cli
 COPY patches ./patches
 COPY server ./server
 COPY trainer ./trainer
-COPY bench ./bench
 COPY docker/entrypoint.sh /usr/local/bin/bitpatch-entrypoint
 RUN pip install --no-deps . \
  && useradd --system --uid 10001 --create-home bitpatch \

@@ -1,22 +1,29 @@
-"""`python -m bitpatch.bench.alt_server --design {bitpatch,swap,copies} [serve flags]`."""
+"""`python -m bench.alt_server --design {bitpatch,swap,copies} [serve flags]`: one of the
+designs of bench/designs.py behind bitpatch's own HTTP layer (create_app's engine seam)."""
 
 from __future__ import annotations
 
 import argparse
 
-from bitpatch.server.main import serve
+import uvicorn
+
+from bitpatch.server.app import create_app
+from bitpatch.server.logs import configure_logging
 from bitpatch.server.settings import add_settings_args, settings_from_args
 
 from .designs import DESIGNS
 
 
 def main() -> None:
-    """Serve one design through bitpatch's own HTTP layer."""
+    """Serve one design."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--design", choices=sorted(DESIGNS), default="bitpatch")
+    parser.add_argument("--design", choices=sorted(DESIGNS), default="bitpatch", help="engine")
     add_settings_args(parser)
     args = parser.parse_args()
-    serve(settings_from_args(args), DESIGNS[args.design])
+    settings = settings_from_args(args)
+    configure_logging(settings.log_level)
+    app = create_app(settings, DESIGNS[args.design])
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

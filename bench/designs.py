@@ -1,9 +1,9 @@
 """The designs users would otherwise build, as engines the same HTTP server can run.
 
 (a) `CopiesEngine`: one full model copy per task, each row group run by its task's copy.
-(b) `SwapPerRequestEngine`: one model; per request, copy its task's biases into the model
-    under a lock, then run it. `SwapEngine` is the smarter variant that swaps once per task
-    group of a batch.
+(b) `SwapEngine`: one model; for each task group of a batch, copy that task's biases into the
+    model under a lock, then run the group (swapping once per request, as users often write
+    it, is slower still; `bench micro` measures it offline).
 """
 
 from __future__ import annotations
@@ -17,28 +17,25 @@ from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.patch_file import PatchFile
 
 
-def _groups(keys: list[str], requests: list[int] | None, per_request: bool):
-    """Row indices per task (or per request), each group with its task key."""
-    groups: dict[tuple, list[int]] = {}
+def _groups(keys: list[str]) -> list[tuple[str, list[int]]]:
+    """Row indices per task, each group with its task key."""
+    groups: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
-        owner = requests[i] if per_request and requests is not None else None
-        groups.setdefault((key, owner), []).append(i)
-    return [(key, rows) for (key, _), rows in groups.items()]
+        groups.setdefault(key, []).append(i)
+    return list(groups.items())
 
 
 class _GroupedEngine(MultiTaskEngine):
     """Keeps MultiTaskEngine's registry and heads; runs one forward per task group."""
 
-    per_request = False
-
     def _run_group(self, key: str, inputs: dict[str, torch.Tensor]):
         raise NotImplementedError
 
-    def forward_by_task(self, batch, keys, requests=None):
+    def forward_by_task(self, batch, keys):
         state = self.state
         pooled_rows = [None] * len(keys)
         with torch.inference_mode():
-            for key, rows in _groups(keys, requests, self.per_request):
+            for key, rows in _groups(keys):
                 sub = {k: v[rows].to(self.backbone.device) for k, v in batch.items()}
                 out = self._run_group(key, sub)
                 pooled = self._pool(out, sub["attention_mask"], [state.heads[key]] * len(rows))
@@ -69,12 +66,6 @@ class SwapEngine(_GroupedEngine):
             return self.backbone.model(**inputs)
 
 
-class SwapPerRequestEngine(SwapEngine):
-    """Design (b) as users write it: per request, lock, copy its task's biases in, run."""
-
-    per_request = True
-
-
 class CopiesEngine(_GroupedEngine):
     """Design (a): a full copy of the backbone per task, biases set in."""
 
@@ -102,6 +93,5 @@ class CopiesEngine(_GroupedEngine):
 DESIGNS = {
     "bitpatch": MultiTaskEngine,
     "swap": SwapEngine,
-    "swap-per-request": SwapPerRequestEngine,
     "copies": CopiesEngine,
 }

@@ -17,10 +17,11 @@ import torch
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.engine import MultiTaskEngine
 
+from .launcher import ServerProcess
 from .micro import random_patches
 from .offline import _batches, _throughput, row_forward_ms
 from .server_bench import TRAFFIC, load
-from .servers import BenchServer, PatchSource
+from .servers import PatchSource
 from .workload import mixed_inputs
 
 DEVICE = "cuda"  # a module setting, so the suite's logic can be smoke-run on a CPU
@@ -110,11 +111,12 @@ def gpu_server(clients: tuple[int, ...], seconds: float, max_batch: int, *extra:
     """`bitpatch serve --device cuda` under closed-loop load: single, mixed 16 and mixed 256
     tasks at each client count; GPU memory with 0, 256 and 1,256 patches; one client."""
     source = PatchSource()
-    flags = ("--device", DEVICE, "--max-batch-size", str(max_batch), *extra)
+    flags = ("--device", DEVICE, "--max-batch-size", str(max_batch), "--no-demo-patches")
+    flags += ("--log-level", "warning", "--max-queue", "100000", *extra)
     out: dict = {"max_batch_size": max_batch, "gpu_memory_mb": {}}
     with (
         tempfile.TemporaryDirectory(prefix="bitpatch-gpu-") as tmp,
-        BenchServer(Path(tmp) / "store", "bitpatch", "auto", *flags) as server,
+        ServerProcess("default", Path(tmp) / "store", *flags, dtype="auto") as server,
     ):
         out["cold_start_s"] = server.ready_seconds
         memory = out["gpu_memory_mb"]

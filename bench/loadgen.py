@@ -45,6 +45,7 @@ class LoadResult:
             "p50_ms": float(np.percentile(lat, 50)),
             "p95_ms": float(np.percentile(lat, 95)),
             "p99_ms": float(np.percentile(lat, 99)),
+            "max_ms": float(lat.max()),
             "client_cores": self.client_cpu / self.seconds,
         }
 

@@ -129,39 +129,6 @@ def queue_batches(rows: list[dict], batch_size: int = 32, queue_rows: int = 96) 
     return batches
 
 
-def batch_mix(dtype: str, n_inputs: int, rounds: int = 3) -> dict:
-    """The packed engine, 2 forwards at once, on the same inputs batched three ways: whole set
-    sorted by length (the ceiling's batches), as the server's queue allows, arrival order."""
-    backbone = load_backbone("default", dtype=dtype, device="cpu")
-    engine = MultiTaskEngine(backbone)
-    for i, patch in enumerate(random_patches(backbone, 16)):
-        engine.register(f"t{i}", patch)
-    rows = encode_inputs(backbone.tokenizer, mixed_inputs(n_inputs, seed=1), 128)
-    by_length = sorted(rows, key=lambda r: len(r["input_ids"]))
-    mixes = {
-        "sorted": [by_length[i : i + 32] for i in range(0, len(rows), 32)],
-        "server queue": queue_batches(rows),
-        "arrival": [rows[i : i + 32] for i in range(0, len(rows), 32)],
-    }
-    pad = backbone.tokenizer.pad_token_id
-    batches = {name: [collate(b, pad) for b in mix] for name, mix in mixes.items()}
-
-    def run(batch):
-        engine.forward(batch, [f"t{i % 16}" for i in range(len(batch["input_ids"]))])
-
-    out = {name: {"fill": _fill(b), "sequences_per_s": []} for name, b in batches.items()}
-    for _ in range(rounds):  # interleaved, so drift hits every mix alike
-        for name, b in batches.items():
-            out[name]["sequences_per_s"].append(_throughput(run, b, 2)["sequences_per_s"])
-    return out
-
-
-def _fill(batches) -> float:
-    """Real tokens / padded tokens."""
-    real = sum(int(b["attention_mask"].sum()) for b in batches)
-    return real / sum(b["attention_mask"].numel() for b in batches)
-
-
 def synthetic_rows(lengths: list[int], tokenizer, seed: int = 0) -> list[dict]:
     """Rows of exactly these token lengths ([CLS] random words [SEP]); the forward's cost
     depends on the lengths only."""
@@ -212,3 +179,9 @@ def replay(dtype: str, recorded: list[dict], rounds: int = 2) -> dict:
         "fill": _fill(batches),
         "server_ms_per_forward": statistics.mean(b["forward_ms"] for b in recorded),
     }
+
+
+def _fill(batches) -> float:
+    """Real tokens / padded tokens."""
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    return real / sum(b["attention_mask"].numel() for b in batches)

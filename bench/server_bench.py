@@ -12,9 +12,13 @@ from pathlib import Path
 
 import httpx
 
+from bitpatch.server.store_folder import FolderStore
+
+from .launcher import ServerProcess
 from .loadgen import LoadResult, run_load
 from .offline import ceiling, replay, single_row_ms
-from .servers import BenchServer, PatchSource, batch_summary, recent_batches, server_stats
+from .report import UPLOADS_PER_S
+from .servers import PatchSource, batch_summary, recent_batches, server_stats
 from .workload import mixed_inputs
 
 
@@ -60,6 +64,13 @@ class BenchConfig:
 INPUTS = mixed_inputs(4096, seed=3)
 
 
+def bench_server(store: Path, cfg: BenchConfig, *flags: str, design: str | None = None):
+    """`bitpatch serve` (or a design's engine) on the default backbone, empty store, deep
+    queue."""
+    extra = ("--no-demo-patches", "--log-level", "warning", "--max-queue", "100000", *flags)
+    return ServerProcess("default", store, *extra, dtype=cfg.dtype, design=design)
+
+
 def request_maker(n_tasks: int, max_inputs: int = 4):
     """make_request(rng) for the load generator: a random task, 1..max_inputs GLUE inputs."""
 
@@ -103,7 +114,7 @@ def traffic_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict
     stats = {name: [] for name, _ in TRAFFIC}
     per_round = {name: [] for name, _ in TRAFFIC}  # inputs/s of each round
     forwards: list[dict] = []  # the server's mixed-16 forwards (row lengths), for the replay
-    with BenchServer(root / "traffic", "bitpatch", cfg.dtype) as server:
+    with bench_server(root / "traffic", cfg) as server:
         source.upload(server.url, 256)
         _warm_up(server.url, cfg)
         for r in range(rounds):  # each scenario takes each position in the order equally often
@@ -136,12 +147,11 @@ def mean_by_key(parts: list[dict]) -> dict:
     return {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]}
 
 
-# scenario -> (engine, serve flags). Designs (b) and (b') hold a lock around each forward, so
-# they run with one worker (all cores per forward), their best configuration.
+# scenario -> (engine, serve flags). Design (b) holds a lock around each forward, so it runs
+# with one worker (all cores per forward), its best configuration.
 DESIGN_SERVERS = {
-    "padded": ("bitpatch", ("--forward", "padded")),
-    "workers1": ("bitpatch", ("--workers", "1")),
-    "swap-per-request": ("swap-per-request", ("--workers", "1")),
+    "padded": (None, ("--forward", "padded")),
+    "workers1": (None, ("--workers", "1")),
     "swap": ("swap", ("--workers", "1")),
     "copies": ("copies", ()),
 }
@@ -151,7 +161,7 @@ def design_scenarios(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
     """Designs (a) full copies and (b) bias swapping, 16 tasks, same HTTP layer and load."""
     out = {}
     for design, (engine, flags) in DESIGN_SERVERS.items():
-        with BenchServer(root / design, engine, cfg.dtype, *flags) as server:
+        with bench_server(root / design, cfg, *flags, design=engine) as server:
             base_rss = server.rss_mb()
             source.upload(server.url, 1)
             rss_1 = server.rss_mb()
@@ -167,7 +177,7 @@ def memory_and_cold_start(cfg: BenchConfig, source: PatchSource, root: Path) -> 
     """RSS with 1/100/1000 patches registered over REST; time to ready, empty and full store."""
     store = root / "memory"
     out = {"rss_mb": {}}
-    with BenchServer(store, "bitpatch", cfg.dtype) as server:
+    with bench_server(store, cfg) as server:
         out["cold_start_empty_s"] = server.ready_seconds
         out["rss_mb"]["0"] = server.rss_mb()
         done = 0
@@ -175,23 +185,36 @@ def memory_and_cold_start(cfg: BenchConfig, source: PatchSource, root: Path) -> 
             out["upload_s_each"] = source.upload(server.url, count - done, start=done)
             done = count
             out["rss_mb"][str(count)] = server.rss_mb()
-    with BenchServer(store, "bitpatch", cfg.dtype) as server:
+    with bench_server(store, cfg) as server:
         out[f"cold_start_{done}_s"] = server.ready_seconds
         out[f"rss_after_restart_{done}_mb"] = server.rss_mb()
+    out["stored_versions"] = stored_versions(cfg, source, root / "versions")
     return out
 
 
+def stored_versions(cfg: BenchConfig, source: PatchSource, root: Path) -> dict[str, float]:
+    """Start-up RSS of a server whose store holds 1, then N versions of one task (written
+    into the folder store directly, as a long-lived deployment accumulates them)."""
+    store, rss, written = FolderStore(root / "store"), {}, 0
+    for count in (1, 200) if cfg.quick else (1, 2000):
+        for seed in range(written, count):
+            store.add_version("t0", source.patch_bytes("t0", seed))
+        store.set_active("t0", count)
+        written = count
+        with bench_server(root / "store", cfg) as server:
+            rss[str(count)] = server.rss_mb()
+    return rss
+
+
 def hot_swap(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
-    """The same load with and without a new version uploaded every second."""
+    """The same load with and without new versions uploaded at UPLOADS_PER_S."""
     out = {}
-    with BenchServer(root / "swap-under-load", "bitpatch", cfg.dtype) as server:
+    with bench_server(root / "swap-under-load", cfg) as server:
         source.upload(server.url, 16)
         _warm_up(server.url, cfg)
         out["without_uploads"] = load(server.url, 16, cfg.clients, cfg.swap_seconds)
         stop, uploads = threading.Event(), []
-        thread = threading.Thread(
-            target=_upload_every_second, args=(server.url, source, stop, uploads)
-        )
+        thread = threading.Thread(target=_upload_steadily, args=(server.url, source, stop, uploads))
         thread.start()
         out["with_uploads"] = load(server.url, 16, cfg.clients, cfg.swap_seconds)
         stop.set()
@@ -201,17 +224,17 @@ def hot_swap(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
     return out
 
 
-def _upload_every_second(url: str, source: PatchSource, stop: threading.Event, log: list):
-    seed = 10_000
+def _upload_steadily(url: str, source: PatchSource, stop: threading.Event, log: list):
+    """PUT a new version of one of the 16 tasks every 1/UPLOADS_PER_S seconds until stopped."""
+    seed, interval = 10_000, 1.0 / UPLOADS_PER_S
+    bodies = {s: source.patch_bytes(f"t{s % 16}", s) for s in range(seed, seed + 64)}
     with httpx.Client(base_url=url, timeout=30) as http:
         while not stop.is_set():
             started = time.perf_counter()
-            task = f"t{seed % 16}"
-            log.append(
-                http.put(f"/tasks/{task}/patch", content=source.patch_bytes(task, seed)).status_code
-            )
+            body = bodies.get(seed) or source.patch_bytes(f"t{seed % 16}", seed)
+            log.append(http.put(f"/tasks/t{seed % 16}/patch", content=body).status_code)
             seed += 1
-            stop.wait(max(0.0, 1.0 - (time.perf_counter() - started)))
+            stop.wait(max(0.0, interval - (time.perf_counter() - started)))
 
 
 def run_all(cfg: BenchConfig) -> dict:

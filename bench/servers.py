@@ -1,78 +1,14 @@
-"""Starting benchmark servers as real processes and feeding them patches."""
+"""Reading a benchmark server's statistics and feeding it patches."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
 from bitpatch.patches.backbone import load_backbone
 
 from .micro import random_patches
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class BenchServer:
-    """A `bitpatch serve` (or alternative design) process on 127.0.0.1."""
-
-    def __init__(
-        self, store: Path, design="bitpatch", dtype="auto", *extra: str, env: dict | None = None
-    ):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        flags = f"--design {design} --store {store} --port {self.port} --dtype {dtype} "
-        flags += "--no-demo-patches --log-level warning --max-queue 100000"
-        self.args = [sys.executable, "-m", "bitpatch.bench.alt_server", *flags.split(), *extra]
-        self.proc: subprocess.Popen | None = None
-        self.ready_seconds = 0.0
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-
-    def start(self, timeout: float = 300) -> BenchServer:
-        """Launch; block until /readyz is 200; record how long that took."""
-        started = time.perf_counter()
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL)
-        while time.perf_counter() - started < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    self.ready_seconds = time.perf_counter() - started
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("server not ready")
-
-    def rss_mb(self) -> float:
-        """Resident memory of the server process."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        """SIGTERM and wait."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(60)
-
-    def __enter__(self) -> BenchServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
 
 STAT_SERIES = (
     "bitpatch_batch_rows",

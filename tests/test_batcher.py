@@ -114,7 +114,7 @@ def test_pick_rows_keeps_the_oldest_and_its_nearest_lengths():
 
 
 def test_bench_queue_batches_take_every_row_once():
-    from bitpatch.bench.offline import queue_batches
+    from bench.offline import queue_batches
 
     rows = [{"input_ids": [0] * n} for n in [5, 9, 30, 6, 31, 8, 12, 29, 7, 10] * 13]
     batches = queue_batches(rows, batch_size=8, queue_rows=24)
@@ -124,7 +124,7 @@ def test_bench_queue_batches_take_every_row_once():
 
 
 def test_bench_replay_rows_have_the_recorded_lengths(engine):
-    from bitpatch.bench.offline import synthetic_rows
+    from bench.offline import synthetic_rows
 
     tokenizer = engine.backbone.tokenizer
     lengths = [2, 3, 17, 128, 5]

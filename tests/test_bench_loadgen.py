@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from bitpatch.bench.loadgen import run_load
-from bitpatch.bench.server_bench import first_requests, request_maker
+from bench.loadgen import run_load
+from bench.server_bench import first_requests, request_maker
 
 
 async def _recording_server(bodies: list[dict]) -> asyncio.Server:

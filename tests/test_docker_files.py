@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from server_process import ServerProcess, free_port
+from bench.launcher import ServerProcess, free_port
 from tiny import make_model, random_patch
 
 ROOT = Path(__file__).resolve().parents[1]

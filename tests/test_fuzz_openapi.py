@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server_process import ServerProcess
+from bench.launcher import ServerProcess
 from tiny import make_model, random_patch
 
 TOKEN = "fuzz-admin-token"

@@ -19,7 +19,7 @@ from bitpatch.patches.patch_file import read_patch
 from bitpatch.trainer.evaluate import evaluate_patch
 from bitpatch.trainer.train import train
 
-from server_process import ServerProcess
+from bench.launcher import ServerProcess
 from test_engine import TASK_SHAPES, mixed_rows, reference_logits, run_mixed
 from test_server_api import ITEMS, Expected, assert_same
 from test_trainer import settings_for, toy_sentiment

@@ -16,7 +16,7 @@ from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.outputs import to_prediction
 
-from server_process import ServerProcess
+from bench.launcher import ServerProcess
 from tiny import make_model, random_patch, random_sentence
 
 TOKEN = "admin-token-123"

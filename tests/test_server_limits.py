@@ -10,7 +10,7 @@ import httpx
 import pytest
 import torch
 
-from server_process import ServerProcess
+from bench.launcher import ServerProcess
 from tiny import make_model, random_patch
 
 ADMIN = "admin-token-123"

@@ -1,4 +1,5 @@
-"""A real `bitpatch serve` process on 127.0.0.1 with a random port, for API tests."""
+"""A real `bitpatch serve` process on 127.0.0.1 with a random port: the one launcher of the
+tests and the benchmarks (`design` serves an alternative engine, see bench/designs.py)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,23 @@ def free_port() -> int:
 class ServerProcess:
     """Starts the server as a subprocess and waits for /readyz; `url` and `client` once up."""
 
-    def __init__(self, backbone: Path | str, store: Path, *extra: str, env: dict | None = None):
+    def __init__(
+        self,
+        backbone: Path | str,
+        store: Path,
+        *extra: str,
+        env: dict | None = None,
+        dtype: str = "float32",
+        design: str | None = None,
+    ):
         self.port = free_port()
         self.store = store
         self.url = f"http://127.0.0.1:{self.port}"
+        command = ["bench.alt_server", "--design", design] if design else ["bitpatch", "serve"]
         self.args = [
             sys.executable,
             "-m",
-            "bitpatch",
-            "serve",
+            *command,
             "--backbone",
             str(backbone),
             "--store",
@@ -39,32 +48,42 @@ class ServerProcess:
             "--port",
             str(self.port),
             "--dtype",
-            "float32",
-            "--max-wait-ms",
-            "2",
+            dtype,
             *extra,
         ]
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        root = str(Path(__file__).resolve().parents[1])  # the repo, where `bench` is
+        path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path, **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.ready_seconds = 0.0
         self.log = store.parent / f"server-{self.port}.log"
 
     def start(self, timeout: float = 120) -> ServerProcess:
         """Launch and block until ready (or fail with the server's log)."""
+        self.store.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.log, "w")  # noqa: SIM115 - kept open for the process' life
+        started = time.monotonic()
         self.proc = subprocess.Popen(
             self.args, env=self.env, stdout=self._handle, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    self.ready_seconds = time.monotonic() - started
                     return self
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise TimeoutError(f"server not ready in {timeout}s:\n{self.logs()}")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
 
     def logs(self) -> str:
         """What the server printed."""

@@ -31,10 +31,10 @@ def gpu_ceiling(batch_sizes: tuple[int, ...], n_inputs: int, dtype: str = "auto"
     """Sequences/s of the bare forward and the engine (packed, padded; 16 tasks mixed) per
     batch size, GLUE inputs in arrival order, each forward waited for (as the server does).
 
-    Each variant runs the batches twice: `first` (session 8 saw first-shape costs of tens of ms
-    on an H100) and `repeat`, the steady state. `packed, no cuDNN attention` (what the server
-    runs on CUDA since session 8) runs before the others, so its first pass meets every shape
-    first; the others run with PyTorch's default attention kernels (cuDNN on Hopper)."""
+    Each variant runs the batches twice: `first` (a new shape can cost tens of ms on an H100)
+    and `repeat`, the steady state. `packed, no cuDNN attention` (what the server runs on CUDA)
+    runs before the others, so its first pass meets every shape first; the others run with
+    PyTorch's default attention kernels (cuDNN on Hopper)."""
     bare = load_backbone("default", dtype=dtype, device=DEVICE)
     engines = {
         packed: MultiTaskEngine(load_backbone("default", dtype, DEVICE), packed)

@@ -176,7 +176,7 @@ def _ceiling_row(dtype: str, what: str, order: str, cell: dict) -> str:
 
 def round_ratio(r: dict, scenario: str) -> tuple[float, float, int] | None:
     """Mean and standard error over rounds of `scenario` / single-task throughput, each round
-    paired with the single-task round of the same rotation (None before session 8's runs)."""
+    paired with the single-task round of the same rotation (None for a single round)."""
     single = r["traffic"]["single"].get("rounds_inputs_per_s", [])
     other = r["traffic"][scenario].get("rounds_inputs_per_s", [])
     if len(single) < 2:

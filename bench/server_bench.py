@@ -1,4 +1,4 @@
-"""The full harness (issue: performance): every figure of docs/BENCHMARKS.md in one run."""
+"""`python -m bench server`: every server figure of docs/BENCHMARKS.md in one run."""
 
 from __future__ import annotations
 
@@ -43,11 +43,10 @@ class BenchConfig:
 
     @property
     def traffic_round_seconds(self) -> float:
-        """Length of one round of each traffic scenario. Session 8: the mixed / single ratio
-        moves by up to +-0.12 from round to round on this host, so full runs split each
-        scenario's `seconds` into 6 rounds (3 before) and report the ratio's standard error
-        over rounds; 6 rounds of 5 s made the whole run 40 s longer, too close to the
-        15-minute budget."""
+        """Length of one round of each traffic scenario. The mixed / single ratio moves by up
+        to +-0.12 from round to round on a shared 2-core host, so full runs split each
+        scenario's `seconds` into TRAFFIC_ROUNDS interleaved rounds and report the ratio's
+        standard error over rounds."""
         return self.seconds if self.quick else self.seconds / TRAFFIC_ROUNDS
 
     @property

@@ -33,7 +33,7 @@ class _TokenBiases:
 
     One task: the (dim,) bias goes into the fused op. Several: `out += onehot @ table`, a
     (N, U) x (U, dim) product accumulated in place; gathering an (N, dim) bias per layer
-    instead cost up to 75% more per Linear in float32 (bench note in docs/BENCHMARKS.md).
+    instead cost up to 75% more per Linear in float32.
     """
 
     def __init__(self, tasks: RowTasks, token_row: torch.Tensor, dtype: torch.dtype):

@@ -115,7 +115,9 @@ def test_entrypoint_serves_demo_patches(tmp_path):
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        tasks = {t["task"] for t in httpx.get(f"{url}/tasks").json()["tasks"]}
+        assert httpx.get(f"{url}/tasks").status_code == 401  # reads need the token too
+        auth = {"Authorization": "Bearer entrypoint-token"}
+        tasks = {t["task"] for t in httpx.get(f"{url}/tasks", headers=auth).json()["tasks"]}
         assert {"sentiment", "paraphrase", "similarity"} <= tasks
         reply = httpx.post(
             f"{url}/tasks/sentiment/predict",

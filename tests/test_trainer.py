@@ -76,7 +76,7 @@ class Interrupted(Exception):
 
 
 class InterruptAfterEpoch(TrainerCallback):
-    """Stands in for a run killed at the end of a session, right after an epoch checkpoint."""
+    """Stands in for a run that was killed right after an epoch checkpoint."""
 
     def on_save(self, args, state, control, **kwargs):
         if state.epoch >= 2:

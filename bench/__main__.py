@@ -39,7 +39,9 @@ def main() -> None:
     elif args.suite == "gpu":
         from .gpu import run_gpu
 
-        save(args.out, "gpu.json", run_gpu(args.quick))
+        results = run_gpu(args.quick)
+        print(json.dumps(results, indent=1))
+        save(args.out, "gpu.json", results)
     else:
         from .report import markdown, plot
         from .server_bench import BenchConfig, run_all
@@ -52,12 +54,10 @@ def main() -> None:
 
 
 def save(folder: Path | None, name: str, results: dict) -> None:
-    """Print the results as JSON and write them under `folder`."""
-    text = json.dumps(results, indent=1)
-    print(text)
+    """Write the results as JSON under `folder` (if given)."""
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
+        (folder / name).write_text(json.dumps(results, indent=1))
 
 
 main()

@@ -227,3 +227,29 @@ def test_results_table_from_saved_runs(tmp_path):
     assert "| BitFit | 61.3 ± 1.2 (n=3) |" in table(runs)
     assert "| BitFit | 2.0 (n=1) | - |" in minutes_table(runs)
     assert "| BitFit | 0.5 (n=1) | - |" in minutes_table(runs, gpu=True)
+
+
+def test_cli_train_push_uses_the_environment_token(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    from bench.launcher import ServerProcess
+
+    data = toy_sentiment(seed=3)
+    lines = [json.dumps({"text": e.text, "label": e.label}) for e in data.train + data.dev]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines))
+    argv = ["train", "--file", str(tmp_path / "d.jsonl"), "--backbone", str(tiny_bert_dir)]
+    argv += ["--out", str(tmp_path / "p.safetensors"), "--epochs", "1", "--task", "pushed"]
+    token = "train-push-token"
+    store = tmp_path / "store"
+    with ServerProcess(tiny_bert_dir, store, "--no-demo-patches", "--admin-token", token) as srv:
+        with pytest.raises(SystemExit) as refused:
+            cli_main([*argv, "--push", srv.url])
+        assert refused.value.code == 1
+        err = capsys.readouterr().err
+        assert "401" in err and "Traceback" not in err
+        monkeypatch.setenv("BITPATCH_ADMIN_TOKEN", token)
+        with pytest.raises(SystemExit) as pushed:
+            cli_main([*argv, "--push", srv.url])
+        assert pushed.value.code == 0
+        reply = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert reply["task"] == "pushed" and reply["version"] == 1
+        assert reply["created"] is True
+    assert read_patch(tmp_path / "p.safetensors").inputs == "text"  # trained on single texts

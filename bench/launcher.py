@@ -4,6 +4,7 @@ tests and the benchmarks (`design` serves an alternative engine, see bench/desig
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,11 +28,12 @@ class ServerProcess:
     def __init__(
         self,
         backbone: Path | str,
-        store: Path,
+        store: Path | str,
         *extra: str,
         env: dict | None = None,
         dtype: str = "float32",
         design: str | None = None,
+        log_dir: Path | None = None,
     ):
         self.port = free_port()
         self.store = store
@@ -56,11 +58,11 @@ class ServerProcess:
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.ready_seconds = 0.0
-        self.log = store.parent / f"server-{self.port}.log"
+        self.log = (log_dir or Path(store).parent) / f"server-{self.port}.log"
 
     def start(self, timeout: float = 120) -> ServerProcess:
         """Launch and block until ready (or fail with the server's log)."""
-        self.store.parent.mkdir(parents=True, exist_ok=True)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.log, "w")  # noqa: SIM115 - kept open for the process' life
         started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -106,3 +108,72 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class MotoServer:
+    """moto's standalone S3 server on 127.0.0.1 (data in memory only), for stores on S3."""
+
+    def __init__(self, folder: Path):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        self.log = folder / "moto.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> MotoServer:
+        """Launch and wait until it answers."""
+        binary = Path(sys.executable).parent / "moto_server"
+        self._handle = open(self.log, "w")  # noqa: SIM115 - kept open for the process' life
+        self.proc = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
+        )
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            try:
+                httpx.get(self.endpoint, timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise TimeoutError(f"moto server not up in {timeout}s: {self.log.read_text()}")
+
+    def client(self):
+        """A boto3 S3 client for this server."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+    def bucket_url(self, name: str) -> str:
+        """Create a bucket named after `name` and return s3://bucket/patches."""
+        bucket = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:50] or "bucket"
+        bucket = f"b-{bucket}-{free_port()}"
+        self.client().create_bucket(Bucket=bucket)
+        return f"s3://{bucket}/patches"
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server stops answering (connections hang)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT."""
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Terminate."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(30)
+        self._handle.close()

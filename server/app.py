@@ -16,6 +16,7 @@ from ..patches.tuning import freeze_heap
 from . import routes_ops, routes_predict, routes_tasks
 from .batcher import Batcher
 from .edge import install_error_handlers
+from .follow import follow_store
 from .metrics import watch_gc
 from .pipeline import PredictPipeline
 from .responses import OrjsonResponse
@@ -50,6 +51,9 @@ async def _start(state: ServerState) -> None:
     batcher.start()
     state.pipeline = PredictPipeline(registry, batcher)
     state.registry = registry
+    state.following = asyncio.create_task(
+        follow_store(registry, state.metrics, s.sync_interval), name="follow-store"
+    )
     log.info(
         "event=ready tasks=%d workers=%d threads_per_worker=%d lone_threads=%s",
         len(registry.tasks()),
@@ -72,6 +76,8 @@ def create_app(settings: Settings, engine_factory: EngineFactory = MultiTaskEngi
         loading = asyncio.create_task(_start(state))
         yield
         loading.cancel()
+        if state.following is not None:
+            state.following.cancel()
         stop_watching_gc()
         if state.pipeline is not None:
             await state.pipeline.batcher.stop()

@@ -32,6 +32,7 @@ STATUS: dict[type[errors.ServerError], int] = {
     errors.VersionActive: 409,
     errors.Overloaded: 503,
     errors.NotReady: 503,
+    errors.StoreUnavailable: 503,
 }
 
 

@@ -85,3 +85,9 @@ class WrongToken(ServerError):
     """A token was sent but it does not grant this route."""
 
     code = "forbidden"
+
+
+class StoreUnavailable(ServerError):
+    """The patch store cannot be reached; what is loaded keeps serving."""
+
+    code = "store_unavailable"

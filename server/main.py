@@ -1,8 +1,9 @@
-"""Run the server with uvicorn."""
+"""Run the server with uvicorn: one process, or --processes N on one port."""
 
 from __future__ import annotations
 
 import logging
+import os
 
 import uvicorn
 
@@ -23,11 +24,33 @@ def serve(settings: Settings) -> None:
             settings.host,
             settings.port,
         )
-    uvicorn.run(
-        create_app(settings),
+    common = dict(
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+    if settings.processes == 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    export_settings(settings)  # each process builds the same Settings from the environment
+    target = "bitpatch.server.main:app_from_environment"
+    uvicorn.run(target, factory=True, workers=settings.processes, **common)
+
+
+def export_settings(settings: Settings) -> None:
+    """Put every setting into BITPATCH_* variables; each process gets its share of the cores."""
+    values = settings.model_dump()
+    if values["threads"] is None:
+        values["threads"] = max(1, (os.cpu_count() or 1) // settings.processes)
+    for name, value in values.items():
+        if value is not None:
+            os.environ[f"BITPATCH_{name.upper()}"] = str(value)
+
+
+def app_from_environment():
+    """The app of one of --processes N server processes."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

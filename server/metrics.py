@@ -93,6 +93,24 @@ class Metrics:
             buckets=GC_BUCKETS,
             registry=r,
         )
+        self.sync_lag = Gauge(
+            "bitpatch_sync_lag_seconds",
+            "Seconds since this process last applied the store's changes successfully",
+            registry=r,
+        )
+        self.sync_last_success = Gauge(
+            "bitpatch_sync_last_success_timestamp_seconds",
+            "Unix time of the last successful sync with the store",
+            registry=r,
+        )
+        self.sync_errors = Counter(
+            "bitpatch_sync_errors", "Sync passes that failed (store unreachable, ...)", registry=r
+        )
+        self.store_skipped = Gauge(
+            "bitpatch_store_skipped_objects",
+            "Stored versions refused so far (corrupt, foreign backbone, half-written)",
+            registry=r,
+        )
 
 
 def watch_gc(pauses: Histogram) -> Callable[[], None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from ..patches.engine import Engine, TaskHead
 from ..patches.patch_file import PatchError, PatchFile, patch_metadata, read_patch, sha256_bytes
 from .errors import InvalidTaskName, UnknownTask, UnknownVersion, VersionActive
-from .store import PatchStore, valid_task_name
+from .store import Changes, PatchStore, TaskRecord, valid_task_name
 
 log = logging.getLogger(__name__)
 RECENT_VERSIONS = 16  # non-active versions kept resident after a pinned request used them
@@ -97,16 +98,20 @@ class Registry:
         self._active: dict[str, int] = {}
         self._leases: dict[str, int] = {}  # engine key -> requests holding it
         self._recent: OrderedDict[str, None] = OrderedDict()  # resident non-active keys
+        self.changes = Changes(0, set())  # where this process stands in the store's log
+        self.skipped = 0  # stored objects refused (corrupt, foreign, half-written)
+        self.synced_at = time.time()  # when this process last caught up with the store
 
     # ---- start-up -------------------------------------------------------------------------
     def load(self) -> None:
         """Index every stored version and serve each task's active one; skip (and log) corrupt
         or foreign files."""
+        self.changes = self.store.changes(None)  # before the scan: later changes are re-read
         for task in self.store.tasks():
             record = self.store.record(task)
             if record is None:
                 continue
-            infos = {v: info for v in record.versions if (info := self._summary(task, v))}
+            infos = self._index(task, record.versions, {})
             active = self._serve_first(task, self._active_candidates(record.active, infos))
             if active is None:
                 continue
@@ -120,6 +125,11 @@ class Registry:
             self._versions[task] = infos
             self._active[task] = active
         log.info("event=registry_loaded tasks=%d", len(self._active))
+
+    def _index(self, task: str, versions: list[int], known: dict) -> dict[int, VersionInfo]:
+        """Index entries of `versions`: known ones kept, new ones summarized (bad ones left out)."""
+        infos = {v: known.get(v) or self._summary(task, v) for v in versions}
+        return {v: info for v, info in infos.items() if info is not None}
 
     @staticmethod
     def _active_candidates(active: int | None, infos: dict[int, VersionInfo]) -> list[int]:
@@ -143,11 +153,13 @@ class Registry:
     def _serve_first(self, task: str, versions: list[int]) -> int | None:
         """Register the first of `versions` that validates; its number, or None."""
         for version in versions:
+            if self.engine.is_registered(engine_key(task, version)):
+                return version
             try:
                 self.engine.register(engine_key(task, version), self._read_patch(task, version))
                 return version
             except (OSError, PatchError, UnknownVersion) as err:
-                log.error("event=patch_skipped task=%s version=%s error=%s", task, version, err)
+                self._skipped(task, version, err)
         return None
 
     def _read_patch(self, task: str, version: int) -> PatchFile:
@@ -213,7 +225,10 @@ class Registry:
         with self._writes:
             if (same := self._same_bytes(task, digest)) is not None:
                 return same, False
-            version = self.store.add_version(task, data)
+            version, created = self.store.add_version(task, data)
+            if not created:  # another process stored these bytes first
+                self._refresh(task, self.store.record(task))
+                return self.version(task, version), False
             info = summarize(version, data)
             self.engine.register(engine_key(task, version), patch)
             self.store.set_active(task, version)
@@ -293,6 +308,55 @@ class Registry:
         unused = self._leases.get(key, 0) == 0 and key not in self._recent
         if unused and self._active.get(task) != version:
             self.engine.unregister(key)
+
+    # ---- following the store --------------------------------------------------------------
+    def sync(self) -> int:
+        """Apply what other processes changed in the store since the last call; the number of
+        tasks looked at (cheap when nothing changed: one read of the store's change log)."""
+        changes = self.store.changes(self.changes)
+        tasks = changes.tasks
+        if tasks is None:  # too far behind the log: look at everything
+            tasks = set(self.store.tasks()) | set(self._active)
+        for task in sorted(tasks):
+            record = self.store.record(task)  # read before taking the write lock
+            with self._writes:
+                self._refresh(task, record)
+        self.changes, self.synced_at = changes, time.time()
+        return len(tasks)
+
+    def _refresh(self, task: str, record: TaskRecord | None) -> None:
+        """Make this process's view of one task what the store holds (caller holds _writes)."""
+        if record is None:
+            if task in self._active:
+                self._forget(task)
+            return
+        infos = self._index(task, record.versions, self._versions.get(task, {}))
+        current = self._active.get(task)
+        wanted = record.active if record.active in infos else current
+        if wanted not in infos:
+            wanted = max(infos, default=None)
+        active = self._serve_first(task, [wanted] if wanted is not None else [])
+        if active is None:
+            return  # nothing servable: keep what this process serves now
+        with self._lock:
+            gone = set(self._versions.get(task, {})) - set(infos)
+            self._versions[task] = infos
+            self._switch_active(task, active)
+            for version in gone:
+                self._recent.pop(engine_key(task, version), None)
+                self._drop_if_unused(task, version)
+        if active != current:
+            log.info("event=synced task=%s version=%d", task, active)
+
+    def _forget(self, task: str) -> None:
+        """Drop a task another process deleted (caller holds _writes)."""
+        with self._lock:
+            versions = self._versions.pop(task, {})
+            self._active.pop(task, None)
+            for version in versions:
+                self._recent.pop(engine_key(task, version), None)
+                self._drop_if_unused(task, version)
+        log.info("event=synced task=%s deleted=true", task)
 
     # ---- leases ---------------------------------------------------------------------------
     def lease(self, task: str, version: int | None = None) -> Lease | None:

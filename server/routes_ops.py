@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import torch
@@ -55,6 +56,8 @@ async def info(state: StateDep):
         "max_inputs": state.settings.max_inputs,
         "max_request_bytes": state.settings.request_limit,
         "store": registry.store.url,
+        "sync_interval": state.settings.sync_interval,
+        "store_generation": registry.changes.generation,
         "tasks": len(registry.tasks()),
     }
 
@@ -62,8 +65,10 @@ async def info(state: StateDep):
 @router.get("/metrics")
 async def metrics(state: StateDep):
     """Prometheus text exposition."""
+    m = state.metrics
     if state.pipeline is not None:
-        state.metrics.queue_rows.set(state.pipeline.batcher.queued_rows)
+        m.queue_rows.set(state.pipeline.batcher.queued_rows)
+        m.sync_lag.set(max(0.0, time.time() - state.pipeline.registry.synced_at))
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

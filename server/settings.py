@@ -21,7 +21,18 @@ class Settings(BaseSettings):
     backbone: str = Field(
         "default", description="model folder or hub id ('default': the packaged all-MiniLM-L6-v2)"
     )
-    store: str = Field("store", description="where patches persist: a folder path")
+    store: str = Field(
+        "store", description="where patches persist: a folder path or s3://BUCKET/PREFIX"
+    )
+    sync_interval: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="seconds between looks at the store for other processes' changes",
+    )
+    processes: int = Field(
+        1, ge=1, le=64, description="server processes on one port, each its own engine"
+    )
     dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     forward: str = Field(

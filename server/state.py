@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class ServerState:
     registry: Registry | None = None
     pipeline: PredictPipeline | None = None
     failure: str | None = None
+    following: asyncio.Task | None = None  # the store-sync loop
     # torch work (loading, forwards) runs only on these `workers` threads, each with
     # `threads_per_worker` torch threads: on CPU two forwards in flight by default, so a core
     # taken by the event loop slows one forward instead of stalling a whole OpenMP team.

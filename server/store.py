@@ -1,22 +1,31 @@
-"""The patch store interface: immutable version files and a per-task active pointer.
+"""The patch store interface: immutable version files, a per-task active pointer, and a change
+log that lets every server process sharing the store follow it cheaply.
 
-The registry talks only to `PatchStore`; `FolderStore` (server/store_folder.py) is the backend.
-Version numbers are allocated by the store with an exclusive create, never read-then-write.
+The registry talks only to `PatchStore`; the backends are a folder (server/store_folder.py)
+and any S3-compatible object store (server/store_s3.py). Version numbers are claimed with an
+exclusive create, never read-then-write; identical bytes map to the version that holds them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
 TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+LOG_LENGTH = 1024  # changes the log keeps; a process further behind rescans the whole store
 
 
 def valid_task_name(task: str) -> bool:
     """Task names: lower-case letters, digits, '_', '.', '-'; 1-64 chars; no path tricks."""
     return TASK_NAME.fullmatch(task) is not None and task not in (".", "..")
+
+
+def digest_of(data: bytes) -> str:
+    """Hex sha256 of a version's bytes."""
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -28,8 +37,40 @@ class TaskRecord:
     active: int | None
 
 
+@dataclass(frozen=True)
+class Changes:
+    """Where a process stands in the change log: the generation it has seen and which tasks
+    changed since its last look (None: too far behind, rescan every task)."""
+
+    generation: int
+    tasks: set[str] | None
+    token: object = None  # the backend's cheap "nothing changed" check (ETag, file stat)
+
+
+def new_log() -> dict:
+    """An empty change log."""
+    return {"generation": 0, "changes": []}
+
+
+def log_append(log: dict, task: str) -> dict:
+    """The log with one more change to `task` (the oldest beyond LOG_LENGTH dropped)."""
+    generation = int(log.get("generation", 0)) + 1
+    changes = [*log.get("changes", []), [generation, task]][-LOG_LENGTH:]
+    return {"generation": generation, "changes": changes}
+
+
+def log_changes(log: dict, since: int | None, token: object) -> Changes:
+    """What changed after generation `since` according to `log`."""
+    generation = int(log.get("generation", 0))
+    changes = log.get("changes", [])
+    if since is None or (changes and changes[0][0] > since + 1) or since > generation:
+        return Changes(generation, None, token)
+    return Changes(generation, {task for g, task in changes if g > since}, token)
+
+
 class PatchStore(ABC):
-    """Where versions live. Calls block (disk or network): never call them on the event loop."""
+    """Where versions live. Calls block (disk or network): never call them on the event loop.
+    A store that cannot be reached raises `StoreUnavailable`."""
 
     url: str  # where the store is, for /info and logs (never with credentials)
 
@@ -46,8 +87,9 @@ class PatchStore(ABC):
         """Bytes of one version; `UnknownVersion` when it is gone."""
 
     @abstractmethod
-    def add_version(self, task: str, data: bytes) -> int:
-        """Store a new immutable version (not yet active) under a fresh number; return it."""
+    def add_version(self, task: str, data: bytes) -> tuple[int, bool]:
+        """Store `data` as a new immutable version (not yet active): (its number, True); or,
+        if a version of the task already holds these bytes, (that number, False)."""
 
     @abstractmethod
     def set_active(self, task: str, version: int) -> None:
@@ -61,9 +103,19 @@ class PatchStore(ABC):
     def delete_task(self, task: str) -> None:
         """Remove a task and every version."""
 
+    @abstractmethod
+    def changes(self, since: Changes | None) -> Changes:
+        """Tasks changed by any process after `since` (None: from the start); one cheap read
+        when nothing changed, whatever the number of tasks."""
+
 
 def open_store(location: str | Path) -> PatchStore:
-    """The store a `--store` value names: a folder path."""
+    """The store a `--store` value names: `s3://BUCKET/PREFIX` or a folder path."""
+    text = str(location)
+    if text.startswith("s3://"):
+        from .store_s3 import S3Store
+
+        return S3Store(text)
     from .store_folder import FolderStore
 
-    return FolderStore(Path(location))
+    return FolderStore(Path(text))

@@ -1,14 +1,18 @@
-"""The folder backend of the patch store, crash-safe.
+"""The folder backend of the patch store, crash-safe and shared by any number of processes.
 
-Layout: `<root>/<task>/v<N>.safetensors` (immutable) and `<root>/<task>/task.json`
-(`{"active": N, "next_version": M}`). Every file is written to a temporary name, fsynced and
-then linked or renamed into place, so a kill -9 at any moment leaves the old or the new state.
-A version number is claimed by `link()`, which fails if the file exists: two writers never get
-the same number.
+Layout: `<root>/<task>/v<N>.safetensors` (immutable), `<root>/<task>/task.json`
+(`{"active": N, "next_version": M}`), `<root>/<task>/.sha256-<hex>` (which version holds those
+bytes) and `<root>/.changes.json` (the change log). Every file is written to a temporary name,
+fsynced and then linked or renamed into place, so a kill -9 at any moment leaves the old or the
+new state. A version number is claimed by `link()`, which fails if the file exists; pointer,
+markers and log change under an exclusive `flock` on `<root>/.lock`, so writers in different
+processes never interleave.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -19,7 +23,16 @@ import uuid
 from pathlib import Path
 
 from .errors import InvalidTaskName, UnknownVersion
-from .store import PatchStore, TaskRecord, valid_task_name
+from .store import (
+    Changes,
+    PatchStore,
+    TaskRecord,
+    digest_of,
+    log_append,
+    log_changes,
+    new_log,
+    valid_task_name,
+)
 
 log = logging.getLogger(__name__)
 VERSION_FILE = re.compile(r"v([0-9]+)\.safetensors")
@@ -113,25 +126,50 @@ class FolderStore(PatchStore):
                 f"task {task!r} has no version {version} (it was deleted)"
             ) from None
 
-    def add_version(self, task: str, data: bytes) -> int:
+    @contextlib.contextmanager
+    def _locked(self):
+        """Exclusive across processes and threads (each call opens its own descriptor)."""
+        with open(self.root / ".lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def add_version(self, task: str, data: bytes) -> tuple[int, bool]:
         """Write a new immutable version under the first free number past every one used."""
         folder = self._dir(task)
-        folder.mkdir(exist_ok=True)
-        record = self.record(task)
-        version = max([self._next_number(task), *(v + 1 for v in record.versions)])
-        tmp = _write_temporary(folder, "upload", data)
+        marker = folder / f".sha256-{digest_of(data)}"
+        tmp = None
+        with self._locked():
+            folder.mkdir(exist_ok=True)
+            if (same := self._marked_version(task, marker)) is not None:
+                return same, False
+            record = self.record(task)
+            version = max([self._next_number(task), *(v + 1 for v in record.versions)])
+            tmp = _write_temporary(folder, "upload", data)
+            try:
+                while True:
+                    try:
+                        os.link(tmp, self.path(task, version))  # fails if the file exists
+                        break
+                    except FileExistsError:
+                        version += 1
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(folder)
+            atomic_write(marker, str(version).encode())
+            self._write_pointer(task, self._pointer(task).get("active"), version + 1)
+            self._announce(task)
+        return version, True
+
+    def _marked_version(self, task: str, marker: Path) -> int | None:
+        """The stored version a bytes marker names, if it is still there."""
         try:
-            while True:
-                try:
-                    os.link(tmp, self.path(task, version))  # fails if another writer took it
-                    break
-                except FileExistsError:
-                    version += 1
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(folder)
-        self._write_pointer(task, self._pointer(task).get("active"), version + 1)
-        return version
+            version = int(marker.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return version if self.path(task, version).exists() else None
 
     def _next_number(self, task: str) -> int:
         value = self._pointer(task).get("next_version", 1)
@@ -143,17 +181,60 @@ class FolderStore(PatchStore):
 
     def set_active(self, task: str, version: int) -> None:
         """Point the task at `version` (the next number is kept)."""
-        self._write_pointer(task, version, self._next_number(task))
+        with self._locked():
+            self._write_pointer(task, version, self._next_number(task))
+            self._announce(task)
 
     def delete_version(self, task: str, version: int) -> None:
-        """Remove one (non-active) version's file."""
-        self.path(task, version).unlink(missing_ok=True)
-        _fsync_dir(self._dir(task))
+        """Remove one (non-active) version's file and its bytes marker."""
+        folder = self._dir(task)
+        with self._locked():
+            path = self.path(task, version)
+            if path.exists():
+                (folder / f".sha256-{digest_of(path.read_bytes())}").unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+            _fsync_dir(folder)
+            self._announce(task)
 
     def delete_task(self, task: str) -> None:
         """Remove a task and all its versions (renamed away first, then deleted)."""
         folder = self._dir(task)
         trash = self.root / f".trash-{task}-{uuid.uuid4().hex}"
-        os.replace(folder, trash)
-        _fsync_dir(self.root)
+        with self._locked():
+            os.replace(folder, trash)
+            _fsync_dir(self.root)
+            self._announce(task)
         shutil.rmtree(trash, ignore_errors=True)
+
+    # ---- the change log -------------------------------------------------------------------
+    @property
+    def _log_path(self) -> Path:
+        return self.root / ".changes.json"
+
+    def _read_log(self) -> dict:
+        try:
+            value = json.loads(self._log_path.read_text())
+        except FileNotFoundError:
+            return new_log()
+        except (OSError, ValueError) as err:
+            log.error("event=store_log_unreadable path=%s error=%s", self._log_path, err)
+            return new_log()
+        return value if isinstance(value, dict) else new_log()
+
+    def _announce(self, task: str) -> None:
+        """Append a change to the log (caller holds the lock)."""
+        atomic_write(self._log_path, json.dumps(log_append(self._read_log(), task)).encode())
+
+    def _stamp(self) -> tuple | None:
+        try:
+            st = self._log_path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def changes(self, since: Changes | None) -> Changes:
+        """One stat() when nothing changed; the log's tasks since `since` otherwise."""
+        stamp = self._stamp()
+        if since is not None and since.token == stamp:
+            return Changes(since.generation, set(), stamp)
+        return log_changes(self._read_log(), None if since is None else since.generation, stamp)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+from bench.launcher import MotoServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -32,3 +35,25 @@ def glue_dir() -> Path:
     if not GLUE_DIR.is_dir():
         pytest.skip(f"GLUE data not found at {GLUE_DIR}")
     return GLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API server (moto's standalone server) on 127.0.0.1, with the AWS variables a
+    bitpatch process needs to reach it."""
+    server = MotoServer(tmp_path_factory.mktemp("moto")).start()
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(s3_server, request) -> str:
+    """s3://<a fresh bucket>/patches on the moto server."""
+    return s3_server.bucket_url(request.node.name)

@@ -120,7 +120,7 @@ def test_version_numbers_are_claimed_exclusively(tmp_path):
     store = FolderStore(tmp_path)
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "v1.safetensors").write_bytes(b"taken by another writer")
-    assert store.add_version("t", b"mine") == 2
+    assert store.add_version("t", b"mine") == (2, True)
     assert store.read("t", 1) == b"taken by another writer"
     assert store.read("t", 2) == b"mine"
 

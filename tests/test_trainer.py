@@ -237,6 +237,7 @@ def test_cli_train_push_uses_the_environment_token(tiny_bert_dir, tmp_path, monk
     (tmp_path / "d.jsonl").write_text("\n".join(lines))
     argv = ["train", "--file", str(tmp_path / "d.jsonl"), "--backbone", str(tiny_bert_dir)]
     argv += ["--out", str(tmp_path / "p.safetensors"), "--epochs", "1", "--task", "pushed"]
+    argv += ["--max-length", "32"]
     token = "train-push-token"
     store = tmp_path / "store"
     with ServerProcess(tiny_bert_dir, store, "--no-demo-patches", "--admin-token", token) as srv:

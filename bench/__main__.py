@@ -1,4 +1,4 @@
-"""`python -m bench SUITE [--quick]` from the repository root: micro, server or gpu."""
+"""`python -m bench SUITE [--quick]` from the repository root: micro, server, replicas, gpu."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
         "suite",
-        choices=["micro", "server", "gpu"],
-        help="micro: offline forwards; server: HTTP load on real servers; gpu: a CUDA host",
+        choices=["micro", "server", "replicas", "gpu"],
+        help="micro: offline forwards; server: HTTP load on real servers; replicas: servers "
+        "sharing a store (folder, S3); gpu: a CUDA host",
     )
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
@@ -36,6 +37,12 @@ def main() -> None:
         if args.threads:  # e.g. 1: what each of the server's two CPU workers runs with
             torch.set_num_threads(args.threads)
         print(format_rows(run_micro(reps=2 if args.quick else args.reps)))
+    elif args.suite == "replicas":
+        from .replicas import replicas_markdown, run_replicas
+
+        results = run_replicas(args.quick)
+        print(replicas_markdown(results))
+        save(args.out, "replicas.json", results)
     elif args.suite == "gpu":
         from .gpu import run_gpu
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import Annotated
 
@@ -16,6 +18,7 @@ from .deps import StateDep
 from .edge import error_response
 
 router = APIRouter()
+REPLICA = f"{socket.gethostname()}-{os.getpid()}"  # which server process answered
 
 
 @router.get("/healthz")
@@ -48,6 +51,7 @@ async def info(state: StateDep):
         "cudnn_attention": on_gpu and torch.backends.cuda.cudnn_sdp_enabled(),
         "kernel_cache": kernel_cache_caps(),
         "bitpatch_version": __version__,
+        "replica": REPLICA,
         "torch_version": torch.__version__,
         "workers": state.workers,
         "threads_per_worker": state.threads_per_worker,

@@ -141,14 +141,16 @@ class Registry:
         try:
             info = summarize(version, self.store.read(task, version))
         except (OSError, PatchError, UnknownVersion) as err:
-            log.error("event=patch_skipped task=%s version=%s error=%s", task, version, err)
+            self._skipped(task, version, err)
             return None
         if info.meta.get("backbone_sha256") != self.engine.backbone.spec.sha256:
-            log.error(
-                "event=patch_skipped task=%s version=%s error=foreign backbone", task, version
-            )
+            self._skipped(task, version, "foreign backbone")
             return None
         return info
+
+    def _skipped(self, task: str, version: int, why: object) -> None:
+        self.skipped += 1
+        log.error("event=patch_skipped task=%s version=%s error=%s", task, version, why)
 
     def _serve_first(self, task: str, versions: list[int]) -> int | None:
         """Register the first of `versions` that validates; its number, or None."""

@@ -173,3 +173,28 @@ def test_leases_and_reads_never_wait_for_store_io(backbone, tmp_path):
     upload.join()
     assert waited < 5  # not the gate's 10 s: the lease did not queue behind the upload
     assert registry.active_version("t") == 2
+
+
+def test_sync_follows_another_writer_and_skips_bad_objects(backbone, tmp_path):
+    writer, reader = fresh(backbone, tmp_path), fresh(backbone, tmp_path)
+    writer.upload("t", patch(backbone, "t", 1))
+    assert reader.sync() == 1 and reader.active_version("t") == 1
+    assert reader.sync() == 0  # nothing changed: nothing looked at
+    store = writer.store
+    version, _ = store.add_version("t", b"half-written or corrupt")
+    store.set_active("t", version)
+    reader.sync()
+    assert reader.active_version("t") == 1 and reader.skipped == 1  # never served
+    writer.upload("t", patch(backbone, "t", 3))
+    reader.sync()  # the bad object did not stop the sync
+    assert reader.active_version("t") == 3
+    reader.make_resident("t", 1)
+    lease = reader.lease("t", 1)
+    writer.delete_version("t", 1)
+    reader.sync()
+    assert "t@1" in reader.engine.registered_keys()  # pinned by the lease until released
+    reader.release(lease)
+    assert "t@1" not in reader.engine.registered_keys()
+    writer.delete_task("t")
+    reader.sync()
+    assert reader.tasks() == []

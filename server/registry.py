@@ -240,6 +240,19 @@ class Registry:
             self._prune(task)
         return info, True
 
+    def _current(self, task: str, version: int | None = None) -> VersionInfo | None:
+        """The version (or just the task) as the store holds it now: a replica that has not
+        yet synced another's upload looks it up before answering 404 (caller holds _writes)."""
+        check_task_name(task)
+        with self._lock:
+            known = task in self._active and (version is None or version in self._versions[task])
+        if not known:
+            self._refresh(task, self.store.record(task))
+        if version is None:
+            self.versions(task)  # UnknownTask if the store has none either
+            return None
+        return self.version(task, version)
+
     def _same_bytes(self, task: str, digest: str) -> VersionInfo | None:
         with self._lock:
             stored = self._versions.get(task, {}).values()
@@ -248,7 +261,7 @@ class Registry:
     def activate(self, task: str, version: int) -> VersionInfo:
         """Make a stored version active (rollback or forward)."""
         with self._writes:
-            info = self.version(task, version)
+            info = self._current(task, version)
             if self._active[task] != version:
                 self.make_resident(task, version)
                 self.store.set_active(task, version)
@@ -267,7 +280,7 @@ class Registry:
     def delete_version(self, task: str, version: int) -> None:
         """Delete a non-active version."""
         with self._writes:
-            self.version(task, version)
+            self._current(task, version)
             if self._active[task] == version:
                 raise VersionActive(
                     f"version {version} is the active version of {task!r}; activate "
@@ -282,7 +295,7 @@ class Registry:
     def delete_task(self, task: str) -> None:
         """Delete a task and every version."""
         with self._writes:
-            self.versions(task)
+            self._current(task)
             self.store.delete_task(task)
             with self._lock:
                 versions = self._versions.pop(task)

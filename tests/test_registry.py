@@ -198,3 +198,15 @@ def test_sync_follows_another_writer_and_skips_bad_objects(backbone, tmp_path):
     writer.delete_task("t")
     reader.sync()
     assert reader.tasks() == []
+
+
+def test_management_through_a_replica_that_has_not_synced_yet(backbone, tmp_path):
+    writer, other = fresh(backbone, tmp_path), fresh(backbone, tmp_path)
+    writer.upload("t", patch(backbone, "t", 1))
+    writer.upload("t", patch(backbone, "t", 2))
+    other.activate("t", 1)  # no sync in between: it looks the version up in the store
+    assert other.active_version("t") == 1
+    other.delete_version("t", 2)
+    assert writer.store.record("t").versions == [1]
+    other.delete_task("t")
+    assert writer.store.record("t") is None

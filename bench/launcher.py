@@ -146,6 +146,7 @@ class MotoServer:
     def client(self):
         """A boto3 S3 client for this server."""
         import boto3
+        from botocore.config import Config
 
         return boto3.client(
             "s3",
@@ -153,6 +154,7 @@ class MotoServer:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
             region_name="us-east-1",
+            config=Config(max_pool_connections=32),
         )
 
     def bucket_url(self, name: str) -> str:

@@ -3,6 +3,7 @@ tests and the benchmarks (`design` serves an alternative engine, see bench/desig
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -108,6 +110,18 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def started_together(servers: list[ServerProcess], timeout: float = 300):
+    """Start every server at once (as a rollout would), yield them, stop them all."""
+    try:
+        with ThreadPoolExecutor(len(servers)) as pool:
+            yield list(pool.map(lambda s: s.start(timeout), servers))
+    finally:
+        for server in servers:
+            if server.proc is not None:
+                server.stop()
 
 
 class MotoServer:

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import httpx
 
-from .launcher import MotoServer, ServerProcess
+from .launcher import MotoServer, ServerProcess, started_together
 from .server_bench import _load_result
 from .servers import PatchSource
 
 SYNC_INTERVAL = "1"
 
 
-@contextlib.contextmanager
 def servers(store: str, root: Path, n: int, *flags: str, env: dict | None = None):
     """n `bitpatch serve` processes on one store, started together."""
     extra = ("--no-demo-patches", "--log-level", "warning", "--sync-interval", SYNC_INTERVAL)
@@ -35,13 +34,7 @@ def servers(store: str, root: Path, n: int, *flags: str, env: dict | None = None
         ServerProcess("default", store, *extra, *flags, dtype="auto", env=env, log_dir=root)
         for _ in range(n)
     ]
-    try:
-        with ThreadPoolExecutor(n) as pool:
-            yield list(pool.map(lambda p: p.start(timeout=600), procs))
-    finally:
-        for proc in procs:
-            if proc.proc is not None:
-                proc.stop()
+    return started_together(procs, timeout=600)
 
 
 def _served(url: str, task: str) -> int | None:

@@ -30,6 +30,9 @@ def serve(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        # longer than load balancers keep idle connections (60 s is common): a backend that
+        # closes first races the client's next request on that connection (a reset or 502)
+        timeout_keep_alive=75,
     )
     if settings.processes == 1:
         uvicorn.run(create_app(settings), **common)

@@ -4,7 +4,6 @@ acknowledged is lost, and an unreachable store never fails a prediction."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from bench.launcher import ServerProcess
+from bench.launcher import ServerProcess, started_together
 from tiny import make_model, random_patch
 
 SYNC = "0.3"
@@ -31,17 +30,11 @@ def store(request, tmp_path) -> str:
     return request.getfixturevalue("s3_url")
 
 
-@contextlib.contextmanager
 def replicas(backbone, store: str, root, n: int = 3, *flags: str):
     flags = ("--no-demo-patches", "--sync-interval", SYNC, *flags)
-    servers = [ServerProcess(backbone, store, *flags, log_dir=root) for _ in range(n)]
-    try:
-        with ThreadPoolExecutor(n) as pool:  # started together, as a rollout would
-            yield list(pool.map(ServerProcess.start, servers))
-    finally:
-        for server in servers:
-            if server.proc is not None:
-                server.stop()
+    return started_together(
+        [ServerProcess(backbone, store, *flags, log_dir=root) for _ in range(n)]
+    )
 
 
 def served_version(url: str, task: str) -> int | None:
@@ -185,16 +178,11 @@ def test_frozen_s3_store_never_fails_a_prediction(tiny_bert_dir, tmp_path, s3_ur
 def test_replicas_started_together_seed_the_demo_patches_once(tmp_path):
     store = tmp_path / "store"
     servers = [ServerProcess("default", store, "--sync-interval", SYNC) for _ in range(3)]
-    with ThreadPoolExecutor(3) as pool:
-        list(pool.map(lambda s: s.start(timeout=300), servers))
-    try:
+    with started_together(servers):
         demo = {"paraphrase": 1, "sentiment": 1, "similarity": 1}
         for server in servers:  # a replica that found some seeded already syncs the rest
             wait_for(lambda s=server: active_versions(s.url) == demo)
         assert sorted(p.name for p in (store / "sentiment").glob("v*")) == ["v1.safetensors"]
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def test_processes_share_one_port_and_converge(tiny_bert_dir, tmp_path, model):

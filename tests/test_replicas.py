@@ -76,6 +76,11 @@ def test_every_change_reaches_every_replica(tiny_bert_dir, tmp_path, store, mode
             wait_for(lambda r=r: served_version(r.url, "t") is None)
 
 
+def replica_of(url: str) -> str | None:
+    reply = httpx.get(f"{url}/info", timeout=10)
+    return reply.json()["replica"] if reply.status_code == 200 else None
+
+
 def active_versions(url: str) -> dict[str, int]:
     tasks = httpx.get(f"{url}/tasks", timeout=10).json()["tasks"]
     return {t["task"]: t["active_version"] for t in tasks}
@@ -189,8 +194,8 @@ def test_processes_share_one_port_and_converge(tiny_bert_dir, tmp_path, model):
     store = tmp_path / "store"
     flags = ("--no-demo-patches", "--processes", "2", "--sync-interval", SYNC)
     with ServerProcess(tiny_bert_dir, store, *flags) as srv:
-        seen: set[str] = set()
-        wait_for(lambda: seen.add(httpx.get(f"{srv.url}/info").json()["replica"]) or len(seen) == 2)
+        seen: set[str | None] = set()  # a process still loading answers 503 (no replica id)
+        wait_for(lambda: seen.add(replica_of(srv.url)) or len(seen - {None}) == 2)
         data = random_patch(model, "proc", 2, "cls", seed=4).to_bytes()
         assert put(srv.url, "proc", data).status_code == 201
         # new connections land on either process: both serve it within the bound

@@ -8,7 +8,6 @@ exclusive create, never read-then-write; identical bytes map to the version that
 
 from __future__ import annotations
 
-import hashlib
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -21,11 +20,6 @@ LOG_LENGTH = 1024  # changes the log keeps; a process further behind rescans the
 def valid_task_name(task: str) -> bool:
     """Task names: lower-case letters, digits, '_', '.', '-'; 1-64 chars; no path tricks."""
     return TASK_NAME.fullmatch(task) is not None and task not in (".", "..")
-
-
-def digest_of(data: bytes) -> str:
-    """Hex sha256 of a version's bytes."""
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,12 @@ import time
 import uuid
 from pathlib import Path
 
+from ..patches.patch_file import sha256_bytes as digest_of
 from .errors import InvalidTaskName, UnknownVersion
 from .store import (
     Changes,
     PatchStore,
     TaskRecord,
-    digest_of,
     log_append,
     log_changes,
     new_log,

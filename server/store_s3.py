@@ -18,12 +18,12 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..patches.patch_file import sha256_bytes as digest_of
 from .errors import InvalidTaskName, StoreUnavailable, UnknownVersion
 from .store import (
     Changes,
     PatchStore,
     TaskRecord,
-    digest_of,
     log_append,
     log_changes,
     new_log,

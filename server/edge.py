@@ -6,6 +6,8 @@ Every answer that is not a success has the shape {"error": {"code": ..., "messag
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 import orjson
 from fastapi import FastAPI, Request
@@ -19,6 +21,8 @@ from .registry import invalid_task_name
 from .responses import OrjsonResponse
 
 log = logging.getLogger(__name__)
+REPLICA = f"{socket.gethostname()}-{os.getpid()}"  # which server process answered
+REPLICA_HEADER = (b"x-bitpatch-replica", REPLICA.encode("latin-1", "replace"))
 
 STATUS: dict[type[errors.ServerError], int] = {
     errors.InvalidRequest: 422,
@@ -91,12 +95,13 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
         return error_response(err.status_code, code, str(err.detail), err.headers)
 
-    app.add_middleware(UnexpectedErrors)
+    app.add_middleware(EdgeMiddleware)
 
 
-class UnexpectedErrors:
-    """ASGI middleware: an exception no handler knew becomes a logged JSON 500, and the
-    connection stays usable (the client gets a complete answer instead of a dropped socket)."""
+class EdgeMiddleware:
+    """ASGI middleware: every answer names the replica that gave it (`X-Bitpatch-Replica`), and
+    an exception no handler knew becomes a logged JSON 500, so the connection stays usable (the
+    client gets a complete answer instead of a dropped socket)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -111,6 +116,7 @@ class UnexpectedErrors:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                message["headers"] = [*message.get("headers", ()), REPLICA_HEADER]
             await send(message)
 
         try:
@@ -131,6 +137,7 @@ class UnexpectedErrors:
             headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", b"%d" % len(body)),
+                REPLICA_HEADER,
             ]
             await send({"type": "http.response.start", "status": 500, "headers": headers})
             await send({"type": "http.response.body", "body": body})

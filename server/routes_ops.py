@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from typing import Annotated
 
@@ -15,10 +13,9 @@ from .. import __version__
 from ..patches.tuning import kernel_cache_caps
 from .batch_history import RECENT_BATCHES
 from .deps import StateDep
-from .edge import error_response
+from .edge import REPLICA, error_response
 
 router = APIRouter()
-REPLICA = f"{socket.gethostname()}-{os.getpid()}"  # which server process answered
 
 
 @router.get("/healthz")

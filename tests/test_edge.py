@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from bitpatch.patches.patch_file import PatchError
 from bitpatch.server import errors
-from bitpatch.server.edge import STATUS, install_error_handlers, status_of
+from bitpatch.server.edge import REPLICA, STATUS, install_error_handlers, status_of
 
 
 def test_every_domain_error_has_a_status():
@@ -49,3 +49,8 @@ def test_domain_error_keeps_its_headers(client):
     reply = client.get("/busy")
     assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
     assert reply.json() == {"error": {"code": "overloaded", "message": "full"}}
+
+
+def test_every_answer_names_its_replica(client):
+    for path in ("/boom", "/busy", "/missing"):
+        assert client.get(path).headers["x-bitpatch-replica"] == REPLICA, path

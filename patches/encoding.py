@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 Item = str | tuple[str, str] | list[str]
-EncodedRow = dict[str, list[int]]
+# input_ids, token_type_ids; for token tasks also text, offsets ([start, end) per token) and
+# word_ids (the word of each token, None for special tokens)
+EncodedRow = dict[str, Any]
 
 
 def split_pairs(items: list[Item]) -> tuple[list[str], list[str] | None]:
@@ -15,8 +19,11 @@ def split_pairs(items: list[Item]) -> tuple[list[str], list[str] | None]:
     return [x[0] for x in items], [x[1] for x in items]
 
 
-def encode_inputs(tokenizer, items: list[Item], max_length: int) -> list[EncodedRow]:
-    """`tokenizer(text, text_pair, truncation=True, max_length=...)` for each item, unpadded."""
+def encode_inputs(
+    tokenizer, items: list[Item], max_length: int, offsets: bool = False
+) -> list[EncodedRow]:
+    """`tokenizer(text, text_pair, truncation=True, max_length=...)` for each item, unpadded;
+    with `offsets`, each single text's words and character offsets too (token tasks)."""
     singles = [i for i, x in enumerate(items) if isinstance(x, str)]
     pairs = [i for i, x in enumerate(items) if not isinstance(x, str)]
     by_index: dict[int, EncodedRow] = {}
@@ -24,10 +31,21 @@ def encode_inputs(tokenizer, items: list[Item], max_length: int) -> list[Encoded
         if not group:
             continue
         texts, text_pairs = split_pairs([items[i] for i in group])
-        enc = tokenizer(texts, text_pairs, truncation=True, max_length=max_length)
+        with_offsets = offsets and text_pairs is None
+        enc = tokenizer(
+            texts,
+            text_pairs,
+            truncation=True,
+            max_length=max_length,
+            return_offsets_mapping=with_offsets,
+        )
         keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
         for j, i in enumerate(group):
             by_index[i] = {k: enc[k][j] for k in keys}
+            if with_offsets:
+                by_index[i].update(
+                    text=texts[j], offsets=enc["offset_mapping"][j], word_ids=enc.word_ids(j)
+                )
     return [by_index[i] for i in range(len(items))]
 
 

@@ -23,20 +23,34 @@ class TaskHead:
 
     kind: str
     labels: tuple[str, ...]
-    pooling: str
+    pooling: str  # "none": every token (token_classification)
     max_length: int
-    weight: torch.Tensor  # (n, H)
-    bias: torch.Tensor  # (n,)
+    weight: torch.Tensor | None  # (n, H); None: an embedding without projection
+    bias: torch.Tensor | None  # (n,)
     inputs: str = ""  # "text", "text_pair", or "" (either)
+    thresholds: tuple[float, ...] = ()  # multi_label: one per label
+    normalize: bool = False  # embedding: L2-normalised output
+
+    @property
+    def takes_pairs(self) -> bool:
+        """Token and embedding tasks read single texts only."""
+        return self.kind not in ("token_classification", "embedding")
+
+    @property
+    def wants_offsets(self) -> bool:
+        """Whether its rows need each token's character offsets and word (token tasks)."""
+        return self.kind == "token_classification"
 
 
 @dataclass(frozen=True)
 class TaskLogits:
-    """One task's rows of a batch and their logits."""
+    """One task's rows of a batch and their head's outputs."""
 
     key: str
     rows: list[int]  # positions in the batch
-    logits: torch.Tensor  # (rows, n) float32 on the CPU
+    # float32 on the CPU: (rows, n) logits; (rows, T, n) for token_classification (T: the
+    # batch's padded length); (rows, d) vectors for an embedding
+    logits: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -157,14 +171,17 @@ class MultiTaskEngine:
 
     def _head_of(self, patch: PatchFile) -> TaskHead:
         device = self.backbone.device
+        weight, bias = patch.head_weight, patch.head_bias
         return TaskHead(
             patch.kind,
             tuple(patch.labels),
             patch.pooling,
             patch.max_length,
-            patch.head_weight.to(device, torch.float32),
-            patch.head_bias.to(device, torch.float32),
+            None if weight is None else weight.to(device, torch.float32),
+            None if bias is None else bias.to(device, torch.float32),
             patch.inputs,
+            tuple(patch.label_thresholds()) if patch.kind == "multi_label" else (),
+            patch.kind == "embedding" and patch.normalize,
         )
 
     def forward(self, batch: Mapping[str, torch.Tensor], keys: list[str]) -> list[torch.Tensor]:
@@ -191,7 +208,7 @@ class MultiTaskEngine:
             inputs = {k: v.to(device) for k, v in batch.items()}
             out = self._run_backbone(inputs, keys, vectors)
             pooled = self._pool(out, inputs["attention_mask"], [heads[k] for k in keys])
-            return self._apply_heads(pooled, keys, heads)
+            return self._apply_heads(pooled, out.last_hidden_state, keys, heads)
 
     def check_outputs(self, patch: PatchFile) -> None:
         """Run a patch (not registered) on two short inputs; PatchError if any output is not
@@ -227,33 +244,48 @@ class MultiTaskEngine:
     def _pool(out, mask: torch.Tensor, heads: list[TaskHead]) -> torch.Tensor:
         """(B, H) float32: each row pooled the way its task asks."""
         poolings = [h.pooling for h in heads]
-        pooled = torch.empty(
+        pooled = torch.zeros(
             out.last_hidden_state.shape[::2], dtype=torch.float32, device=mask.device
-        )  # (B, H)
-        for pooling in set(poolings):
+        )  # (B, H); rows of token tasks ("none") stay zero
+        for pooling in set(poolings) - {"none"}:
             rows = [i for i, p in enumerate(poolings) if p == pooling]
             pooled[rows] = pool(out, mask, pooling)[rows].float()
         return pooled
 
     @staticmethod
-    def _apply_heads(pooled: torch.Tensor, keys: list[str], heads) -> list[TaskLogits]:
-        """Each task's rows through its own head (label counts differ per task)."""
+    def _apply_heads(
+        pooled: torch.Tensor, hidden: torch.Tensor, keys: list[str], heads
+    ) -> list[TaskLogits]:
+        """Each task's rows through its own head (output sizes and kinds differ per task)."""
         rows_of: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
             rows_of.setdefault(key, []).append(i)
-        groups = []
-        for key, rows in rows_of.items():
-            head = heads[key]
-            logits = pooled[rows] @ head.weight.T + head.bias  # (rows, n)
-            groups.append(TaskLogits(key, rows, logits.cpu()))
-        return groups
+        return [
+            TaskLogits(key, rows, head_outputs(heads[key], pooled[rows], hidden[rows]).cpu())
+            for key, rows in rows_of.items()
+        ]
 
     def predict_logits(self, key: str, items: list[Item], batch_size: int = 64):
-        """Encode and run `items` for one task in chunks (CLI and evaluation)."""
+        """Encode and run `items` for one task in chunks (CLI and evaluation); one tensor per
+        item: (n,) logits, (T, n) per token of a token task, (d,) for an embedding."""
         head = self._state.heads[key]
         tokenizer = self.backbone.tokenizer
         out: list[torch.Tensor] = []
         for start in range(0, len(items), batch_size):
             rows = encode_inputs(tokenizer, items[start : start + batch_size], head.max_length)
-            out += self.forward(collate(rows, tokenizer.pad_token_id), [key] * len(rows))
+            logits = self.forward(collate(rows, tokenizer.pad_token_id), [key] * len(rows))
+            if head.kind == "token_classification":  # drop the batch's padding
+                logits = [x[: len(r["input_ids"])] for x, r in zip(logits, rows, strict=True)]
+            out += logits
         return out
+
+
+def head_outputs(head: TaskHead, pooled: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """One task's rows through its head: pooled (rows, H) or, for a token task, every token
+    of hidden (rows, T, H). Returns (rows, n), (rows, T, n) or (rows, d)."""
+    if head.kind == "token_classification":
+        return hidden.float() @ head.weight.T + head.bias  # (rows, T, n)
+    if head.kind != "embedding":
+        return pooled @ head.weight.T + head.bias  # (rows, n)
+    vectors = pooled if head.weight is None else pooled @ head.weight.T + head.bias  # (rows, d)
+    return torch.nn.functional.normalize(vectors, dim=-1) if head.normalize else vectors

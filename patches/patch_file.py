@@ -16,8 +16,9 @@ from safetensors.torch import load as load_safetensors
 from .backbone import BackboneSpec
 
 FORMAT = "bitpatch/1"
-KINDS = ("classification", "regression")
-POOLINGS = ("pooler", "cls", "mean")
+KINDS = ("classification", "regression", "multi_label", "token_classification", "embedding")
+LABELLED_KINDS = ("classification", "multi_label", "token_classification")
+POOLINGS = ("pooler", "cls", "mean", "none")  # none: every token (token_classification only)
 INPUTS = ("text", "text_pair")  # optional metadata 'inputs': what a request row must be
 MAX_LENGTH = re.compile(r"[0-9]{1,6}")
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -46,17 +47,30 @@ class PatchFile:
     backbone: str
     backbone_sha256: str
     biases: dict[str, torch.Tensor]  # backbone parameter name -> (dim,)
-    head_weight: torch.Tensor  # (n, hidden)
-    head_bias: torch.Tensor  # (n,)
+    head_weight: torch.Tensor | None  # (n, hidden); None only for an embedding (identity)
+    head_bias: torch.Tensor | None  # (n,)
     inputs: str = ""  # "text", "text_pair", or "" (older patches: either is accepted)
+    threshold: float | None = None  # multi_label: one threshold for every label
+    thresholds: list[float] | None = None  # multi_label: one per label
+    normalize: bool = True  # embedding: L2-normalise the output
     metrics: dict = field(default_factory=dict)
     trainer: dict = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     @property
     def num_outputs(self) -> int:
-        """Head rows: number of labels, or 1 for regression."""
-        return len(self.labels) if self.kind == "classification" else 1
+        """Head rows: the labels' count, 1 for regression, the output size for an embedding."""
+        if self.kind in LABELLED_KINDS:
+            return len(self.labels)
+        if self.kind == "embedding":
+            return len(self.head_bias) if self.head_bias is not None else 0
+        return 1
+
+    def label_thresholds(self) -> list[float]:
+        """multi_label: each label's threshold (0.5 unless the patch says otherwise)."""
+        if self.thresholds is not None:
+            return list(self.thresholds)
+        return [0.5 if self.threshold is None else self.threshold] * len(self.labels)
 
     def metadata(self) -> dict[str, str]:
         """The safetensors `__metadata__` block (all values strings)."""
@@ -73,8 +87,14 @@ class PatchFile:
             meta["created_at"] = self.created_at
         if self.inputs:
             meta["inputs"] = self.inputs
-        if self.kind == "classification":
+        if self.kind in LABELLED_KINDS:
             meta["labels"] = json.dumps(self.labels)
+        if self.threshold is not None:
+            meta["threshold"] = json.dumps(self.threshold)
+        if self.thresholds is not None:
+            meta["thresholds"] = json.dumps(self.thresholds)
+        if self.kind == "embedding":
+            meta["normalize"] = "true" if self.normalize else "false"
         for key in JSON_OBJECT_KEYS:
             if getattr(self, key):
                 meta[key] = json.dumps(getattr(self, key), sort_keys=True)
@@ -83,8 +103,9 @@ class PatchFile:
     def to_bytes(self) -> bytes:
         """Serialise as bitpatch/1 safetensors bytes."""
         tensors = {f"bias.{name}": t for name, t in self.biases.items()}
-        tensors["head.weight"] = self.head_weight
-        tensors["head.bias"] = self.head_bias
+        if self.head_weight is not None:
+            tensors["head.weight"] = self.head_weight
+            tensors["head.bias"] = self.head_bias
         return serialize(tensors, self.metadata())
 
     def save(self, path: str | Path) -> Path:
@@ -136,7 +157,7 @@ def decode_patch(data: bytes) -> PatchFile:
     """Structural validation: safetensors, metadata, tensor names, finiteness, head shape."""
     tensors, meta = _load_raw(data)
     fields = _parse_metadata(meta)
-    biases, head_weight, head_bias = _split_tensors(tensors)
+    biases, head_weight, head_bias = _split_tensors(tensors, fields["kind"])
     patch = PatchFile(biases=biases, head_weight=head_weight, head_bias=head_bias, **fields)
     _check_head(patch)
     return patch
@@ -196,8 +217,9 @@ def _json_field(meta: dict[str, str], key: str, expected: type):
         value = json.loads(meta[key])
     except json.JSONDecodeError as err:
         raise PatchError(f"metadata '{key}' is not valid JSON: {meta[key]!r}", key) from err
-    if not isinstance(value, expected):
-        raise PatchError(f"metadata '{key}' must be a JSON {expected.__name__}", key)
+    if not isinstance(value, expected) or isinstance(value, bool):
+        name = expected.__name__ if isinstance(expected, type) else "number"
+        raise PatchError(f"metadata '{key}' must be a JSON {name}, got {meta[key]!r}", key)
     return value
 
 
@@ -214,6 +236,12 @@ def _parse_metadata(meta: dict[str, str]) -> dict:
     if pooling not in POOLINGS:
         raise PatchError(
             f"metadata 'pooling' must be one of {POOLINGS}, got {pooling!r}", "pooling"
+        )
+    if (pooling == "none") != (kind == "token_classification"):
+        raise PatchError(
+            f"metadata 'pooling' is {pooling!r} for kind {kind!r}; token_classification "
+            "patches use 'none' (every token), and only they do",
+            "pooling",
         )
     inputs = meta.get("inputs", "")
     if inputs and inputs not in INPUTS:
@@ -233,6 +261,7 @@ def _parse_metadata(meta: dict[str, str]) -> dict:
         "created_at": meta.get("created_at", ""),
         "inputs": inputs,
         "labels": _parse_labels(meta, kind),
+        **_parse_kind_options(meta, kind),
     }
     for key in JSON_OBJECT_KEYS:
         fields[key] = _json_field(meta, key, dict) if key in meta else {}
@@ -240,24 +269,76 @@ def _parse_metadata(meta: dict[str, str]) -> dict:
 
 
 def _parse_labels(meta: dict[str, str], kind: str) -> list[str]:
-    if kind == "regression":
+    if kind not in LABELLED_KINDS:
+        if kind == "embedding" and "labels" in meta:
+            raise PatchError(
+                "metadata 'labels' is set, but embedding patches have no labels", "labels"
+            )
         return []
     labels = _json_field(meta, "labels", list) if "labels" in meta else None
     if labels is None:
         raise PatchError(
-            "metadata 'labels' is missing; classification patches list their "
+            f"metadata 'labels' is missing; {kind} patches list their "
             "labels as a JSON list of strings",
             "labels",
         )
-    if len(labels) < 2 or not all(isinstance(x, str) for x in labels):
-        raise PatchError(f"metadata 'labels' must list >= 2 strings, got {labels!r}", "labels")
+    fewest = 1 if kind == "multi_label" else 2
+    if len(labels) < fewest or not all(isinstance(x, str) for x in labels):
+        raise PatchError(
+            f"metadata 'labels' must list >= {fewest} strings for {kind}, got {labels!r}",
+            "labels",
+        )
     if len(set(labels)) != len(labels):
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         raise PatchError(f"metadata 'labels' has duplicate labels {dupes}", "labels")
     return labels
 
 
-def _split_tensors(tensors: dict[str, torch.Tensor]):
+def _parse_kind_options(meta: dict[str, str], kind: str) -> dict:
+    """multi_label's threshold(s) and embedding's normalize; refused on other kinds."""
+    for key, owner in (("threshold", "multi_label"), ("thresholds", "multi_label")):
+        if key in meta and kind != owner:
+            raise PatchError(f"metadata '{key}' is for {owner} patches, not {kind}", key)
+    if "normalize" in meta and kind != "embedding":
+        raise PatchError(f"metadata 'normalize' is for embedding patches, not {kind}", "normalize")
+    options: dict = {}
+    if "threshold" in meta and "thresholds" in meta:
+        raise PatchError(
+            "metadata has both 'threshold' and 'thresholds'; keep one (a number for every "
+            "label, or a list with one per label)",
+            "thresholds",
+        )
+    if "threshold" in meta:
+        options["threshold"] = _probability(
+            _json_field(meta, "threshold", (int, float)), "threshold"
+        )
+    if "thresholds" in meta:
+        values = _json_field(meta, "thresholds", list)
+        options["thresholds"] = [_probability(v, "thresholds") for v in values]
+        labels = _json_field(meta, "labels", list) if "labels" in meta else []
+        if len(values) != len(labels):
+            raise PatchError(
+                f"metadata 'thresholds' has {len(values)} values for {len(labels)} labels; "
+                "give one per label, in label order",
+                "thresholds",
+            )
+    if "normalize" in meta:
+        if meta["normalize"] not in ("true", "false"):
+            raise PatchError(
+                f"metadata 'normalize' must be 'true' or 'false', got {meta['normalize']!r}",
+                "normalize",
+            )
+        options["normalize"] = meta["normalize"] == "true"
+    return options
+
+
+def _probability(value, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise PatchError(f"metadata '{key}' values must be numbers in [0, 1], got {value!r}", key)
+    return float(value)
+
+
+def _split_tensors(tensors: dict[str, torch.Tensor], kind: str):
     biases = {}
     for key, tensor in tensors.items():
         if tensor.dtype not in FLOAT_DTYPES:
@@ -274,14 +355,23 @@ def _split_tensors(tensors: dict[str, torch.Tensor]):
                 "'bias.<backbone name ending in bias>', 'head.weight', 'head.bias'",
                 key,
             )
+    heads = [key for key in ("head.weight", "head.bias") if key in tensors]
+    if kind == "embedding" and not heads:
+        return biases, None, None  # no projection: the pooled vector itself
     for key in ("head.weight", "head.bias"):
         if key not in tensors:
-            raise PatchError(f"tensor '{key}' is missing; every patch carries its head", key)
+            also = " (an embedding has both or neither)" if kind == "embedding" else ""
+            raise PatchError(f"tensor '{key}' is missing; every patch carries its head{also}", key)
     return biases, tensors["head.weight"].float(), tensors["head.bias"].float()
 
 
 def _check_head(patch: PatchFile) -> None:
-    rows = patch.num_outputs
+    if patch.head_weight is None:
+        return
+    if patch.kind == "embedding" and patch.head_weight.dim() == 2:
+        rows = patch.head_weight.shape[0]
+    else:
+        rows = patch.num_outputs
     if patch.head_weight.dim() != 2 or patch.head_weight.shape[0] != rows:
         raise PatchError(
             f"tensor 'head.weight' has shape {tuple(patch.head_weight.shape)}; "
@@ -316,7 +406,7 @@ def check_fits(patch: PatchFile, spec: BackboneSpec) -> None:
                 f"is {spec.bias_shapes[name]}",
                 key,
             )
-    if patch.head_weight.shape[1] != spec.hidden_size:
+    if patch.head_weight is not None and patch.head_weight.shape[1] != spec.hidden_size:
         raise PatchError(
             f"tensor 'head.weight' has {patch.head_weight.shape[1]} columns; the "
             f"backbone's hidden size is {spec.hidden_size}",

@@ -21,14 +21,18 @@ class BatchHistory:
         self._batches: deque[dict] = deque(maxlen=size)
         self._ids = itertools.count(1)
 
-    def record(self, lengths: list[int], tasks: int, forward_s: float) -> None:
-        """One finished forward: its rows' real lengths (tokens), distinct tasks, and time."""
+    def record(
+        self, lengths: list[int], tasks: int, forward_s: float, kinds: dict[str, int]
+    ) -> None:
+        """One finished forward: its rows' real lengths (tokens), distinct tasks, rows per task
+        kind, and time."""
         self._batches.append(
             {
                 "id": next(self._ids),
                 "finished_at": time.time(),
                 "rows": len(lengths),
                 "tasks": tasks,
+                "kinds": kinds,
                 "lengths": lengths,
                 "padded_length": max(lengths),
                 "forward_ms": round(1000 * forward_s, 3),

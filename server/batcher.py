@@ -18,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -239,7 +240,10 @@ class Batcher:
         self.metrics.batch_tasks.observe(tasks)
         mask = padded["attention_mask"]  # (B, T)
         self.metrics.batch_fill.observe(float(mask.sum()) / mask.numel())
-        self.history.record([r.length for r in batch], tasks, seconds)
+        kinds = Counter(r.job.lease.head.kind for r in batch)
+        for kind, count in kinds.items():
+            self.metrics.rows_by_kind.labels(kind).inc(count)
+        self.history.record([r.length for r in batch], tasks, seconds, dict(kinds))
         return out
 
 
@@ -271,6 +275,8 @@ def _predictions(batch: list[Row], groups: list[TaskLogits]) -> list[dict]:
     out: list = [None] * len(batch)
     for group in groups:
         head = batch[group.rows[0]].job.lease.head
-        for i, prediction in zip(group.rows, to_predictions(head, group.logits), strict=True):
+        encoded = [batch[i].job.rows[batch[i].index] for i in group.rows]
+        predictions = to_predictions(head, group.logits, encoded)
+        for i, prediction in zip(group.rows, predictions, strict=True):
             out[i] = prediction
     return out

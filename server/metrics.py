@@ -56,6 +56,12 @@ class Metrics:
         self.batch_tasks = Histogram(
             "bitpatch_batch_tasks", "Distinct tasks per forward", buckets=ROW_BUCKETS, registry=r
         )
+        self.rows_by_kind = Counter(
+            "bitpatch_rows",
+            "Rows computed, by task kind",
+            ["kind"],
+            registry=r,
+        )
         self.batch_fill = Histogram(
             "bitpatch_batch_fill",
             "Real tokens / padded tokens per forward (1.0 = no padding waste)",

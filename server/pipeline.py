@@ -57,8 +57,14 @@ class PredictPipeline:
 
     async def tokenize(self, lease: Lease, inputs: list[Item]) -> list[EncodedRow]:
         """Token ids of every input, on the tokenizer threads."""
+        head = lease.head
         return await asyncio.get_running_loop().run_in_executor(
-            self.tokenize_pool, encode_inputs, self.tokenizer, inputs, lease.head.max_length
+            self.tokenize_pool,
+            encode_inputs,
+            self.tokenizer,
+            inputs,
+            head.max_length,
+            head.wants_offsets,
         )
 
     def close(self) -> None:
@@ -67,8 +73,19 @@ class PredictPipeline:
 
 
 def check_inputs_fit(lease: Lease, inputs: list[Item]) -> None:
-    """A task that takes single texts refuses pairs, and the reverse (patch metadata 'inputs')."""
-    wants = lease.head.inputs
+    """A task that takes single texts refuses pairs, and the reverse (patch metadata 'inputs');
+    token and embedding tasks take single texts only."""
+    head = lease.head
+    if not head.takes_pairs:
+        for i, item in enumerate(inputs):
+            if not isinstance(item, str):
+                raise InvalidRequest(
+                    f"inputs[{i}] is a pair [text, text_pair], but task {lease.task!r} is a "
+                    f'{head.kind} task, which takes single texts; send each input as "text"',
+                    code="input_mismatch",
+                )
+        return
+    wants = head.inputs
     if not wants:
         return
     for i, item in enumerate(inputs):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -165,3 +166,37 @@ def random_patch(
 def random_sentence(rng: random.Random) -> str:
     """A sentence of 1-20 vocabulary words."""
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 20)))
+
+
+def kind_patch(model, kind: str, task: str, seed: int, max_length: int = 48) -> PatchFile:
+    """A random patch of any task kind (see docs/patch-format.md)."""
+    base = random_patch(model, task, 3, "cls", seed, max_length=max_length)
+    gen = torch.Generator().manual_seed(seed + 1000)
+    hidden = model.config.hidden_size
+    if kind in ("classification", "regression"):
+        n = 3 if kind == "classification" else 1
+        return random_patch(model, task, n, "mean", seed, max_length=max_length)
+    if kind == "multi_label":
+        return replace(
+            base, kind=kind, labels=["toxic", "insult", "spam"], thresholds=[0.3, 0.5, 0.7]
+        )
+    if kind == "token_classification":
+        labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+        return replace(
+            base,
+            kind=kind,
+            labels=labels,
+            pooling="none",
+            head_weight=torch.randn((len(labels), hidden), generator=gen),
+            head_bias=torch.randn((len(labels),), generator=gen),
+        )
+    if kind == "embedding":
+        return replace(
+            base,
+            kind=kind,
+            labels=[],
+            pooling="mean",
+            head_weight=torch.randn((8, hidden), generator=gen),
+            head_bias=torch.randn((8,), generator=gen),
+        )
+    raise ValueError(kind)

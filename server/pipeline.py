@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from ..patches.encoding import EncodedRow, Item, encode_inputs
 from .batcher import Batcher
@@ -45,6 +46,55 @@ class PredictPipeline:
         done = self.batcher.submit(lease, rows, on_done=lambda: self.registry.release(lease))
         return encode(task, lease.version, await done)
 
+    async def fan_out(self, tasks: list[str], inputs: list[Item]) -> dict:
+        """Every input through each task's active version, all rows batched together; every
+        task is leased and checked before any work, so a bad one fails the call at once."""
+        leases = await self.lease_all(tasks, inputs)
+        admitted = 0
+        try:
+            for _ in leases:
+                self.batcher.admit(len(inputs))
+                admitted += 1
+            rows = await self.tokenize_once(leases, inputs)
+        except BaseException:
+            for _ in range(admitted):
+                self.batcher.withdraw()
+            for lease in leases:
+                self.registry.release(lease)
+            raise
+        done = [
+            self.batcher.submit(lease, rows[shape_of(lease)], partial(self.registry.release, lease))
+            for lease in leases
+        ]
+        outcomes = await asyncio.gather(*done)
+        return {
+            "results": {
+                lease.task: encode(lease.task, lease.version, predictions)
+                for lease, predictions in zip(leases, outcomes, strict=True)
+            }
+        }
+
+    async def lease_all(self, tasks: list[str], inputs: list[Item]) -> list[Lease]:
+        """A lease on each task's active version, its inputs checked; all or none."""
+        leases: list[Lease] = []
+        try:
+            for task in tasks:
+                leases.append(await self.lease(task, None))
+                check_inputs_fit(leases[-1], inputs)
+        except BaseException:
+            for lease in leases:
+                self.registry.release(lease)
+            raise
+        return leases
+
+    async def tokenize_once(self, leases: list[Lease], inputs: list[Item]) -> dict:
+        """The inputs' rows for each distinct tokenization the tasks need (length, offsets)."""
+        rows: dict[tuple[int, bool], list[EncodedRow]] = {}
+        for lease in leases:
+            if shape_of(lease) not in rows:
+                rows[shape_of(lease)] = await self.tokenize(lease, inputs)
+        return rows
+
     async def lease(self, task: str, version: int | None) -> Lease:
         """Pin the version; one that is stored but not resident is loaded off the event loop."""
         for _ in range(LEASE_TRIES):
@@ -70,6 +120,11 @@ class PredictPipeline:
     def close(self) -> None:
         """Stop the tokenizer threads."""
         self.tokenize_pool.shutdown(wait=False)
+
+
+def shape_of(lease: Lease) -> tuple[int, bool]:
+    """What decides a task's tokenization: its max_length, and whether it needs offsets."""
+    return lease.head.max_length, lease.head.wants_offsets
 
 
 def check_inputs_fit(lease: Lease, inputs: list[Item]) -> None:

@@ -15,6 +15,7 @@ from .errors import InvalidRequest, UnsupportedMediaType
 
 PREDICT_SHAPE = '{"inputs": ["text" or ["text", "text_pair"], ...], "version": optional int}'
 FIELDS = ("inputs", "version")
+FANOUT_SHAPE = '{"tasks": ["task", ...], "inputs": ["text" or ["text", "text_pair"], ...]}'
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,45 @@ def decode_predict(body: bytes, max_inputs: int, max_chars: int) -> PredictCall:
     )
 
 
-def _inputs(inputs: object, max_inputs: int, max_chars: int) -> list[Item]:
+@dataclass(frozen=True)
+class FanoutCall:
+    """What a fan-out request asks: every input through each of the tasks' active versions."""
+
+    tasks: list[str]
+    inputs: list[Item]
+
+
+def decode_fanout(body: bytes, max_inputs: int, max_chars: int) -> FanoutCall:
+    """Checked tasks and inputs of a `POST /predict` body; tasks x inputs <= max_inputs."""
+    value = parse_json(body)
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"the body must be a JSON object: {FANOUT_SHAPE}")
+    extra = sorted(set(value) - {"tasks", "inputs"})
+    if extra:
+        raise InvalidRequest(f"unknown field(s) {extra}; the body is {FANOUT_SHAPE}")
+    tasks = value.get("tasks")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        shown = orjson.dumps(tasks).decode()[:60]
+        raise InvalidRequest(f"tasks must be a non-empty list of task names, got {shown}")
+    twice = sorted({t for t in tasks if tasks.count(t) > 1})
+    if twice:
+        raise InvalidRequest(f"tasks lists {twice} more than once; name each task once")
+    inputs = _inputs(value.get("inputs"), max_inputs, max_chars, FANOUT_SHAPE)
+    if len(tasks) * len(inputs) > max_inputs:
+        raise InvalidRequest(
+            f"{len(tasks)} tasks x {len(inputs)} inputs = {len(tasks) * len(inputs)} rows, at "
+            f"most {max_inputs} per request (--max-inputs); split the request",
+            code="too_many_inputs",
+        )
+    return FanoutCall(tasks, inputs)
+
+
+def _inputs(
+    inputs: object, max_inputs: int, max_chars: int, shape: str = PREDICT_SHAPE
+) -> list[Item]:
     if not isinstance(inputs, list) or not inputs:
         shown = orjson.dumps(inputs).decode()[:60]
-        raise InvalidRequest(f"inputs must be a non-empty list, got {shown}: {PREDICT_SHAPE}")
+        raise InvalidRequest(f"inputs must be a non-empty list, got {shown}: {shape}")
     if len(inputs) > max_inputs:
         raise InvalidRequest(
             f"{len(inputs)} inputs sent, at most {max_inputs} per request (--max-inputs); "

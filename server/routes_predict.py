@@ -12,9 +12,9 @@ from .bodies import read_limited
 from .deps import PredictAuth, StateDep, TaskName
 from .edge import status_of
 from .errors import ServerError
-from .predict_request import check_json_type, decode_predict
+from .predict_request import check_json_type, decode_fanout, decode_predict
 from .responses import OrjsonResponse
-from .schemas import PredictRequest, PredictResponse
+from .schemas import FanoutRequest, FanoutResponse, PredictRequest, PredictResponse
 
 router = APIRouter()
 
@@ -48,4 +48,34 @@ async def predict(task: TaskName, request: Request, state: StateDep):
         raise
     requests.labels(task, "200").inc()
     state.metrics.latency.labels(task).observe(time.perf_counter() - started)
+    return OrjsonResponse(result)
+
+
+@router.post(
+    "/predict",
+    response_model=FanoutResponse,
+    dependencies=[PredictAuth],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": FanoutRequest.model_json_schema()}},
+        }
+    },
+)
+async def fan_out(request: Request, state: StateDep):
+    """Fan-out: every input through each named task's active version, in shared forwards."""
+    started = time.perf_counter()
+    pipeline = state.ready()
+    requests = state.metrics.requests
+    try:
+        s = state.settings
+        check_json_type(request.headers.get("content-type"))
+        body = await read_limited(request, s.request_limit, "--max-request-bytes")
+        call = decode_fanout(body, s.max_inputs, s.max_input_chars)
+        result = await pipeline.fan_out(call.tasks, call.inputs)
+    except (ServerError, PatchError) as err:
+        requests.labels("_fanout", str(status_of(err))).inc()
+        raise
+    requests.labels("_fanout", "200").inc()
+    state.metrics.latency.labels("_fanout").observe(time.perf_counter() - started)
     return OrjsonResponse(result)

@@ -26,6 +26,21 @@ class PredictResponse(BaseModel):
     predictions: list[dict]
 
 
+class FanoutRequest(BaseModel):
+    """`{"tasks": [task, ...], "inputs": [...]}`: each input through every task (checked by
+    hand in server/predict_request.py; this model documents it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[str] = Field(min_length=1)
+    inputs: list[str | Pair] = Field(min_length=1)
+
+
+class FanoutResponse(BaseModel):
+    """Each task's predict response, by task name."""
+
+    results: dict[str, PredictResponse]
+
+
 class VersionPublic(BaseModel):
     """One stored version."""
 

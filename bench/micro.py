@@ -1,4 +1,5 @@
-"""Micro-benchmark: one mixed 16-task forward vs a single-task forward (and bias swapping).
+"""Micro-benchmark: one mixed 16-task forward vs a single-task forward (and bias swapping), and
+a forward mixing all five task kinds.
 
 Prints median times and ratios for B=32, L=64 in each dtype; measurements are interleaved so
 machine noise hits every variant alike.
@@ -10,6 +11,7 @@ import contextlib
 import statistics
 import threading
 import time
+from dataclasses import replace
 
 import torch
 
@@ -47,6 +49,27 @@ def random_patches(backbone, n: int, seed: int = 0) -> list[PatchFile]:
             )
         )
     return out
+
+
+def kind_patches(backbone) -> list[PatchFile]:
+    """One patch of each task kind (k0..k4): classification, regression, multi-label (3
+    labels), token tagging (5 tags), a 64-dim embedding."""
+    hidden = backbone.spec.hidden_size
+    gen = torch.Generator().manual_seed(1)
+    base = random_patches(backbone, 5, seed=1)
+
+    def head(n: int) -> dict:
+        return {"head_weight": torch.randn((n, hidden), generator=gen), "head_bias": torch.zeros(n)}
+
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    kinds = [
+        {"kind": "classification"},
+        {"kind": "regression", "labels": [], **head(1)},
+        {"kind": "multi_label", "labels": ["x", "y", "z"], **head(3)},
+        {"kind": "token_classification", "labels": tags, "pooling": "none", **head(5)},
+        {"kind": "embedding", "labels": [], **head(64)},
+    ]
+    return [replace(p, task=f"k{i}", **k) for i, (p, k) in enumerate(zip(base, kinds, strict=True))]
 
 
 def fixed_batch(tokenizer, batch: int, length: int) -> dict[str, torch.Tensor]:
@@ -120,9 +143,10 @@ def _micro_one(dtype: str, batch: int, length: int, n_tasks: int, reps: int) -> 
     engine = MultiTaskEngine(backbone, packed=True)
     padded = MultiTaskEngine(load_backbone("default", dtype=dtype, device="cpu"), packed=False)
     patches = random_patches(backbone, n_tasks)
-    for p in patches:
+    for p in patches + kind_patches(backbone):
         engine.register(p.task, p)
         padded.register(p.task, p)
+    kind_keys = [f"k{i % 5}" for i in range(batch)]
     inputs = fixed_batch(backbone.tokenizer, batch, length)
     mixed_keys = [f"t{i % n_tasks}" for i in range(batch)]
     groups: dict[str, list[int]] = {}
@@ -134,6 +158,7 @@ def _micro_one(dtype: str, batch: int, length: int, n_tasks: int, reps: int) -> 
             "plain HF forward (no patch)": lambda: _plain(backbone.model, inputs),
             "bitpatch single-task": lambda: engine.forward(inputs, ["t0"] * batch),
             f"bitpatch mixed {n_tasks}-task": lambda: engine.forward(inputs, mixed_keys),
+            "bitpatch mixed 5 task kinds": lambda: engine.forward(inputs, kind_keys),
             f"mixed {n_tasks}-task, bias adds skipped (bound)": lambda: _adds_skipped(
                 engine, inputs, mixed_keys
             ),

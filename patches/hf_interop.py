@@ -33,6 +33,12 @@ def _config_for(backbone: Backbone, patch: PatchFile):
 
 def export_patch(backbone: Backbone, patch: PatchFile):
     """A float32 AutoModelForSequenceClassification that computes the patch's logits."""
+    if patch.kind not in ("classification", "regression"):
+        raise PatchError(
+            f"export writes sequence-classification folders, for classification and "
+            f"regression patches; this is a {patch.kind} patch, which export does not cover",
+            "kind",
+        )
     if patch.pooling != "pooler":
         raise PatchError(
             f"export needs pooling 'pooler' (what AutoModelForSequenceClassification "

@@ -184,7 +184,7 @@ def test_replicas_started_together_seed_the_demo_patches_once(tmp_path):
     store = tmp_path / "store"
     servers = [ServerProcess("default", store, "--sync-interval", SYNC) for _ in range(3)]
     with started_together(servers):
-        demo = {"paraphrase": 1, "sentiment": 1, "similarity": 1}
+        demo = {"embedding": 1, "paraphrase": 1, "sentiment": 1, "similarity": 1}
         for server in servers:  # a replica that found some seeded already syncs the rest
             wait_for(lambda s=server: active_versions(s.url) == demo)
         assert sorted(p.name for p in (store / "sentiment").glob("v*")) == ["v1.safetensors"]

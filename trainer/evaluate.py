@@ -32,6 +32,11 @@ def evaluate_patch(
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Dev metrics of a patch, computed by the multi-task engine (float32 by default)."""
+    if patch.kind not in ("classification", "regression"):
+        raise ValueError(
+            f"eval scores classification and regression patches; {patch.task!r} is a "
+            f"{patch.kind} patch (serve it, or score its predictions yourself)"
+        )
     engine = MultiTaskEngine(load_backbone(backbone, dtype=dtype, device=device))
     engine.register(patch.task, patch)
     items = [e.text if e.pair is None else (e.text, e.pair) for e in data.dev]

@@ -26,10 +26,20 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--label-column", default="label", help="column of the label or score")
     group.add_argument(
-        "--kind",
-        choices=["classification", "regression"],
+        "--label-sep",
+        default=",",
+        help="multi_label: the separator of several labels in one --label-column cell",
+    )
+    group.add_argument(
+        "--label-columns",
         default=None,
-        help="override the kind inferred from the labels",
+        help="multi_label: comma-separated 0/1 columns, one per label (instead of --label-column)",
+    )
+    group.add_argument(
+        "--kind",
+        choices=["classification", "regression", "multi_label"],
+        default=None,
+        help="override the kind inferred from the labels (multi_label: BCE, sigmoid scores)",
     )
     group.add_argument("--hf-dataset", help="a Hugging Face datasets name (needs the hub)")
     group.add_argument("--hf-config", default=None, help="the datasets configuration name")
@@ -44,7 +54,10 @@ def load_data(args: argparse.Namespace):
     """The TaskData the arguments point at, or a clear error."""
     from bitpatch.trainer.data import Columns, DataError, load_glue, load_hf_dataset, load_user_data
 
-    columns = Columns(args.text_column, args.pair_column, args.label_column)
+    label_columns = tuple(c.strip() for c in (args.label_columns or "").split(",") if c.strip())
+    columns = Columns(
+        args.text_column, args.pair_column, args.label_column, args.label_sep, label_columns
+    )
     if args.glue:
         if not args.data:
             raise DataError("--glue needs --data DIR (the task's folder with train.tsv, dev.tsv)")

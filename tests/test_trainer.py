@@ -254,3 +254,56 @@ def test_cli_train_push_uses_the_environment_token(tiny_bert_dir, tmp_path, monk
         assert reply["task"] == "pushed" and reply["version"] == 1
         assert reply["created"] is True
     assert read_patch(tmp_path / "p.safetensors").inputs == "text"  # trained on single texts
+
+
+TOPICS = {"animal": ["cat", "dog"], "color": ["red", "blue", "green"], "sky": ["sun", "moon"]}
+
+
+def toy_topics(n: int = 160, seed: int = 0) -> list[dict]:
+    """Each text mentions 0-3 topics (a learnable multi-label task): one row per text."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        topics = [t for t in TOPICS if rng.random() < 0.4]
+        words = [rng.choice(TOPICS[t]) for t in topics] + rng.sample(["the", "a", "is", "it"], 2)
+        rng.shuffle(words)
+        rows.append(
+            {
+                "text": " ".join(words),
+                "labels": "|".join(topics),
+                **{t: int(t in topics) for t in TOPICS},
+            }
+        )
+    return rows
+
+
+@pytest.mark.parametrize("layout", ["separator", "columns"])
+def test_cli_trains_multi_label_with_a_dev_threshold(tiny_bert_dir, tmp_path, capsys, layout):
+    rows = toy_topics()
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    labels = ["--label-column", "labels", "--label-sep", "|"]
+    if layout == "columns":
+        labels = ["--label-columns", "animal,color,sky"]
+    out = tmp_path / "topics.safetensors"
+    common = [
+        "--file",
+        str(tmp_path / "d.jsonl"),
+        "--dev-split",
+        "0.25",
+        "--backbone",
+        str(tiny_bert_dir),
+    ]
+    argv = ["train", *common, *labels, "--kind", "multi_label", "--out", str(out)]
+    argv += ["--epochs", "20", "--lr", "0.05", "--max-length", "16", "--batch-size", "8"]
+    with pytest.raises(SystemExit) as done:
+        cli_main(argv)
+    assert done.value.code == 0
+    patch = read_patch(out)
+    assert patch.kind == "multi_label" and patch.labels == ["animal", "color", "sky"]
+    assert 0.05 <= patch.threshold <= 0.95 and patch.thresholds is None
+    # chance: labels drawn with p=0.4, so predicting "every label" scores micro F1 ~57
+    assert patch.metrics["micro_f1"] > 80, patch.metrics
+    with pytest.raises(SystemExit) as done:
+        cli_main(["eval", str(out), *common, *labels, "--kind", "multi_label"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["metrics"] == report["recorded"]  # scored at the patch's own threshold

@@ -20,7 +20,7 @@ class Example:
 
     text: str
     pair: str | None
-    label: str | float
+    label: str | float | tuple[str, ...]  # a tuple of label names for multi_label
     line: int
 
 
@@ -29,7 +29,7 @@ class TaskData:
     """Train and dev examples of one task, its kind and its label names."""
 
     name: str
-    kind: str  # classification | regression
+    kind: str  # classification | regression | multi_label
     labels: list[str]
     train: list[Example]
     dev: list[Example]
@@ -137,6 +137,8 @@ class Columns:
     text: str = "text"
     pair: str | None = None
     label: str = "label"
+    label_sep: str = ","  # multi_label: labels in one cell, split on this
+    label_columns: tuple[str, ...] = ()  # multi_label: one 0/1 column per label instead
 
 
 def read_records(path: Path) -> list[tuple[int, dict]]:
@@ -173,7 +175,8 @@ def load_user_file(path: str | Path, columns: Columns) -> list[Example]:
     path = Path(path)
     examples = []
     for line, record in read_records(path):
-        for name in (columns.text, columns.pair, columns.label):
+        wanted = columns.label_columns or (columns.label,)
+        for name in (columns.text, columns.pair, *wanted):
             if name is not None and record.get(name) is None:
                 raise DataError(
                     f"{path}:{line}: column {name!r} is missing; columns found: "
@@ -181,7 +184,11 @@ def load_user_file(path: str | Path, columns: Columns) -> list[Example]:
                     "--label-column)"
                 )
         pair = str(record[columns.pair]) if columns.pair else None
-        examples.append(Example(str(record[columns.text]), pair, record[columns.label], line))
+        if columns.label_columns:
+            label = tuple(c for c in columns.label_columns if _flag(record[c], path, line, c))
+        else:
+            label = record[columns.label]
+        examples.append(Example(str(record[columns.text]), pair, label, line))
     if not examples:
         raise DataError(f"{path}: no examples found after the header")
     return examples
@@ -203,6 +210,16 @@ def infer_kind(examples: list[Example], path: str | Path) -> str:
     return "classification"
 
 
+def _flag(value, path, line: int, column: str) -> bool:
+    """A 0/1 label column's cell."""
+    text = str(value).strip().lower()
+    if text in ("1", "1.0", "true", "yes"):
+        return True
+    if text in ("0", "0.0", "false", "no", ""):
+        return False
+    raise DataError(f"{path}:{line}: column {column!r} must be 0 or 1, got {value!r}")
+
+
 def _is_number(value) -> bool:
     try:
         float(value)
@@ -211,11 +228,14 @@ def _is_number(value) -> bool:
     return True
 
 
-def type_labels(examples: list[Example], kind: str, path) -> list[Example]:
-    """Labels as floats (regression) or as strings (classification)."""
+def type_labels(examples: list[Example], kind: str, path, sep: str = ",") -> list[Example]:
+    """Labels as floats (regression), strings (classification) or tuples (multi_label)."""
     out = []
     for e in examples:
-        if kind == "regression":
+        if kind == "multi_label":
+            names = e.label if isinstance(e.label, tuple) else str(e.label).split(sep)
+            label = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
+        elif kind == "regression":
             if not _is_number(e.label):
                 raise DataError(f"{path}:{e.line}: expected a numeric label, got {e.label!r}")
             label = float(e.label)
@@ -235,16 +255,34 @@ def load_user_data(
 ) -> TaskData:
     """A user train file plus a dev file or a held-out split of train."""
     train = load_user_file(train_path, columns)
-    kind = kind or infer_kind(train, train_path)
-    train = type_labels(train, kind, train_path)
+    kind = kind or ("multi_label" if columns.label_columns else infer_kind(train, train_path))
+    train = type_labels(train, kind, train_path, columns.label_sep)
     if dev_file:
-        dev = type_labels(load_user_file(dev_file, columns), kind, dev_file)
+        dev = type_labels(load_user_file(dev_file, columns), kind, dev_file, columns.label_sep)
     else:
         train, dev = split_dev(train, dev_split, seed)
-    labels = sorted({e.label for e in train}) if kind == "classification" else []
+    labels = label_names(train, kind, columns)
     if kind == "classification":
         check_dev_labels(dev, labels, dev_file or train_path)
+    if kind == "multi_label":
+        check_multi_labels(dev, labels, dev_file or train_path)
     return TaskData(Path(train_path).stem, kind, labels, train, dev)
+
+
+def label_names(train: list[Example], kind: str, columns: Columns) -> list[str]:
+    """The label set in head-row order: sorted (or the label columns' order)."""
+    if kind == "classification":
+        return sorted({e.label for e in train})
+    if kind == "multi_label":
+        return list(columns.label_columns) or sorted({n for e in train for n in e.label})
+    return []
+
+
+def check_multi_labels(dev: list[Example], labels: list[str], path) -> None:
+    """Every dev label is one the training data has."""
+    unknown = sorted({n for e in dev for n in e.label} - set(labels))
+    if unknown:
+        raise DataError(f"{path}: dev labels {unknown} never occur in the training data")
 
 
 def split_dev(examples: list[Example], fraction: float, seed: int):

@@ -10,9 +10,13 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 MAIN_METRIC = {"cola": "mcc", "mrpc": "f1", "qqp": "f1", "stsb": "spearman"}
 
 
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)  # searched on dev for multi_label
+
+
 def main_metric(task: str, kind: str) -> str:
-    """The headline metric of a task (accuracy or spearman for user data)."""
-    return MAIN_METRIC.get(task, "spearman" if kind == "regression" else "accuracy")
+    """The headline metric of a task (accuracy, spearman or micro F1 for user data)."""
+    default = {"regression": "spearman", "multi_label": "micro_f1"}.get(kind, "accuracy")
+    return MAIN_METRIC.get(task, default)
 
 
 def classification_metrics(task: str, predicted: list[int], gold: list[int]) -> dict[str, float]:
@@ -38,8 +42,29 @@ def regression_metrics(predicted, gold) -> dict[str, float]:
     }
 
 
-def score(task: str, kind: str, logits: np.ndarray, gold) -> dict[str, float]:
-    """Metrics from (N, n) logits and gold label ids (or floats for regression)."""
+def multi_label_metrics(logits: np.ndarray, gold, thresholds=None) -> dict[str, float]:
+    """Micro and macro F1 of sigmoid(logits) >= thresholds (one per label); without
+    thresholds, the single threshold with the best micro F1 is chosen and reported."""
+    scores = 1 / (1 + np.exp(-np.asarray(logits, float)))  # (N, n)
+    gold = np.asarray(gold, int)  # (N, n) multi-hot
+    if thresholds is not None:
+        return _f1s(gold, scores >= np.asarray(thresholds))
+    best = max(THRESHOLDS, key=lambda t: (_f1s(gold, scores >= t)["micro_f1"], -abs(t - 0.5)))
+    return {**_f1s(gold, scores >= best), "threshold": float(best)}
+
+
+def _f1s(gold: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    return {
+        "micro_f1": 100 * f1_score(gold, predicted, average="micro", zero_division=0),
+        "macro_f1": 100 * f1_score(gold, predicted, average="macro", zero_division=0),
+    }
+
+
+def score(task: str, kind: str, logits: np.ndarray, gold, thresholds=None) -> dict[str, float]:
+    """Metrics from (N, n) logits and gold label ids (floats for regression, multi-hot rows
+    for multi_label)."""
     if kind == "regression":
         return regression_metrics(logits[:, 0], gold)
+    if kind == "multi_label":
+        return multi_label_metrics(logits, gold, thresholds)
     return classification_metrics(task, logits.argmax(-1).tolist(), list(gold))

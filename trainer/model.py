@@ -76,6 +76,10 @@ class PatchModel(nn.Module):
         if labels is not None:
             if self.kind == "regression":
                 loss = nn.functional.mse_loss(logits[:, 0].float(), labels.float())
+            elif self.kind == "multi_label":  # labels: (B, n) multi-hot
+                loss = nn.functional.binary_cross_entropy_with_logits(
+                    logits.float(), labels.float()
+                )
             else:
                 loss = nn.functional.cross_entropy(logits.float(), labels)
             result["loss"] = loss

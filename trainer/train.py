@@ -100,7 +100,12 @@ def tokenize(tokenizer, data: TaskData, examples, max_length: int) -> RowsDatase
     rows = []
     for i, e in enumerate(examples):
         row = {k: enc[k][i] for k in enc}
-        row["labels"] = float(e.label) if data.kind == "regression" else index[e.label]
+        if data.kind == "multi_label":
+            row["labels"] = [float(label in e.label) for label in data.labels]
+        elif data.kind == "regression":
+            row["labels"] = float(e.label)
+        else:
+            row["labels"] = index[e.label]
         rows.append(row)
     return RowsDataset(rows)
 
@@ -138,7 +143,7 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
     backbone = AutoModel.from_pretrained(source, dtype=torch.float32, local_files_only=local)
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
     sha256 = fingerprint(backbone)
-    n_out = len(data.labels) if data.kind == "classification" else 1
+    n_out = len(data.labels) if data.kind in ("classification", "multi_label") else 1
     model = PatchModel(backbone, n_out, settings.pooling, data.kind)
     trained = set_trainable(model, settings.method, parse_bias_terms(settings.bias_terms))
     train_rows = (
@@ -160,6 +165,8 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
         )
     patch = _to_patch(settings, data, model, trained, sha256, seconds, pct, len(train_rows))
     patch.metrics = evaluate_patch(patch, data, settings.backbone)
+    if data.kind == "multi_label":  # chosen on dev (evaluate_patch searched for it)
+        patch.threshold = patch.metrics.pop("threshold")
     patch.save(settings.out)
     log.info("wrote %s metrics=%s seconds=%.0f", settings.out, patch.metrics, seconds)
     return TrainResult(
@@ -203,7 +210,8 @@ def _check_same_settings(settings: TrainSettings, workdir: Path) -> None:
 
 
 def _is_metric(key: str) -> bool:
-    return key.removeprefix("eval_") in ("accuracy", "f1", "mcc", "spearman", "pearson", "macro_f1")
+    metrics = ("accuracy", "f1", "mcc", "spearman", "pearson", "macro_f1", "micro_f1")
+    return key.removeprefix("eval_") in metrics
 
 
 def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:

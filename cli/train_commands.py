@@ -17,7 +17,11 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         help="GLUE task (with --data DIR)",
     )
     group.add_argument("--data", type=Path, help="GLUE task folder (train.tsv, dev.tsv)")
-    group.add_argument("--file", type=Path, help="user training file: .csv, .tsv or .jsonl")
+    group.add_argument(
+        "--file",
+        type=Path,
+        help="user training file: .csv, .tsv or .jsonl; .conll (token<TAB>tag) for tagging",
+    )
     group.add_argument("--dev-file", type=Path, help="user dev file (default: --dev-split)")
     group.add_argument("--dev-split", type=float, default=0.1, help="dev fraction of --file")
     group.add_argument("--text-column", default="text", help="column of the text (default text)")
@@ -37,9 +41,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--kind",
-        choices=["classification", "regression", "multi_label"],
+        choices=["classification", "regression", "multi_label", "token_classification"],
         default=None,
-        help="override the kind inferred from the labels (multi_label: BCE, sigmoid scores)",
+        help="override the kind inferred from the labels (multi_label: BCE, sigmoid scores; "
+        "token_classification: a CoNLL --file, one tag per word)",
     )
     group.add_argument("--hf-dataset", help="a Hugging Face datasets name (needs the hub)")
     group.add_argument("--hf-config", default=None, help="the datasets configuration name")
@@ -62,6 +67,11 @@ def load_data(args: argparse.Namespace):
         if not args.data:
             raise DataError("--glue needs --data DIR (the task's folder with train.tsv, dev.tsv)")
         return load_glue(args.glue, args.data)
+    tagging = args.kind == "token_classification"
+    if args.file and (tagging or args.file.suffix == ".conll"):
+        from bitpatch.trainer.conll import load_conll
+
+        return load_conll(args.file, args.dev_file, args.dev_split)
     if args.file:
         return load_user_data(args.file, columns, args.dev_file, args.dev_split, args.kind)
     if args.hf_dataset:
@@ -70,6 +80,12 @@ def load_data(args: argparse.Namespace):
             if args.hf_data_files
             else None
         )
+        if tagging:
+            from bitpatch.trainer.conll import load_hf_tagging
+
+            words = "tokens" if args.text_column == "text" else args.text_column
+            tags = "ner_tags" if args.label_column == "label" else args.label_column
+            return load_hf_tagging(args.hf_dataset, args.hf_config, words, tags, files)
         return load_hf_dataset(
             args.hf_dataset, args.hf_config, columns, args.kind, data_files=files
         )

@@ -307,3 +307,59 @@ def test_cli_trains_multi_label_with_a_dev_threshold(tiny_bert_dir, tmp_path, ca
         cli_main(["eval", str(out), *common, *labels, "--kind", "multi_label"])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["metrics"] == report["recorded"]  # scored at the patch's own threshold
+
+
+PEOPLE = [["ada", "lovelace"], ["alan", "turing"], ["grace", "hopper"], ["linus"]]
+PLACES = [["paris"], ["london"], ["new", "york"]]
+
+
+def toy_tagged(n: int = 120, seed: int = 0) -> list[list[tuple[str, str]]]:
+    """Sentences of vocabulary words (O) around a person (B-PER I-PER) and maybe a place."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(n):
+        parts = [[(w, "O") for w in rng.sample(["the", "man", "sat", "on", "a", "mat"], 2)]]
+        for names, kind in ((rng.choice(PEOPLE), "PER"), (rng.choice(PLACES), "LOC")):
+            parts.append([(w, ("B-" if i == 0 else "I-") + kind) for i, w in enumerate(names)])
+            parts.append([(w, "O") for w in rng.sample(["was", "in", "it", "is", "and"], 1)])
+        sentences.append([pair for part in parts for pair in part])
+    return sentences
+
+
+def test_cli_trains_a_tagger_from_conll_and_eval_agrees(tiny_bert_dir, tmp_path, capsys):
+    sentences = toy_tagged()
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for sentence in sentences:
+        lines += [f"{word}\t{tag}" for word, tag in sentence] + [""]
+    conll = tmp_path / "names.conll"
+    conll.write_text("\n".join(lines))
+    out = tmp_path / "names.safetensors"
+    common = ["--file", str(conll), "--dev-split", "0.25", "--backbone", str(tiny_bert_dir)]
+    argv = ["train", *common, "--out", str(out), "--epochs", "10", "--lr", "0.05"]
+    with pytest.raises(SystemExit) as done:
+        cli_main([*argv, "--max-length", "24", "--batch-size", "8"])
+    assert done.value.code == 0
+    patch = read_patch(out)
+    assert patch.kind == "token_classification" and patch.pooling == "none"
+    assert patch.labels[0] == "O" and {"B-PER", "I-PER", "B-LOC", "I-LOC"} <= set(patch.labels)
+    assert patch.metrics["entity_f1"] > 70, patch.metrics  # chance: near 0
+    with pytest.raises(SystemExit) as done:
+        cli_main(["eval", str(out), *common])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["metrics"] == report["recorded"]
+
+
+def test_tagging_data_from_a_datasets_builder(tmp_path):
+    from bitpatch.trainer.conll import load_hf_tagging, read_conll
+
+    rows = [{"tokens": [w for w, _ in s], "ner_tags": [t for _, t in s]} for s in toy_tagged(20)]
+    for split, part in (("train", rows[:15]), ("validation", rows[15:])):
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in part))
+    files = {s: str(tmp_path / f"{s}.jsonl") for s in ("train", "validation")}
+    data = load_hf_tagging("json", None, data_files=files)
+    assert data.kind == "token_classification" and len(data.train) == 15
+    assert data.train[0].words == tuple(rows[0]["tokens"])
+    assert data.train[0].text == " ".join(rows[0]["tokens"])
+    (tmp_path / "bad.conll").write_text("word_without_tag\n")
+    with pytest.raises(ValueError, match=r"bad.conll:1: expected 'token<TAB>tag'"):
+        read_conll(tmp_path / "bad.conll")

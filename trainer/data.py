@@ -20,8 +20,9 @@ class Example:
 
     text: str
     pair: str | None
-    label: str | float | tuple[str, ...]  # a tuple of label names for multi_label
+    label: str | float | tuple[str, ...]  # label names (multi_label) or tags (one per word)
     line: int
+    words: tuple[str, ...] | None = None  # token tasks: the words `text` joins with spaces
 
 
 @dataclass
@@ -29,7 +30,7 @@ class TaskData:
     """Train and dev examples of one task, its kind and its label names."""
 
     name: str
-    kind: str  # classification | regression | multi_label
+    kind: str  # classification | regression | multi_label | token_classification
     labels: list[str]
     train: list[Example]
     dev: list[Example]

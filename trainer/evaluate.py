@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 from ..patches.backbone import load_backbone
+from ..patches.encoding import encode_inputs
 from ..patches.engine import MultiTaskEngine
 from ..patches.patch_file import PatchFile
 from .data import TaskData
-from .metrics import score
+from .metrics import has_bio_tags, score, tagging_metrics
 
 
 def gold_labels(patch: PatchFile, data: TaskData) -> list:
@@ -39,13 +40,15 @@ def evaluate_patch(
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Dev metrics of a patch, computed by the multi-task engine (float32 by default)."""
-    if patch.kind not in ("classification", "regression", "multi_label"):
+    if patch.kind == "embedding":
         raise ValueError(
-            f"eval scores classification, regression and multi_label patches; {patch.task!r} is a "
-            f"{patch.kind} patch (serve it, or score its predictions yourself)"
+            f"eval scores labelled patches; {patch.task!r} is an embedding patch (score its "
+            "vectors with your retrieval or similarity data)"
         )
     engine = MultiTaskEngine(load_backbone(backbone, dtype=dtype, device=device))
     engine.register(patch.task, patch)
+    if patch.kind == "token_classification":
+        return {k: round(v, 4) for k, v in _tagging_scores(engine, patch, data).items()}
     items = [e.text if e.pair is None else (e.text, e.pair) for e in data.dev]
     logits = engine.predict_logits(patch.task, items, batch_size=batch_size)
     matrix = torch.stack(logits).numpy().astype(np.float64)  # (N, n)
@@ -53,3 +56,22 @@ def evaluate_patch(
     thresholds = patch.label_thresholds() if patch.kind == "multi_label" and own else None
     metrics = score(data.name, patch.kind, matrix, gold_labels(patch, data), thresholds)
     return {k: round(v, 4) for k, v in metrics.items()}
+
+
+def _tagging_scores(engine: MultiTaskEngine, patch: PatchFile, data: TaskData) -> dict:
+    """Word tags as the server computes them, matched to the gold words by character offset
+    (a gold word's tag is the tag of the token that starts where it starts)."""
+    texts = [e.text for e in data.dev]
+    rows = encode_inputs(engine.backbone.tokenizer, texts, patch.max_length, offsets=True)
+    logits = engine.predict_logits(patch.task, texts)
+    predicted, gold = [], []
+    for e, row, tags in zip(data.dev, rows, logits, strict=True):
+        tag_at = {}
+        for j, (word, (start, _)) in enumerate(zip(row["word_ids"], row["offsets"], strict=True)):
+            if word is not None and start not in tag_at:
+                tag_at[start] = patch.labels[int(tags[j].argmax())]
+        starts = [sum(len(w) + 1 for w in e.words[:i]) for i in range(len(e.words))]
+        kept = [i for i, start in enumerate(starts) if start in tag_at]  # truncation drops words
+        predicted.append([tag_at[starts[i]] for i in kept])
+        gold.append([e.label[i] for i in kept])
+    return tagging_metrics(predicted, gold, has_bio_tags(patch.labels))

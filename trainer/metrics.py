@@ -13,10 +13,41 @@ MAIN_METRIC = {"cola": "mcc", "mrpc": "f1", "qqp": "f1", "stsb": "spearman"}
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)  # searched on dev for multi_label
 
 
-def main_metric(task: str, kind: str) -> str:
-    """The headline metric of a task (accuracy, spearman or micro F1 for user data)."""
+def main_metric(task: str, kind: str, labels: list[str] = ()) -> str:
+    """The headline metric of a task (accuracy, spearman, micro F1 or entity F1 for user
+    data)."""
+    if kind == "token_classification":
+        return "entity_f1" if has_bio_tags(labels) else "accuracy"
     default = {"regression": "spearman", "multi_label": "micro_f1"}.get(kind, "accuracy")
     return MAIN_METRIC.get(task, default)
+
+
+def has_bio_tags(labels) -> bool:
+    """Whether a tag set uses a B-/I- scheme (entities can be read off it)."""
+    return any(label[:2] in ("B-", "I-") for label in labels)
+
+
+def tagging_metrics(predicted: list[list[str]], gold: list[list[str]], bio: bool) -> dict:
+    """Word-level accuracy, and entity-level F1 (seqeval) for B-/I- tag sets."""
+    pairs = [
+        (p, g) for ps, gs in zip(predicted, gold, strict=True) for p, g in zip(ps, gs, strict=True)
+    ]
+    out = {"accuracy": 100 * sum(p == g for p, g in pairs) / max(1, len(pairs))}
+    if bio:
+        from seqeval.metrics import f1_score as entity_f1
+
+        out["entity_f1"] = 100 * entity_f1(gold, predicted, zero_division=0)
+    return out
+
+
+def token_metrics(logits: np.ndarray, label_ids: np.ndarray, labels: list[str]) -> dict:
+    """tagging_metrics from (N, T, n) logits and (N, T) gold tag ids (-100: not a word start)."""
+    predicted, gold = [], []
+    for row_logits, row_gold in zip(logits, label_ids, strict=True):
+        keep = row_gold != -100
+        predicted.append([labels[i] for i in row_logits[keep].argmax(-1)])
+        gold.append([labels[i] for i in row_gold[keep]])
+    return tagging_metrics(predicted, gold, has_bio_tags(labels))
 
 
 def classification_metrics(task: str, predicted: list[int], gold: list[int]) -> dict[str, float]:
@@ -60,11 +91,15 @@ def _f1s(gold: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     }
 
 
-def score(task: str, kind: str, logits: np.ndarray, gold, thresholds=None) -> dict[str, float]:
+def score(
+    task: str, kind: str, logits: np.ndarray, gold, thresholds=None, labels=()
+) -> dict[str, float]:
     """Metrics from (N, n) logits and gold label ids (floats for regression, multi-hot rows
     for multi_label)."""
     if kind == "regression":
         return regression_metrics(logits[:, 0], gold)
     if kind == "multi_label":
         return multi_label_metrics(logits, gold, thresholds)
+    if kind == "token_classification":
+        return token_metrics(logits, np.asarray(gold), list(labels))
     return classification_metrics(task, logits.argmax(-1).tolist(), list(gold))

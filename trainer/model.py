@@ -67,14 +67,21 @@ class PatchModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
-        """(B, T) inputs -> {'loss', 'logits' (B, n)}."""
+        """(B, T) inputs -> {'loss', 'logits' (B, n), or (B, T, n) for token tasks}."""
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        pooled = pool(out, attention_mask, self.pooling)  # (B, H)
-        logits = self.head(self.dropout(pooled))  # (B, n)
+        if self.kind == "token_classification":  # every token: (B, T, n)
+            logits = self.head(self.dropout(out.last_hidden_state))
+        else:
+            pooled = pool(out, attention_mask, self.pooling)  # (B, H)
+            logits = self.head(self.dropout(pooled))  # (B, n)
         result = {"logits": logits}
         if labels is not None:
-            if self.kind == "regression":
+            if self.kind == "token_classification":  # labels: (B, T), -100 where no word starts
+                loss = nn.functional.cross_entropy(
+                    logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100
+                )
+            elif self.kind == "regression":
                 loss = nn.functional.mse_loss(logits[:, 0].float(), labels.float())
             elif self.kind == "multi_label":  # labels: (B, n) multi-hot
                 loss = nn.functional.binary_cross_entropy_with_logits(

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from transformers import (
     AutoModel,
     AutoTokenizer,
+    DataCollatorForTokenClassification,
     DataCollatorWithPadding,
     Trainer,
     TrainingArguments,
@@ -92,7 +93,10 @@ class RowsDataset(torch.utils.data.Dataset):
 
 
 def tokenize(tokenizer, data: TaskData, examples, max_length: int) -> RowsDataset:
-    """Examples -> tokenized rows; labels as ids (classification) or floats."""
+    """Examples -> tokenized rows; labels as ids (classification), floats, multi-hot rows, or
+    (token tasks) one tag id per word's first sub-token."""
+    if data.kind == "token_classification":
+        return tokenize_words(tokenizer, data, examples, max_length)
     texts = [e.text for e in examples]
     pairs = [e.pair for e in examples] if examples[0].pair is not None else None
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
@@ -110,6 +114,27 @@ def tokenize(tokenizer, data: TaskData, examples, max_length: int) -> RowsDatase
     return RowsDataset(rows)
 
 
+def tokenize_words(tokenizer, data: TaskData, examples, max_length: int) -> RowsDataset:
+    """Tagged sentences -> rows whose labels tag each word's first sub-token (-100 elsewhere:
+    later sub-tokens and special tokens are left out of the loss)."""
+    index = {tag: i for i, tag in enumerate(data.labels)}
+    words = [list(e.words) for e in examples]
+    enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+    rows = []
+    for i, e in enumerate(examples):
+        row = {k: enc[k][i] for k in enc}
+        seen: set[int] = set()
+        tags = []
+        for word in enc.word_ids(i):
+            first = word is not None and word not in seen
+            tags.append(index[e.label[word]] if first else -100)
+            if word is not None:
+                seen.add(word)
+        row["labels"] = tags
+        rows.append(row)
+    return RowsDataset(rows)
+
+
 def train(settings: TrainSettings, data: TaskData) -> TrainResult:
     """Train with each learning rate of the grid (or the one given); keep the best on dev."""
     rates = settings.lr_grid or [settings.lr()]
@@ -119,7 +144,7 @@ def train(settings: TrainSettings, data: TaskData) -> TrainResult:
         if len(rates) > 1:
             one.out = settings.out.with_name(f"{settings.out.stem}.lr{lr:g}{settings.out.suffix}")
         results.append(train_once(one, data))
-    metric = main_metric(data.name, data.kind)
+    metric = main_metric(data.name, data.kind, data.labels)
     best = max(results, key=lambda r: r.metrics[metric])
     if len(rates) > 1:
         _promote(best.out, settings.out)
@@ -143,8 +168,9 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
     backbone = AutoModel.from_pretrained(source, dtype=torch.float32, local_files_only=local)
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
     sha256 = fingerprint(backbone)
-    n_out = len(data.labels) if data.kind in ("classification", "multi_label") else 1
-    model = PatchModel(backbone, n_out, settings.pooling, data.kind)
+    labelled = ("classification", "multi_label", "token_classification")
+    n_out = len(data.labels) if data.kind in labelled else 1
+    model = PatchModel(backbone, n_out, pooling_for(settings, data), data.kind)
     trained = set_trainable(model, settings.method, parse_bias_terms(settings.bias_terms))
     train_rows = (
         data.train[: settings.max_train_examples] if settings.max_train_examples else data.train
@@ -210,7 +236,7 @@ def _check_same_settings(settings: TrainSettings, workdir: Path) -> None:
 
 
 def _is_metric(key: str) -> bool:
-    metrics = ("accuracy", "f1", "mcc", "spearman", "pearson", "macro_f1", "micro_f1")
+    metrics = ("accuracy", "f1", "mcc", "spearman", "pearson", "macro_f1", "micro_f1", "entity_f1")
     return key.removeprefix("eval_") in metrics
 
 
@@ -231,7 +257,7 @@ def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:
         eval_strategy="epoch",
         save_strategy="epoch",
         load_best_model_at_end=True,
-        metric_for_best_model=main_metric(data.name, data.kind),
+        metric_for_best_model=main_metric(data.name, data.kind, data.labels),
         greater_is_better=True,
         save_total_limit=1,
         save_only_model=not settings.resume,
@@ -245,12 +271,14 @@ def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:
     )
 
     def compute_metrics(pred):
-        return score(data.name, data.kind, pred.predictions, pred.label_ids)
+        return score(data.name, data.kind, pred.predictions, pred.label_ids, labels=data.labels)
 
+    tagging = data.kind == "token_classification"
+    collator = DataCollatorForTokenClassification if tagging else DataCollatorWithPadding
     return Trainer(
         model=model,
         args=args,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=collator(tokenizer),
         train_dataset=tokenize(tokenizer, data, train_rows, settings.max_length),
         eval_dataset=tokenize(tokenizer, data, data.dev, settings.max_length),
         compute_metrics=compute_metrics,
@@ -280,7 +308,7 @@ def _to_patch(settings, data, model, trained, sha256, seconds, pct, n_train) -> 
         task=settings.task,
         kind=data.kind,
         labels=data.labels,
-        pooling=settings.pooling,
+        pooling=pooling_for(settings, data),
         max_length=settings.max_length,
         backbone=name,
         backbone_sha256=sha256,
@@ -290,6 +318,11 @@ def _to_patch(settings, data, model, trained, sha256, seconds, pct, n_train) -> 
         inputs="text_pair" if any(ex.pair is not None for ex in data.train) else "text",
         trainer=recipe,
     )
+
+
+def pooling_for(settings: TrainSettings, data: TaskData) -> str:
+    """Token tasks pool nothing (every token has its tag); the others as settings say."""
+    return "none" if data.kind == "token_classification" else settings.pooling
 
 
 def training_hardware() -> str:

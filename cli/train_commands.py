@@ -41,10 +41,17 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--kind",
-        choices=["classification", "regression", "multi_label", "token_classification"],
+        choices=[
+            "classification",
+            "regression",
+            "multi_label",
+            "token_classification",
+            "embedding",
+        ],
         default=None,
         help="override the kind inferred from the labels (multi_label: BCE, sigmoid scores; "
-        "token_classification: a CoNLL --file, one tag per word)",
+        "token_classification: a CoNLL --file, one tag per word; embedding: text pairs with "
+        "an optional 0-1 or 0-5 score, e.g. --glue stsb)",
     )
     group.add_argument("--hf-dataset", help="a Hugging Face datasets name (needs the hub)")
     group.add_argument("--hf-config", default=None, help="the datasets configuration name")
@@ -63,33 +70,58 @@ def load_data(args: argparse.Namespace):
     columns = Columns(
         args.text_column, args.pair_column, args.label_column, args.label_sep, label_columns
     )
+    if args.glue and not args.data:
+        raise DataError("--glue needs --data DIR (the task's folder with train.tsv, dev.tsv)")
+    if args.kind == "embedding":
+        return _load_pairs(args, columns)
+    if args.kind == "token_classification" or (args.file and args.file.suffix == ".conll"):
+        return _load_tagged(args)
     if args.glue:
-        if not args.data:
-            raise DataError("--glue needs --data DIR (the task's folder with train.tsv, dev.tsv)")
         return load_glue(args.glue, args.data)
-    tagging = args.kind == "token_classification"
-    if args.file and (tagging or args.file.suffix == ".conll"):
-        from bitpatch.trainer.conll import load_conll
-
-        return load_conll(args.file, args.dev_file, args.dev_split)
     if args.file:
         return load_user_data(args.file, columns, args.dev_file, args.dev_split, args.kind)
     if args.hf_dataset:
-        files = (
-            dict(p.split("=", 1) for p in args.hf_data_files.split(","))
-            if args.hf_data_files
-            else None
-        )
-        if tagging:
-            from bitpatch.trainer.conll import load_hf_tagging
-
-            words = "tokens" if args.text_column == "text" else args.text_column
-            tags = "ner_tags" if args.label_column == "label" else args.label_column
-            return load_hf_tagging(args.hf_dataset, args.hf_config, words, tags, files)
         return load_hf_dataset(
-            args.hf_dataset, args.hf_config, columns, args.kind, data_files=files
+            args.hf_dataset, args.hf_config, columns, args.kind, data_files=_data_files(args)
         )
     raise DataError("no data: pass --glue T --data DIR, --file F, or --hf-dataset NAME")
+
+
+def _data_files(args: argparse.Namespace) -> dict[str, str] | None:
+    if not args.hf_data_files:
+        return None
+    return dict(p.split("=", 1) for p in args.hf_data_files.split(","))
+
+
+def _load_pairs(args: argparse.Namespace, columns):
+    """Embedding data: GLUE STS-B, a user file of pairs, or a datasets pair set."""
+    from bitpatch.trainer.data import DataError, load_hf_dataset
+    from bitpatch.trainer.pairs import embedding_data, load_glue_pairs, load_pairs
+
+    if args.glue:
+        return load_glue_pairs(args.glue, args.data)
+    if args.file:
+        return load_pairs(args.file, columns, args.dev_file, args.dev_split)
+    if args.hf_dataset:
+        loaded = load_hf_dataset(
+            args.hf_dataset, args.hf_config, columns, "regression", data_files=_data_files(args)
+        )
+        return embedding_data(loaded)
+    raise DataError("no pairs: pass --glue stsb --data DIR, --file F, or --hf-dataset NAME")
+
+
+def _load_tagged(args: argparse.Namespace):
+    """Token-tagging data: a CoNLL file or a datasets tagging set (e.g. conll2003)."""
+    from bitpatch.trainer.conll import load_conll, load_hf_tagging
+    from bitpatch.trainer.data import DataError
+
+    if args.file:
+        return load_conll(args.file, args.dev_file, args.dev_split)
+    if args.hf_dataset:
+        words = "tokens" if args.text_column == "text" else args.text_column
+        tags = "ner_tags" if args.label_column == "label" else args.label_column
+        return load_hf_tagging(args.hf_dataset, args.hf_config, words, tags, _data_files(args))
+    raise DataError("no tagged data: pass --file F.conll or --hf-dataset NAME (e.g. conll2003)")
 
 
 def add_train_parser(sub) -> None:

@@ -18,6 +18,8 @@ from bitpatch.trainer.evaluate import evaluate_patch
 from bitpatch.trainer.model import bias_names, parse_bias_terms
 from bitpatch.trainer.train import TrainSettings, train
 
+from tiny import WORDS
+
 POSITIVE = "great good love fine happy funny".split()
 NEGATIVE = "bad terrible hate dull sad boring".split()
 
@@ -363,3 +365,59 @@ def test_tagging_data_from_a_datasets_builder(tmp_path):
     (tmp_path / "bad.conll").write_text("word_without_tag\n")
     with pytest.raises(ValueError, match=r"bad.conll:1: expected 'token<TAB>tag'"):
         read_conll(tmp_path / "bad.conll")
+
+
+def toy_pairs(n: int = 160, seed: int = 0, scored: bool = True) -> list[dict]:
+    """Scored: short texts whose 0-5 score is the share of topics they have in common.
+    Unscored: each text's pair holds its content words in another order, other fillers."""
+    rng = random.Random(seed)
+    rows = []
+    content = [w for w in WORDS if w not in ("the", "a", "is", "it", "and", "on")]
+    for _ in range(n):
+        if not scored:
+            words = rng.sample(content, 3)
+            pair = rng.sample(words, 3) + [rng.choice(["it", "and", "on"])]
+            rows.append({"text": " ".join([*words, "the"]), "other": " ".join(pair)})
+            continue
+        a, b = (set(rng.sample(list(TOPICS), rng.randint(1, 2))) for _ in range(2))
+        if rng.random() < 0.3:
+            b = set(a)
+        words = [[rng.choice(TOPICS[t]) for t in sorted(s)] + ["the", "is"] for s in (a, b)]
+        for w in words:
+            rng.shuffle(w)
+        score = 5 * len(a & b) / len(a | b)  # the STS-B 0-5 scale
+        rows.append({"text": " ".join(words[0]), "other": " ".join(words[1]), "score": score})
+    return rows
+
+
+@pytest.mark.parametrize("scored", [True, False], ids=["scored", "in-batch-negatives"])
+def test_embedding_patch_beats_the_frozen_backbone(tiny_bert_dir, tmp_path, capsys, scored):
+    (tmp_path / "pairs.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in toy_pairs(scored=scored))
+    )
+    common = ["--file", str(tmp_path / "pairs.jsonl"), "--pair-column", "other"]
+    common += ["--label-column", "score", "--kind", "embedding", "--dev-split", "0.25"]
+    common += ["--backbone", str(tiny_bert_dir)]
+    runs = {}
+    for method, extra in (("frozen", []), ("bitfit", ["--epochs", "10", "--lr", "0.02"])):
+        extra = [*extra, "--max-length", "16"]
+        out = tmp_path / f"{method}.safetensors"
+        with pytest.raises(SystemExit) as done:
+            cli_main(["train", *common, "--method", method, "--out", str(out), *extra])
+        assert done.value.code == 0
+        runs[method] = read_patch(out)
+    frozen, bitfit = runs["frozen"], runs["bitfit"]
+    assert frozen.kind == bitfit.kind == "embedding" and frozen.biases == {}
+    assert frozen.head_weight is None and bitfit.head_weight is None and bitfit.normalize
+    if scored:  # chance: 0
+        assert bitfit.metrics["spearman"] > frozen.metrics["spearman"] + 5, bitfit.metrics
+    else:  # chance: 1 in 40 (the dev pairs)
+        accuracy = bitfit.metrics["retrieval_accuracy"]
+        assert accuracy > 50 and accuracy >= frozen.metrics["retrieval_accuracy"], bitfit.metrics
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        cli_main(["eval", str(tmp_path / "bitfit.safetensors"), *common])
+    printed = capsys.readouterr()
+    assert done.value.code == 0, printed.err
+    report = json.loads(printed.out.strip().splitlines()[-1])
+    assert report["metrics"] == report["recorded"]

@@ -10,7 +10,7 @@ from ..patches.encoding import encode_inputs
 from ..patches.engine import MultiTaskEngine
 from ..patches.patch_file import PatchFile
 from .data import TaskData
-from .metrics import has_bio_tags, score, tagging_metrics
+from .metrics import embedding_metrics, has_bio_tags, score, tagging_metrics
 
 
 def gold_labels(patch: PatchFile, data: TaskData) -> list:
@@ -40,13 +40,10 @@ def evaluate_patch(
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Dev metrics of a patch, computed by the multi-task engine (float32 by default)."""
-    if patch.kind == "embedding":
-        raise ValueError(
-            f"eval scores labelled patches; {patch.task!r} is an embedding patch (score its "
-            "vectors with your retrieval or similarity data)"
-        )
     engine = MultiTaskEngine(load_backbone(backbone, dtype=dtype, device=device))
     engine.register(patch.task, patch)
+    if patch.kind == "embedding":
+        return {k: round(v, 4) for k, v in _pair_scores(engine, patch, data, batch_size).items()}
     if patch.kind == "token_classification":
         return {k: round(v, 4) for k, v in _tagging_scores(engine, patch, data).items()}
     items = [e.text if e.pair is None else (e.text, e.pair) for e in data.dev]
@@ -75,3 +72,16 @@ def _tagging_scores(engine: MultiTaskEngine, patch: PatchFile, data: TaskData) -
         predicted.append([tag_at[starts[i]] for i in kept])
         gold.append([e.label[i] for i in kept])
     return tagging_metrics(predicted, gold, has_bio_tags(patch.labels))
+
+
+def _pair_scores(engine: MultiTaskEngine, patch: PatchFile, data: TaskData, batch_size: int):
+    """Cosine of each dev pair's embeddings: Spearman against the scores, or (unscored) how
+    often a text's own pair is the nearest of all the dev pairs."""
+    u = torch.stack(engine.predict_logits(patch.task, [e.text for e in data.dev], batch_size))
+    v = torch.stack(engine.predict_logits(patch.task, [e.pair for e in data.dev], batch_size))
+    u, v = torch.nn.functional.normalize(u, dim=-1), torch.nn.functional.normalize(v, dim=-1)
+    similarity = u @ v.T  # (N, N)
+    cosine = similarity.diagonal()
+    best_other = (similarity - 3 * torch.eye(len(u))).max(-1).values
+    gold = [-1.0 if e.label is None else float(e.label) for e in data.dev]
+    return embedding_metrics(cosine.numpy(), best_other.numpy(), gold)

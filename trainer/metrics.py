@@ -13,9 +13,11 @@ MAIN_METRIC = {"cola": "mcc", "mrpc": "f1", "qqp": "f1", "stsb": "spearman"}
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)  # searched on dev for multi_label
 
 
-def main_metric(task: str, kind: str, labels: list[str] = ()) -> str:
+def main_metric(task: str, kind: str, labels: list[str] = (), scored: bool = True) -> str:
     """The headline metric of a task (accuracy, spearman, micro F1 or entity F1 for user
-    data)."""
+    data; for embeddings spearman of the cosine, or in-batch retrieval without scores)."""
+    if kind == "embedding":
+        return "spearman" if scored else "retrieval_accuracy"
     if kind == "token_classification":
         return "entity_f1" if has_bio_tags(labels) else "accuracy"
     default = {"regression": "spearman", "multi_label": "micro_f1"}.get(kind, "accuracy")
@@ -91,6 +93,15 @@ def _f1s(gold: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     }
 
 
+def embedding_metrics(cosine, best_other, gold) -> dict[str, float]:
+    """Spearman of the pairs' cosine against their scores; without scores (negative gold),
+    how often a text's pair is nearer than every other candidate."""
+    gold = np.asarray(gold, float)
+    if (gold < 0).any():
+        return {"retrieval_accuracy": 100 * float(np.mean(np.asarray(cosine) > best_other))}
+    return {"spearman": regression_metrics(cosine, gold)["spearman"]}
+
+
 def score(
     task: str, kind: str, logits: np.ndarray, gold, thresholds=None, labels=()
 ) -> dict[str, float]:
@@ -102,4 +113,6 @@ def score(
         return multi_label_metrics(logits, gold, thresholds)
     if kind == "token_classification":
         return token_metrics(logits, np.asarray(gold), list(labels))
+    if kind == "embedding":  # logits: (N, 2) pair cosine, best other cosine
+        return embedding_metrics(logits[:, 0], logits[:, 1], gold)
     return classification_metrics(task, logits.argmax(-1).tolist(), list(gold))

@@ -116,3 +116,50 @@ def trained_biases(model: PatchModel, names: list[str]) -> dict[str, torch.Tenso
     """The trained bias values (full values, float32) for the patch."""
     params = dict(model.backbone.named_parameters())
     return {n: params[n].detach().float().cpu().clone() for n in names}
+
+
+class PairModel(nn.Module):
+    """An embedding task: both texts of a pair through the backbone and pooling, normalised.
+
+    With scores (0-1): mean squared error of their cosine; without (labels < 0): in-batch
+    contrastive, each text's pair against the batch's other pairs. `logits` (B, 2): the pair's
+    cosine and the highest cosine to another pair of the batch.
+    """
+
+    SCALE = 20.0  # similarity scale of the contrastive loss
+
+    def __init__(self, backbone: nn.Module, pooling: str):
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+        self.head = None  # the embedding is the pooled vector itself
+
+    def embed(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """(B, T) -> (B, H) unit vectors."""
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return nn.functional.normalize(pool(out, attention_mask, self.pooling).float(), dim=-1)
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        pair_input_ids,
+        pair_attention_mask,
+        token_type_ids=None,
+        pair_token_type_ids=None,
+        labels=None,
+    ):
+        u = self.embed(input_ids, attention_mask, token_type_ids)  # (B, H)
+        v = self.embed(pair_input_ids, pair_attention_mask, pair_token_type_ids)  # (B, H)
+        similarity = u @ v.T  # (B, B)
+        cosine = similarity.diagonal()  # (B,)
+        others = similarity - 3 * torch.eye(len(u), device=u.device)  # the diagonal out of reach
+        result = {"logits": torch.stack([cosine, others.max(-1).values], dim=-1)}  # (B, 2)
+        if labels is not None:
+            if bool((labels >= 0).all()):
+                result["loss"] = nn.functional.mse_loss(cosine, labels.float())
+            else:
+                target = torch.arange(len(u), device=u.device)
+                result["loss"] = nn.functional.cross_entropy(self.SCALE * similarity, target)
+        return result

@@ -29,7 +29,14 @@ from ..patches.tuning import cpu_has_bf16
 from .data import TaskData
 from .evaluate import evaluate_patch
 from .metrics import main_metric, score
-from .model import PatchModel, parse_bias_terms, set_trainable, trainable_fraction, trained_biases
+from .model import (
+    PairModel,
+    PatchModel,
+    parse_bias_terms,
+    set_trainable,
+    trainable_fraction,
+    trained_biases,
+)
 
 log = logging.getLogger(__name__)
 PAPER_LR_GRID = (1e-4, 4e-4, 7e-4, 1e-3)
@@ -97,6 +104,8 @@ def tokenize(tokenizer, data: TaskData, examples, max_length: int) -> RowsDatase
     (token tasks) one tag id per word's first sub-token."""
     if data.kind == "token_classification":
         return tokenize_words(tokenizer, data, examples, max_length)
+    if data.kind == "embedding":
+        return tokenize_pairs(tokenizer, examples, max_length)
     texts = [e.text for e in examples]
     pairs = [e.pair for e in examples] if examples[0].pair is not None else None
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
@@ -135,6 +144,36 @@ def tokenize_words(tokenizer, data: TaskData, examples, max_length: int) -> Rows
     return RowsDataset(rows)
 
 
+def tokenize_pairs(tokenizer, examples, max_length: int) -> RowsDataset:
+    """Each pair's two texts tokenized apart (`pair_*` for the second); the score, or -1."""
+    first = tokenizer([e.text for e in examples], truncation=True, max_length=max_length)
+    second = tokenizer([e.pair for e in examples], truncation=True, max_length=max_length)
+    rows = []
+    for i, e in enumerate(examples):
+        row = {k: first[k][i] for k in first} | {f"pair_{k}": second[k][i] for k in second}
+        row["labels"] = -1.0 if e.label is None else float(e.label)
+        rows.append(row)
+    return RowsDataset(rows)
+
+
+class PairCollator:
+    """Pads both texts of each pair (each to its own longest)."""
+
+    def __init__(self, tokenizer):
+        self.pad = DataCollatorWithPadding(tokenizer)
+
+    def __call__(self, rows: list[dict]) -> dict:
+        first = self.pad([{k: v for k, v in r.items() if not k.startswith("pair_")} for r in rows])
+        second = self.pad([{k[5:]: v for k, v in r.items() if k.startswith("pair_")} for r in rows])
+        return dict(first) | {f"pair_{k}": v for k, v in second.items()}
+
+
+def headline(data: TaskData) -> str:
+    """The dev metric that picks the best checkpoint and learning rate."""
+    scored = not data.dev or data.dev[0].label is not None
+    return main_metric(data.name, data.kind, data.labels, scored)
+
+
 def train(settings: TrainSettings, data: TaskData) -> TrainResult:
     """Train with each learning rate of the grid (or the one given); keep the best on dev."""
     rates = settings.lr_grid or [settings.lr()]
@@ -144,7 +183,7 @@ def train(settings: TrainSettings, data: TaskData) -> TrainResult:
         if len(rates) > 1:
             one.out = settings.out.with_name(f"{settings.out.stem}.lr{lr:g}{settings.out.suffix}")
         results.append(train_once(one, data))
-    metric = main_metric(data.name, data.kind, data.labels)
+    metric = headline(data)
     best = max(results, key=lambda r: r.metrics[metric])
     if len(rates) > 1:
         _promote(best.out, settings.out)
@@ -168,10 +207,10 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
     backbone = AutoModel.from_pretrained(source, dtype=torch.float32, local_files_only=local)
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
     sha256 = fingerprint(backbone)
-    labelled = ("classification", "multi_label", "token_classification")
-    n_out = len(data.labels) if data.kind in labelled else 1
-    model = PatchModel(backbone, n_out, pooling_for(settings, data), data.kind)
+    model = build_model(backbone, settings, data)
     trained = set_trainable(model, settings.method, parse_bias_terms(settings.bias_terms))
+    if data.kind == "embedding" and settings.method == "frozen":  # nothing to train
+        return _frozen_embedding(settings, data, model, sha256, time.perf_counter() - started)
     train_rows = (
         data.train[: settings.max_train_examples] if settings.max_train_examples else data.train
     )
@@ -236,7 +275,10 @@ def _check_same_settings(settings: TrainSettings, workdir: Path) -> None:
 
 
 def _is_metric(key: str) -> bool:
-    metrics = ("accuracy", "f1", "mcc", "spearman", "pearson", "macro_f1", "micro_f1", "entity_f1")
+    metrics = (
+        "accuracy", "f1", "mcc", "spearman", "pearson", "macro_f1", "micro_f1", "entity_f1",
+        "retrieval_accuracy",
+    )  # fmt: skip
     return key.removeprefix("eval_") in metrics
 
 
@@ -257,7 +299,7 @@ def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:
         eval_strategy="epoch",
         save_strategy="epoch",
         load_best_model_at_end=True,
-        metric_for_best_model=main_metric(data.name, data.kind, data.labels),
+        metric_for_best_model=headline(data),
         greater_is_better=True,
         save_total_limit=1,
         save_only_model=not settings.resume,
@@ -273,8 +315,10 @@ def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:
     def compute_metrics(pred):
         return score(data.name, data.kind, pred.predictions, pred.label_ids, labels=data.labels)
 
-    tagging = data.kind == "token_classification"
-    collator = DataCollatorForTokenClassification if tagging else DataCollatorWithPadding
+    collator = {
+        "token_classification": DataCollatorForTokenClassification,
+        "embedding": PairCollator,
+    }.get(data.kind, DataCollatorWithPadding)
     return Trainer(
         model=model,
         args=args,
@@ -283,6 +327,23 @@ def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:
         eval_dataset=tokenize(tokenizer, data, data.dev, settings.max_length),
         compute_metrics=compute_metrics,
     )
+
+
+def build_model(backbone, settings: TrainSettings, data: TaskData):
+    """The model a kind trains: a pair model for embeddings, else backbone + pooling + head."""
+    if data.kind == "embedding":
+        return PairModel(backbone, settings.pooling)
+    labelled = ("classification", "multi_label", "token_classification")
+    n_out = len(data.labels) if data.kind in labelled else 1
+    return PatchModel(backbone, n_out, pooling_for(settings, data), data.kind)
+
+
+def _frozen_embedding(settings, data, model, sha256, seconds) -> TrainResult:
+    """The frozen backbone's own embedding: a patch with no tensors, scored on dev."""
+    patch = _to_patch(settings, data, model, [], sha256, seconds, 0.0, 0)
+    patch.metrics = evaluate_patch(patch, data, settings.backbone)
+    patch.save(settings.out)
+    return TrainResult(settings.out, patch.metrics, seconds, 0.0, settings.lr(), model)
 
 
 def _to_patch(settings, data, model, trained, sha256, seconds, pct, n_train) -> PatchFile:
@@ -313,11 +374,22 @@ def _to_patch(settings, data, model, trained, sha256, seconds, pct, n_train) -> 
         backbone=name,
         backbone_sha256=sha256,
         biases=trained_biases(model, trained),
-        head_weight=model.head.weight.detach().float().cpu().clone(),
-        head_bias=model.head.bias.detach().float().cpu().clone(),
-        inputs="text_pair" if any(ex.pair is not None for ex in data.train) else "text",
+        head_weight=_head_tensor(model, "weight"),
+        head_bias=_head_tensor(model, "bias"),
+        inputs=patch_inputs(data),
         trainer=recipe,
     )
+
+
+def _head_tensor(model, name: str):
+    """The trained head's weight or bias (float32, CPU); None for a model without a head."""
+    return None if model.head is None else getattr(model.head, name).detach().float().cpu().clone()
+
+
+def patch_inputs(data: TaskData) -> str:
+    """What a request row of the task is: pairs only for pair-trained per-text tasks."""
+    pairs = data.kind != "embedding" and any(ex.pair is not None for ex in data.train)
+    return "text_pair" if pairs else "text"
 
 
 def pooling_for(settings: TrainSettings, data: TaskData) -> str:
@@ -337,13 +409,14 @@ def _save_full(settings, data, model, tokenizer, metrics, seconds) -> None:
     out = Path(settings.out)
     model.backbone.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    save_file(
-        {
-            "weight": model.head.weight.detach().contiguous(),
-            "bias": model.head.bias.detach().contiguous(),
-        },
-        str(out / "head.safetensors"),
-    )
+    if model.head is not None:
+        save_file(
+            {
+                "weight": model.head.weight.detach().contiguous(),
+                "bias": model.head.bias.detach().contiguous(),
+            },
+            str(out / "head.safetensors"),
+        )
     record = {
         "metrics": metrics,
         "seconds": round(seconds, 1),

@@ -29,7 +29,11 @@ def run_push(args: argparse.Namespace) -> int:
 
 def add_export_parser(sub) -> None:
     """`bitpatch export PATCH --out DIR`."""
-    p = sub.add_parser("export", help="write a patch as a transformers classification folder")
+    p = sub.add_parser(
+        "export",
+        help="write a patch as a standard folder: transformers sequence or token "
+        "classification, or sentence-transformers for an embedding",
+    )
     p.add_argument("patch", type=Path, help="the patch file to export")
     p.add_argument("--out", type=Path, required=True, help="folder to write the model into")
     p.add_argument("--backbone", default="default", help="the patch's backbone (folder or hub id)")
@@ -37,15 +41,13 @@ def add_export_parser(sub) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Patch + backbone -> AutoModelForSequenceClassification folder."""
+    """Patch + backbone -> the standard folder of the patch's kind."""
     from bitpatch.patches.backbone import load_backbone
-    from bitpatch.patches.hf_interop import export_patch
+    from bitpatch.patches.hf_interop import export_folder
     from bitpatch.patches.patch_file import read_patch
 
     backbone = load_backbone(args.backbone, dtype="float32", device="cpu")
-    model = export_patch(backbone, read_patch(args.patch, backbone.spec))
-    model.save_pretrained(args.out)
-    backbone.tokenizer.save_pretrained(args.out)
+    export_folder(backbone, read_patch(args.patch, backbone.spec), args.out)
     print(f"wrote {args.out}")
     return 0
 
@@ -53,7 +55,7 @@ def run_export(args: argparse.Namespace) -> int:
 def add_import_parser(sub) -> None:
     """`bitpatch import HF_DIR --out PATCH`."""
     p = sub.add_parser("import", help="extract a patch from a BitFit-tuned classification model")
-    p.add_argument("model_dir", help="a transformers sequence-classification folder")
+    p.add_argument("model_dir", help="a transformers sequence- or token-classification folder")
     p.add_argument("--out", type=Path, required=True, help="patch file to write")
     p.add_argument(
         "--task",
@@ -69,14 +71,11 @@ def add_import_parser(sub) -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     """HF classification folder -> bitpatch/1 file."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
     from bitpatch.patches.backbone import load_backbone
-    from bitpatch.patches.hf_interop import import_model, imported_task_name
+    from bitpatch.patches.hf_interop import import_model, imported_task_name, load_for_import
 
     backbone = load_backbone(args.backbone, dtype="float32", device="cpu")
-    model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, dtype=torch.float32)
+    model = load_for_import(args.model_dir)
     task = args.task or imported_task_name(model.config, args.model_dir)
     max_length = args.max_length or getattr(model.config, "bitpatch_max_length", 128)
     patch = import_model(backbone, model, task, max_length)

@@ -215,6 +215,7 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(settings, data)
     summary = {
         "task": data.name,
+        "kind": data.kind,
         "method": args.method,
         "bias_terms": args.bias_terms or "all",
         "seed": args.seed,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -107,3 +109,82 @@ def test_import_names_the_task_after_the_folder_without_a_record():
 
     assert imported_task_name(BertConfig(), "/models/My Intents_v2/") == "my-intents_v2"
     assert imported_task_name(BertConfig(bitpatch_task="rte"), "/x/whatever") == "rte"
+
+
+def kind_round_trip(folder, kind: str, tmp_path):
+    """A patch of `kind` exported, then imported back with the CLI's loader."""
+    from bitpatch.patches.hf_interop import export_folder, load_for_import
+
+    from tiny import kind_patch
+
+    backbone = load_backbone(str(folder), "float32", "cpu")
+    patch = kind_patch(backbone.model, kind, "t", seed=9, max_length=40)
+    if kind == "multi_label":
+        patch = replace(patch, pooling="pooler")  # sequence classification sits on the pooler
+    export_folder(backbone, patch, tmp_path / "hf")
+    return backbone, patch, load_for_import(str(tmp_path / "hf"))
+
+
+@pytest.mark.parametrize("family_dir", ["tiny_bert_dir", "tiny_roberta_dir"])
+def test_multi_label_exports_as_multi_label_sequence_classification(family_dir, request, tmp_path):
+    backbone, patch, model = kind_round_trip(
+        request.getfixturevalue(family_dir), "multi_label", tmp_path
+    )
+    assert model.config.problem_type == "multi_label_classification"
+    engine = MultiTaskEngine(backbone)
+    engine.register("t", patch)
+    texts = [i for i in ITEMS if isinstance(i, str)]
+    torch.testing.assert_close(
+        hf_logits(tmp_path / "hf", texts, 40),
+        torch.stack(engine.predict_logits("t", texts)),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    back = import_model(backbone, model, "t", 40)
+    assert back.kind == "multi_label" and back.labels == patch.labels
+    assert back.thresholds == patch.label_thresholds()
+    torch.testing.assert_close(back.head_weight, patch.head_weight, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family_dir", ["tiny_bert_dir", "tiny_roberta_dir"])
+def test_token_classification_exports_and_imports(family_dir, request, tmp_path):
+    backbone, patch, model = kind_round_trip(
+        request.getfixturevalue(family_dir), "token_classification", tmp_path
+    )
+    assert type(model).__name__.endswith("ForTokenClassification")
+    engine = MultiTaskEngine(backbone)
+    engine.register("t", patch)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for text in ("the movie was great", "a cat sat on the mat"):
+        with torch.no_grad():
+            want = model(**tokenizer(text, return_tensors="pt")).logits[0]
+        torch.testing.assert_close(
+            engine.predict_logits("t", [text])[0], want, atol=1e-5, rtol=1e-5
+        )
+    back = import_model(backbone, model, "t", 40)
+    assert back.kind == "token_classification" and back.pooling == "none"
+    assert set(back.biases) == {n for n in patch.biases if not n.startswith("pooler.")}
+    assert back.labels == patch.labels
+
+
+@pytest.mark.parametrize("head", [True, False], ids=["projection", "no-head"])
+def test_embedding_exports_as_sentence_transformers(tiny_bert_dir, tmp_path, head):
+    from sentence_transformers import SentenceTransformer
+
+    from bitpatch.patches.hf_interop import export_folder
+
+    from tiny import kind_patch
+
+    backbone = load_backbone(str(tiny_bert_dir), "float32", "cpu")
+    patch = kind_patch(backbone.model, "embedding", "t", seed=3, max_length=40)
+    if not head:
+        patch = replace(patch, head_weight=None, head_bias=None)
+    export_folder(backbone, patch, tmp_path / "st")
+    engine = MultiTaskEngine(backbone)
+    engine.register("t", patch)
+    texts = ["the movie was great", "a cat sat on the mat", "not very good and dull"]
+    model = SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    got = torch.tensor(model.encode(texts, batch_size=2))
+    torch.testing.assert_close(
+        got, torch.stack(engine.predict_logits("t", texts)), atol=1e-5, rtol=1e-5
+    )

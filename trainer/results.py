@@ -40,6 +40,8 @@ def load_runs(folder: Path) -> dict[tuple, list[dict]]:
     runs = defaultdict(list)
     for path in sorted(folder.glob("*.json")):
         run = json.loads(path.read_text())
+        if run.get("kind", "classification") not in ("classification", "regression"):
+            continue  # the table is GLUE's per-text tasks (embedding runs have their own)
         runs[(run["task"], run["method"], run["bias_terms"], budget(run))].append(run)
     return runs
 

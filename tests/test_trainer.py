@@ -421,3 +421,15 @@ def test_embedding_patch_beats_the_frozen_backbone(tiny_bert_dir, tmp_path, caps
     assert done.value.code == 0, printed.err
     report = json.loads(printed.out.strip().splitlines()[-1])
     assert report["metrics"] == report["recorded"]
+
+
+def test_multi_label_data_from_a_datasets_builder(tmp_path):
+    from bitpatch.trainer.data import Columns, load_hf_dataset
+
+    rows = [{"text": r["text"], "tags": [t for t in TOPICS if r[t]]} for r in toy_topics(40)]
+    for split, part in (("train", rows[:30]), ("validation", rows[30:])):
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in part))
+    files = {s: str(tmp_path / f"{s}.jsonl") for s in ("train", "validation")}
+    data = load_hf_dataset("json", None, Columns(label="tags"), "multi_label", data_files=files)
+    assert data.kind == "multi_label" and data.labels == sorted(TOPICS)
+    assert data.train[0].label == tuple(rows[0]["tags"])

@@ -234,7 +234,7 @@ def type_labels(examples: list[Example], kind: str, path, sep: str = ",") -> lis
     out = []
     for e in examples:
         if kind == "multi_label":
-            names = e.label if isinstance(e.label, tuple) else str(e.label).split(sep)
+            names = e.label if isinstance(e.label, (tuple, list)) else str(e.label).split(sep)
             label = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
         elif kind == "regression":
             if not _is_number(e.label):
@@ -306,6 +306,10 @@ def check_dev_labels(dev: list[Example], labels: list[str], path) -> None:
             )
 
 
+def _named(label, names: list[str]):
+    return tuple(names[i] for i in label) if isinstance(label, list) else names[label]
+
+
 def load_hf_dataset(
     name: str,
     config: str | None,
@@ -336,12 +340,17 @@ def load_hf_dataset(
         ]
         splits[split] = rows
     feature = loaded[train_split].features.get(columns.label)
-    names = getattr(feature, "names", None)
-    if names:  # ClassLabel: integer ids -> names
+    # ClassLabel, or a sequence of them (multi-label sets): integer ids -> names
+    names = getattr(feature, "names", None) or getattr(
+        getattr(feature, "feature", None), "names", None
+    )
+    if names:
         for split, rows in splits.items():
-            splits[split] = [Example(e.text, e.pair, names[e.label], e.line) for e in rows]
+            splits[split] = [Example(e.text, e.pair, _named(e.label, names), e.line) for e in rows]
     kind = kind or infer_kind(splits[train_split], name)
-    train = type_labels(splits[train_split], kind, name)
-    dev = type_labels(splits[dev_split], kind, name)
-    labels = (names or sorted({e.label for e in train})) if kind == "classification" else []
+    train = type_labels(splits[train_split], kind, name, columns.label_sep)
+    dev = type_labels(splits[dev_split], kind, name, columns.label_sep)
+    labels = names if names and kind == "classification" else label_names(train, kind, columns)
+    if kind == "multi_label":
+        check_multi_labels(dev, labels, name)
     return TaskData(name.split("/")[-1], kind, list(labels), train, dev)

@@ -37,7 +37,7 @@ def _axes(changes):
 def format_table(changes: dict[tuple[str, str], float]) -> str:
     """A plain-text table: rows are components, columns layers."""
     if not changes:
-        return "the patch changes no bias (head only)"
+        return "the patch changes no bias (its head alone, if any, differs from the backbone)"
     layers, components = _axes(changes)
     lines = ["component".ljust(22) + "".join(f"{layer:>12}" for layer in layers)]
     for c in components:

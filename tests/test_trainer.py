@@ -433,3 +433,18 @@ def test_multi_label_data_from_a_datasets_builder(tmp_path):
     data = load_hf_dataset("json", None, Columns(label="tags"), "multi_label", data_files=files)
     assert data.kind == "multi_label" and data.labels == sorted(TOPICS)
     assert data.train[0].label == tuple(rows[0]["tags"])
+
+
+def test_entity_f1_counts_exact_spans():
+    from bitpatch.trainer.metrics import entity_f1, entity_spans
+
+    assert entity_spans(["B-PER", "I-PER", "O", "I-LOC", "I-LOC", "B-LOC", "I-PER"]) == {
+        ("PER", 0, 1),
+        ("LOC", 3, 4),
+        ("LOC", 5, 5),
+        ("PER", 6, 6),
+    }
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    predicted = [["B-PER", "O", "O", "B-LOC"], ["B-ORG", "O"]]  # 2 of 3 found, 2 of 3 right
+    assert entity_f1(predicted, gold) == pytest.approx(100 * 2 / 3)
+    assert entity_f1(gold, gold) == 100.0 and entity_f1([["O"]], [["B-X"]]) == 0.0

@@ -30,16 +30,39 @@ def has_bio_tags(labels) -> bool:
 
 
 def tagging_metrics(predicted: list[list[str]], gold: list[list[str]], bio: bool) -> dict:
-    """Word-level accuracy, and entity-level F1 (seqeval) for B-/I- tag sets."""
+    """Word-level accuracy, and entity-level micro F1 (conlleval's rule) for B-/I- tag sets."""
     pairs = [
         (p, g) for ps, gs in zip(predicted, gold, strict=True) for p, g in zip(ps, gs, strict=True)
     ]
     out = {"accuracy": 100 * sum(p == g for p, g in pairs) / max(1, len(pairs))}
     if bio:
-        from seqeval.metrics import f1_score as entity_f1
-
-        out["entity_f1"] = 100 * entity_f1(gold, predicted, zero_division=0)
+        out["entity_f1"] = entity_f1(predicted, gold)
     return out
+
+
+def entity_spans(tags: list[str]) -> set[tuple[str, int, int]]:
+    """(type, first word, last word) of each entity: it starts at B-X, or at an I-X that does
+    not continue an X, and extends over the following I-X (what the server's entities are)."""
+    spans: list[list] = []
+    for i, tag in enumerate(tags):
+        prefix, kind = tag[:2], tag[2:]
+        if prefix == "I-" and spans and spans[-1][0] == kind and spans[-1][2] == i - 1:
+            spans[-1][2] = i
+        elif prefix in ("B-", "I-"):
+            spans.append([kind, i, i])
+    return {tuple(s) for s in spans}
+
+
+def entity_f1(predicted: list[list[str]], gold: list[list[str]]) -> float:
+    """Micro F1 (x100) of exactly matching entities over all sentences."""
+    found = correct = wanted = 0
+    for ps, gs in zip(predicted, gold, strict=True):
+        p, g = entity_spans(ps), entity_spans(gs)
+        found, wanted, correct = found + len(p), wanted + len(g), correct + len(p & g)
+    if not correct:
+        return 0.0
+    precision, recall = correct / found, correct / wanted
+    return 100 * 2 * precision * recall / (precision + recall)
 
 
 def token_metrics(logits: np.ndarray, label_ids: np.ndarray, labels: list[str]) -> dict:

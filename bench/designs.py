@@ -33,15 +33,17 @@ class _GroupedEngine(MultiTaskEngine):
 
     def forward_by_task(self, batch, keys):
         state = self.state
-        pooled_rows = [None] * len(keys)
+        pooled_rows = [None] * len(keys)  # (H,) each
+        hidden_rows = [None] * len(keys)  # (T, H) each: token tasks read every token
         with torch.inference_mode():
             for key, rows in _groups(keys):
                 sub = {k: v[rows].to(self.backbone.device) for k, v in batch.items()}
                 out = self._run_group(key, sub)
                 pooled = self._pool(out, sub["attention_mask"], [state.heads[key]] * len(rows))
                 for j, row in enumerate(rows):
-                    pooled_rows[row] = pooled[j]
-            return self._apply_heads(torch.stack(pooled_rows), keys, state.heads)
+                    pooled_rows[row], hidden_rows[row] = pooled[j], out.last_hidden_state[j]
+            pooled, hidden = torch.stack(pooled_rows), torch.stack(hidden_rows)  # (B, H), (B, T, H)
+            return self._apply_heads(pooled, hidden, keys, state.heads)
 
 
 class SwapEngine(_GroupedEngine):

@@ -13,7 +13,7 @@ from bitpatch.patches.backbone import default_backbone_path, load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
 
-from tiny import make_tokenizer, random_patch, random_sentence
+from tiny import make_tokenizer, patched_model, random_patch, random_sentence
 
 # (labels, pooling, fraction of bias terms patched): 2/3/5 labels, one regression, 3 poolings
 TASK_SHAPES = [
@@ -31,12 +31,8 @@ TASK_SHAPES = [
 
 def reference_logits(folder, patch, item) -> torch.Tensor:
     """Plain transformers model with the task's biases copied in; pooling and head by hand."""
-    model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    params = dict(model.named_parameters())
+    model, tokenizer = patched_model(folder, patch)
     with torch.no_grad():
-        for name, value in patch.biases.items():
-            params[name].copy_(value)
         text, pair = (item, None) if isinstance(item, str) else item
         enc = tokenizer(
             text, pair, truncation=True, max_length=patch.max_length, return_tensors="pt"

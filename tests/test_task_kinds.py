@@ -16,19 +16,15 @@ from bitpatch.patches.engine import MultiTaskEngine, TaskHead
 from bitpatch.patches.outputs import to_prediction, to_predictions
 from bitpatch.patches.patch_file import decode_patch
 
-from tiny import kind_patch, random_sentence
+from tiny import kind_patch, patched_model, random_sentence
 
 KINDS = ("classification", "regression", "multi_label", "token_classification", "embedding")
 
 
 def reference(folder, patch, text: str) -> torch.Tensor:
     """Plain transformers with the patch's biases; the kind's head by hand."""
-    model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    params = dict(model.named_parameters())
+    model, tokenizer = patched_model(folder, patch)
     with torch.no_grad():
-        for name, value in patch.biases.items():
-            params[name].copy_(value)
         enc = tokenizer(text, truncation=True, max_length=patch.max_length, return_tensors="pt")
         hidden = model(**enc).last_hidden_state[0]  # (T, H)
         if patch.kind == "token_classification":

@@ -200,3 +200,16 @@ def kind_patch(model, kind: str, task: str, seed: int, max_length: int = 48) -> 
             head_bias=torch.randn((8,), generator=gen),
         )
     raise ValueError(kind)
+
+
+def patched_model(folder, patch):
+    """Plain transformers model (float32, eval) of `folder` with the patch's biases copied in,
+    and its tokenizer: the reference a patched engine row must equal."""
+    from transformers import AutoTokenizer
+
+    model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in patch.biases.items():
+            params[name].copy_(value)
+    return model, AutoTokenizer.from_pretrained(folder)

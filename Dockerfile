@@ -2,7 +2,7 @@
 #   GPU (default):  docker build -t bitpatch .
 #   CPU:            docker build --build-arg BASE_IMAGE=debian:bookworm-slim \
 #                     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t bitpatch:cpu .
-# Run: docker run --gpus all -p 8000:8000 -v patches:/data/patches \
+# Run: docker run --gpus all -p 8000:8000 -p 8001:8001 -v patches:/data/patches \
 #        -e BITPATCH_ADMIN_TOKEN=... bitpatch
 # The base only needs apt and a Python 3.10+ that apt installs; torch's cu128 wheels match the
 # default base's CUDA 12.8.
@@ -28,6 +28,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/tmp/huggingface \
     BITPATCH_HOST=0.0.0.0 \
     BITPATCH_PORT=8000 \
+    BITPATCH_GRPC_PORT=8001 \
     BITPATCH_STORE=/data/patches
 
 # 1. torch (largest layer, changes least): the wheel from the index that matches the base
@@ -57,7 +58,7 @@ RUN pip install --no-deps . \
 
 USER 10001
 VOLUME ["/data/patches"]
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('BITPATCH_PORT', '8000') + '/healthz', timeout=2)"]
 ENTRYPOINT ["bitpatch-entrypoint"]

@@ -62,6 +62,7 @@ class Container:
         self.image, self.volume, self.port, self.name = image, volume, port, name
         self.flags = flags
         self.url = f"http://127.0.0.1:{port}"
+        self.grpc_port = free_port()  # host networking: not the image's 8001, which may be taken
 
     def __enter__(self) -> Container:
         docker("rm", "-f", self.name, check=False)
@@ -69,7 +70,8 @@ class Container:
             "run", "-d", "--name", self.name, "--network", "host",
             "--read-only", "--tmpfs", "/tmp",
             "-v", f"{self.volume}:/data/patches",
-            "-e", f"BITPATCH_PORT={self.port}", "-e", f"BITPATCH_ADMIN_TOKEN={TOKEN}",
+            "-e", f"BITPATCH_PORT={self.port}", "-e", f"BITPATCH_GRPC_PORT={self.grpc_port}",
+            "-e", f"BITPATCH_ADMIN_TOKEN={TOKEN}",
             *self.flags, self.image,
         )  # fmt: skip
         return self
@@ -131,9 +133,27 @@ def check_first_run(box: Container) -> dict:
         expect(upload.status_code == 201, f"an upload with the token answers 201 ({upload.text})")
         label = predict(http, "uploaded", "dull and far too long")["label"]
         expect(label == "negative", f"the uploaded task is served at once (got {label})")
+    check_protocols(box)
     figures["healthcheck_s"] = round(wait_healthy(box), 1)
     expect(True, f"Docker's HEALTHCHECK reports healthy after {figures['healthcheck_s']} s")
     return figures
+
+
+def check_protocols(box: Container) -> None:
+    """The demo sentiment task through tritonclient over v2 REST and gRPC."""
+    import numpy as np
+    import tritonclient.grpc as triton_grpc
+    import tritonclient.http as triton_http
+
+    for name, module, address in (
+        ("v2 REST", triton_http, box.url.removeprefix("http://")),
+        ("v2 gRPC", triton_grpc, f"127.0.0.1:{box.grpc_port}"),
+    ):
+        with module.InferenceServerClient(address) as client:
+            text = module.InferInput("text", [1], "BYTES")
+            text.set_data_from_numpy(np.array([b"a wonderful, moving film"], dtype=object))
+            label = client.infer("sentiment", [text]).as_numpy("label")[0].decode()
+        expect(label == "positive", f"{name} (tritonclient) answers the demo task ({label})")
 
 
 def wait_healthy(box: Container) -> float:

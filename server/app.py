@@ -13,10 +13,11 @@ from fastapi import FastAPI
 from .. import __version__
 from ..patches.engine import EngineFactory, MultiTaskEngine
 from ..patches.tuning import freeze_heap
-from . import routes_ops, routes_predict, routes_tasks
+from . import routes_openai, routes_ops, routes_predict, routes_tasks, routes_v2
 from .batcher import Batcher
 from .edge import install_error_handlers
 from .follow import follow_store
+from .grpc_service import start_grpc
 from .metrics import watch_gc
 from .pipeline import PredictPipeline
 from .responses import OrjsonResponse
@@ -24,6 +25,7 @@ from .settings import Settings
 from .state import ServerState
 
 log = logging.getLogger(__name__)
+GRPC_GRACE_SECONDS = 25  # within uvicorn's 30 s graceful shutdown
 
 
 async def _start(state: ServerState) -> None:
@@ -73,8 +75,11 @@ def create_app(settings: Settings, engine_factory: EngineFactory = MultiTaskEngi
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
         stop_watching_gc = watch_gc(state.metrics.gc_pause)
+        grpc_server = await start_grpc(state) if settings.grpc_port else None
         loading = asyncio.create_task(_start(state))
         yield
+        if grpc_server is not None:
+            await grpc_server.stop(grace=GRPC_GRACE_SECONDS)  # in-flight calls finish first
         loading.cancel()
         if state.following is not None:
             state.following.cancel()
@@ -92,6 +97,6 @@ def create_app(settings: Settings, engine_factory: EngineFactory = MultiTaskEngi
     )
     app.state.server = state
     install_error_handlers(app)
-    for module in (routes_predict, routes_tasks, routes_ops):
+    for module in (routes_predict, routes_tasks, routes_ops, routes_v2, routes_openai):
         app.include_router(module.router)
     return app

@@ -22,16 +22,21 @@ class BatchHistory:
         self._ids = itertools.count(1)
 
     def record(
-        self, lengths: list[int], tasks: int, forward_s: float, kinds: dict[str, int]
+        self,
+        lengths: list[int],
+        task_rows: dict[str, int],
+        forward_s: float,
+        kinds: dict[str, int],
     ) -> None:
-        """One finished forward: its rows' real lengths (tokens), distinct tasks, rows per task
+        """One finished forward: its rows' real lengths (tokens), rows per task and per task
         kind, and time."""
         self._batches.append(
             {
                 "id": next(self._ids),
                 "finished_at": time.time(),
                 "rows": len(lengths),
-                "tasks": tasks,
+                "tasks": len(task_rows),
+                "task_rows": task_rows,
                 "kinds": kinds,
                 "lengths": lengths,
                 "padded_length": max(lengths),

@@ -243,7 +243,8 @@ class Batcher:
         kinds = Counter(r.job.lease.head.kind for r in batch)
         for kind, count in kinds.items():
             self.metrics.rows_by_kind.labels(kind).inc(count)
-        self.history.record([r.length for r in batch], tasks, seconds, dict(kinds))
+        task_rows = dict(Counter(r.job.lease.task for r in batch))
+        self.history.record([r.length for r in batch], task_rows, seconds, dict(kinds))
         return out
 
 

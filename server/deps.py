@@ -38,9 +38,13 @@ StateDep = Annotated[ServerState, Depends(get_state)]
 
 def check_token(request: Request, accepted: tuple[str, ...], scope: str) -> None:
     """Nothing when no token is configured; else one of `accepted` as a Bearer token."""
+    check_bearer(request.headers.get("authorization", ""), accepted, scope)
+
+
+def check_bearer(header: str, accepted: tuple[str, ...], scope: str) -> None:
+    """`check_token` of an Authorization value (an HTTP header or gRPC metadata)."""
     if not accepted:
         return
-    header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer "):
         raise MissingToken(f"{scope} needs 'Authorization: Bearer <token>'")
     sent = header[7:].strip().encode()

@@ -1,6 +1,10 @@
 """The HTTP edge: the one place where errors become status codes and JSON error bodies.
 
-Every answer that is not a success has the shape {"error": {"code": ..., "message": ...}}.
+Each API speaks its own dialect of errors, chosen by the path:
+- native (every other path): `{"error": {"code": ..., "message": ...}}`;
+- the Open Inference Protocol (`/v2`): `{"error": "<message>"}`, and 400 for a bad request or
+  an unknown model or version, as Triton answers (tritonclient reads the string);
+- OpenAI (`/v1`): `{"error": {"message", "type", "param", "code"}}`.
 """
 
 from __future__ import annotations
@@ -40,28 +44,64 @@ STATUS: dict[type[errors.ServerError], int] = {
 }
 
 
-def status_of(err: Exception) -> int:
-    """The HTTP status a domain error (or a patch error) answers with."""
+BAD_REQUEST = (errors.InvalidRequest, errors.InvalidTaskName, errors.UnknownTask)
+DIALECT_STATUS: dict[str, dict[type[errors.ServerError], int]] = {
+    "native": {},
+    "v2": {cls: 400 for cls in (*BAD_REQUEST, errors.UnknownVersion)},
+    "openai": {errors.InvalidRequest: 400, errors.InvalidTaskName: 404},
+}
+OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 500: "server_error"}
+OPENAI_CODES = {"unknown_task": "model_not_found", "invalid_task_name": "model_not_found"}
+
+
+def dialect_of(path: str) -> str:
+    """Which API a path belongs to: 'v2', 'openai' or 'native'."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return "v2"
+    return "openai" if path.startswith("/v1/") else "native"
+
+
+def status_of(err: Exception, dialect: str = "native") -> int:
+    """The HTTP status a domain error (or a patch error) answers with in a dialect."""
     if isinstance(err, PatchError):
         return 409 if err.code == "backbone_mismatch" else 422
     for cls in type(err).__mro__:
+        if cls in DIALECT_STATUS[dialect]:
+            return DIALECT_STATUS[dialect][cls]
         if cls in STATUS:
             return STATUS[cls]
     return 500
 
 
-def error_response(status: int, code: str, message: str, headers=None) -> OrjsonResponse:
-    """The JSON error body."""
-    body = {"error": {"code": code, "message": message}}
+def error_body(dialect: str, status: int, code: str, message: str, param=None) -> dict:
+    """The JSON error body of a dialect."""
+    if dialect == "v2":
+        return {"error": message}
+    if dialect == "openai":
+        fallback = "server_error" if status >= 500 else "invalid_request_error"
+        kind = OPENAI_TYPES.get(status, fallback)
+        code = OPENAI_CODES.get(code, code)
+        return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(
+    status: int, code: str, message: str, headers=None, dialect: str = "native", param=None
+) -> OrjsonResponse:
+    """The JSON error answer."""
+    body = error_body(dialect, status, code, message, param)
     return OrjsonResponse(body, status_code=status, headers=headers)
 
 
-def domain_error_response(err: errors.ServerError | PatchError) -> OrjsonResponse:
+def domain_error_response(
+    err: errors.ServerError | PatchError, dialect: str = "native"
+) -> OrjsonResponse:
     """A domain error as its HTTP answer."""
     headers = getattr(err, "headers", None)
     if isinstance(err, errors.MissingToken):
         headers = {"WWW-Authenticate": "Bearer"}
-    return error_response(status_of(err), err.code, str(err), headers)
+    status = status_of(err, dialect)
+    return error_response(status, err.code, str(err), headers, dialect, getattr(err, "param", None))
 
 
 def describe_validation(err: RequestValidationError) -> str:
@@ -77,23 +117,27 @@ def install_error_handlers(app: FastAPI) -> None:
     """Domain, patch, validation and routing errors onto the one shape; anything else a 500."""
 
     @app.exception_handler(errors.ServerError)
-    async def _domain(_: Request, err: errors.ServerError):
-        return domain_error_response(err)
+    async def _domain(request: Request, err: errors.ServerError):
+        return domain_error_response(err, dialect_of(request.url.path))
 
     @app.exception_handler(PatchError)
-    async def _patch(_: Request, err: PatchError):
-        return domain_error_response(err)
+    async def _patch(request: Request, err: PatchError):
+        return domain_error_response(err, dialect_of(request.url.path))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, err: RequestValidationError):
+        dialect = dialect_of(request.url.path)
         if any(tuple(e.get("loc", ()))[:2] == ("path", "task") for e in err.errors()):
-            return domain_error_response(invalid_task_name(request.path_params.get("task", "")))
-        return error_response(422, "invalid_request", describe_validation(err))
+            task = request.path_params.get("task", "")
+            return domain_error_response(invalid_task_name(task), dialect)
+        status = 400 if dialect != "native" else 422
+        return error_response(status, "invalid_request", describe_validation(err), None, dialect)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, err: HTTPException):
+    async def _http(request: Request, err: HTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
-        return error_response(err.status_code, code, str(err.detail), err.headers)
+        dialect = dialect_of(request.url.path)
+        return error_response(err.status_code, code, str(err.detail), err.headers, dialect)
 
     app.add_middleware(EdgeMiddleware)
 
@@ -125,15 +169,12 @@ class EdgeMiddleware:
             log.exception("event=unexpected_error path=%s", scope.get("path"))
             if started:
                 raise
-            body = orjson.dumps(
-                {
-                    "error": {
-                        "code": "internal_error",
-                        "message": f"the server failed on this request ({type(err).__name__}); "
-                        "it is logged - retry, and report it if it persists",
-                    }
-                }
+            message = (
+                f"the server failed on this request ({type(err).__name__}); "
+                "it is logged - retry, and report it if it persists"
             )
+            dialect = dialect_of(scope.get("path", ""))
+            body = orjson.dumps(error_body(dialect, 500, "internal_error", message))
             headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", b"%d" % len(body)),

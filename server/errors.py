@@ -22,9 +22,9 @@ class InvalidRequest(ServerError):
 
     code = "invalid_request"
 
-    def __init__(self, message: str, code: str = "invalid_request"):
+    def __init__(self, message: str, code: str = "invalid_request", param: str | None = None):
         super().__init__(message)
-        self.code = code
+        self.code, self.param = code, param  # param: the request field at fault, if one
 
 
 class UnsupportedMediaType(ServerError):

@@ -8,6 +8,7 @@ import os
 import uvicorn
 
 from .app import create_app
+from .grpc_service import check_port_free
 from .logs import configure_logging
 from .settings import Settings
 
@@ -24,6 +25,8 @@ def serve(settings: Settings) -> None:
             settings.host,
             settings.port,
         )
+    if settings.grpc_port:
+        check_port_free(settings.host, settings.grpc_port)  # a clear error before loading
     common = dict(
         host=settings.host,
         port=settings.port,

@@ -39,14 +39,14 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "bitpatch_requests",
-            "Predict requests by task and status",
-            ["task", "status"],
+            "Predict requests by task, status and API (native, v2, grpc, openai)",
+            ["task", "status", "api"],
             registry=r,
         )
         self.latency = Histogram(
             "bitpatch_request_seconds",
-            "Predict latency by task",
-            ["task"],
+            "Predict latency by task and API",
+            ["task", "api"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -117,6 +117,13 @@ class Metrics:
             "Stored versions refused so far (corrupt, foreign backbone, half-written)",
             registry=r,
         )
+
+    def count_request(self, api: str, task: str, status: int | str, started: float) -> None:
+        """One predict-like request answered: its HTTP status (a gRPC one's code name), and
+        its latency when it succeeded."""
+        self.requests.labels(task, str(status), api).inc()
+        if status in (200, "OK"):
+            self.latency.labels(task, api).observe(time.perf_counter() - started)
 
 
 def watch_gc(pauses: Histogram) -> Callable[[], None]:

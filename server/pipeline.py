@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
 from ..patches.encoding import EncodedRow, Item, encode_inputs
+from ..patches.engine import TaskHead
 from .batcher import Batcher
 from .errors import InvalidRequest
 from .predict_request import PredictCall
@@ -16,6 +18,18 @@ from .registry import Lease, Registry
 
 PAIR_SHAPES = {"text": ("single texts", '"text"'), "text_pair": ("pairs", '["text", "text_pair"]')}
 LEASE_TRIES = 3  # a version evicted between loading it and leasing it is loaded again
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one task computed for a call's inputs: the version and head used, the predictions
+    in input order, and the tokens read (special tokens included, after truncation)."""
+
+    task: str
+    version: int
+    head: TaskHead
+    predictions: list[dict]
+    tokens: int
 
 
 class PredictPipeline:
@@ -28,15 +42,20 @@ class PredictPipeline:
 
     async def predict(self, task: str, call: PredictCall) -> dict:
         """The response body of one predict call."""
-        lease = await self.lease(task, call.version)
+        outcome = await self.run(task, call.inputs, call.version)
+        return encode(task, outcome.version, outcome.predictions)
+
+    async def run(self, task: str, inputs: list[Item], version: int | None) -> Outcome:
+        """The inputs through one task version (the active one when `version` is None)."""
+        lease = await self.lease(task, version)
         try:
-            check_inputs_fit(lease, call.inputs)
-            self.batcher.admit(len(call.inputs))
+            check_inputs_fit(lease, inputs)
+            self.batcher.admit(len(inputs))
         except BaseException:
             self.registry.release(lease)
             raise
         try:
-            rows = await self.tokenize(lease, call.inputs)
+            rows = await self.tokenize(lease, inputs)
         except BaseException:
             self.batcher.withdraw()
             self.registry.release(lease)
@@ -44,7 +63,9 @@ class PredictPipeline:
         # the batcher gives the lease back once the rows are computed, even if this request
         # is cancelled meanwhile (its rows may already be in a forward)
         done = self.batcher.submit(lease, rows, on_done=lambda: self.registry.release(lease))
-        return encode(task, lease.version, await done)
+        predictions = await done
+        tokens = sum(len(row["input_ids"]) for row in rows)
+        return Outcome(task, lease.version, lease.head, predictions, tokens)
 
     async def fan_out(self, tasks: list[str], inputs: list[Item]) -> dict:
         """Every input through each task's active version, all rows batched together; every
@@ -94,6 +115,12 @@ class PredictPipeline:
             if shape_of(lease) not in rows:
                 rows[shape_of(lease)] = await self.tokenize(lease, inputs)
         return rows
+
+    async def head(self, task: str, version: int | None) -> tuple[int, TaskHead]:
+        """The version number and head of a task version (loaded if it is not resident)."""
+        lease = await self.lease(task, version)
+        self.registry.release(lease)
+        return lease.version, lease.head
 
     async def lease(self, task: str, version: int | None) -> Lease:
         """Pin the version; one that is stored but not resident is loaded off the event loop."""

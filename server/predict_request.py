@@ -56,7 +56,7 @@ def decode_predict(body: bytes, max_inputs: int, max_chars: int) -> PredictCall:
     if extra:
         raise InvalidRequest(f"unknown field(s) {extra}; the body is {PREDICT_SHAPE}")
     return PredictCall(
-        _inputs(value.get("inputs"), max_inputs, max_chars), _version(value.get("version"))
+        check_inputs(value.get("inputs"), max_inputs, max_chars), _version(value.get("version"))
     )
 
 
@@ -83,7 +83,7 @@ def decode_fanout(body: bytes, max_inputs: int, max_chars: int) -> FanoutCall:
     twice = sorted({t for t in tasks if tasks.count(t) > 1})
     if twice:
         raise InvalidRequest(f"tasks lists {twice} more than once; name each task once")
-    inputs = _inputs(value.get("inputs"), max_inputs, max_chars, FANOUT_SHAPE)
+    inputs = check_inputs(value.get("inputs"), max_inputs, max_chars, FANOUT_SHAPE)
     if len(tasks) * len(inputs) > max_inputs:
         raise InvalidRequest(
             f"{len(tasks)} tasks x {len(inputs)} inputs = {len(tasks) * len(inputs)} rows, at "
@@ -93,9 +93,10 @@ def decode_fanout(body: bytes, max_inputs: int, max_chars: int) -> FanoutCall:
     return FanoutCall(tasks, inputs)
 
 
-def _inputs(
+def check_inputs(
     inputs: object, max_inputs: int, max_chars: int, shape: str = PREDICT_SHAPE
 ) -> list[Item]:
+    """Inputs as a non-empty list of texts and pairs within the request limits."""
     if not isinstance(inputs, list) or not inputs:
         shown = orjson.dumps(inputs).decode()[:60]
         raise InvalidRequest(f"inputs must be a non-empty list, got {shown}: {shape}")

@@ -68,8 +68,9 @@ class RayOptions(BaseModel):
 
 
 def _replica_app() -> FastAPI:
-    """Built on each replica, from that replica's environment."""
-    return create_app(Settings())
+    """Built on each replica, from that replica's environment; without bitpatch's own gRPC
+    port (replicas share nodes, and Ray Serve routes only through its proxies)."""
+    return create_app(Settings(grpc_port=0))
 
 
 @serve.ingress(_replica_app)

@@ -18,6 +18,12 @@ from .schemas import FanoutRequest, FanoutResponse, PredictRequest, PredictRespo
 
 router = APIRouter()
 
+
+def task_label(registry, task: str) -> str:
+    """The task as a metric label: unknown names share one label, so the set stays bounded."""
+    return task if registry.has_task(task) else "_unknown"
+
+
 BODY_SCHEMA = {
     "requestBody": {
         "required": True,
@@ -36,18 +42,16 @@ async def predict(task: TaskName, request: Request, state: StateDep):
     """Predict with the task's active (or a named) version; inputs are texts or [text, pair]."""
     started = time.perf_counter()
     pipeline = state.ready()
-    label = task if pipeline.registry.has_task(task) else "_unknown"  # bounded metric labels
-    requests = state.metrics.requests
+    label = task_label(pipeline.registry, task)
     try:
         s = state.settings
         check_json_type(request.headers.get("content-type"))
         body = await read_limited(request, s.request_limit, "--max-request-bytes")
         result = await pipeline.predict(task, decode_predict(body, s.max_inputs, s.max_input_chars))
     except (ServerError, PatchError) as err:
-        requests.labels(label, str(status_of(err))).inc()
+        state.metrics.count_request("native", label, status_of(err), started)
         raise
-    requests.labels(task, "200").inc()
-    state.metrics.latency.labels(task).observe(time.perf_counter() - started)
+    state.metrics.count_request("native", task, 200, started)
     return OrjsonResponse(result)
 
 
@@ -66,7 +70,6 @@ async def fan_out(request: Request, state: StateDep):
     """Fan-out: every input through each named task's active version, in shared forwards."""
     started = time.perf_counter()
     pipeline = state.ready()
-    requests = state.metrics.requests
     try:
         s = state.settings
         check_json_type(request.headers.get("content-type"))
@@ -74,8 +77,7 @@ async def fan_out(request: Request, state: StateDep):
         call = decode_fanout(body, s.max_inputs, s.max_input_chars)
         result = await pipeline.fan_out(call.tasks, call.inputs)
     except (ServerError, PatchError) as err:
-        requests.labels("_fanout", str(status_of(err))).inc()
+        state.metrics.count_request("native", "_fanout", status_of(err), started)
         raise
-    requests.labels("_fanout", "200").inc()
-    state.metrics.latency.labels("_fanout").observe(time.perf_counter() - started)
+    state.metrics.count_request("native", "_fanout", 200, started)
     return OrjsonResponse(result)

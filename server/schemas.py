@@ -83,3 +83,43 @@ class UploadPublic(BaseModel):
     active: bool
     kind: str
     labels: list[str]
+
+
+class V2Tensor(BaseModel):
+    """An input tensor of a v2 infer request (JSON data; binary data goes after the header)."""
+
+    name: str = Field(examples=["text"])
+    datatype: str = Field(examples=["BYTES"])
+    shape: list[int]
+    parameters: dict | None = None
+    data: list | None = None
+
+
+class V2RequestedOutput(BaseModel):
+    """An output a v2 request asks for."""
+
+    name: str
+    parameters: dict | None = None
+
+
+class V2InferRequest(BaseModel):
+    """`POST /v2/models/{task}/infer` (checked by hand in server/v2_request.py; this model
+    documents it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    parameters: dict | None = None
+    inputs: list[V2Tensor] = Field(min_length=1)
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class EmbeddingsRequest(BaseModel):
+    """`POST /v1/embeddings`, as OpenAI's API takes it (checked by hand in
+    server/openai_embeddings.py; this model documents it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(examples=["embedding"])
+    input: str | list[str]
+    encoding_format: str | None = Field(None, examples=["float", "base64"])
+    dimensions: int | None = None
+    user: str | None = None

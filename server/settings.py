@@ -18,6 +18,12 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 in containers)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
+    grpc_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="port of the KServe v2 gRPC service (inference.GRPCInferenceService); 0: off",
+    )
     backbone: str = Field(
         "default", description="model folder or hub id ('default': the packaged all-MiniLM-L6-v2)"
     )

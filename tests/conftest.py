@@ -57,3 +57,13 @@ def s3_server(tmp_path_factory):
 def s3_url(s3_server, request) -> str:
     """s3://<a fresh bucket>/patches on the moto server."""
     return s3_server.bucket_url(request.node.name)
+
+
+@pytest.fixture(scope="session")
+def protocol_server(tiny_bert_dir, tmp_path_factory):
+    """One real server with the native API, v2 REST, v2 gRPC and OpenAI routes, both tokens
+    set, and a task of each kind (two versions of `cls`); see tests/protocols.py."""
+    from protocols import start_protocol_server
+
+    with start_protocol_server(tiny_bert_dir, tmp_path_factory.mktemp("protocols")) as server:
+        yield server

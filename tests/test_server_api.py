@@ -225,7 +225,7 @@ def test_metrics_names(http, model):
         "bitpatch_rejections_total",
     ):
         assert name in text, name
-    assert 'bitpatch_requests_total{status="200",task="metered"}' in text
+    assert 'bitpatch_requests_total{api="native",status="200",task="metered"}' in text
     # the full collection before freezing the loaded heap (gc_freeze) was timed
     full = re.search(r'bitpatch_gc_pause_seconds_count\{generation="2"\} (\S+)', text)
     assert full and float(full.group(1)) >= 1

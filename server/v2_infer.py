@@ -1,0 +1,159 @@
+"""The Open Inference Protocol (KServe v2) in bitpatch's terms, shared by REST and gRPC: every
+task is a model named as the task, its versions the task's versions; inputs `text` and
+optional `text_pair` (BYTES [N]); outputs by task kind."""
+
+from __future__ import annotations
+
+import orjson
+
+from .. import __version__
+from ..patches.encoding import Item
+from ..patches.engine import TaskHead
+from .errors import InvalidRequest, UnknownVersion
+from .predict_request import check_inputs
+from .v2_tensors import InputTensor, OutputTensor
+
+SERVER_NAME = "bitpatch"
+EXTENSIONS = ("model_repository", "binary_tensor_data")
+PLATFORM = "bitpatch"
+INPUTS = ("text", "text_pair")
+# task kind -> its outputs (name, datatype), in the order an infer answers them
+OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "classification": (("label", "BYTES"), ("scores", "FP32")),
+    "regression": (("value", "FP32"),),
+    "multi_label": (("scores", "FP32"), ("labels", "BYTES")),
+    "embedding": (("embedding", "FP32"),),
+    "token_classification": (("tokens", "BYTES"),),
+}
+
+
+def server_metadata() -> dict:
+    """`GET /v2`."""
+    return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+
+def parse_version(text: str | None, task: str) -> int | None:
+    """A model version as the protocol writes it (a string; empty: the active version)."""
+    if not text:
+        return None
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise UnknownVersion(
+            f"model {task!r} has no version {text!r}; versions are integers >= 1 "
+            f"(GET /v2/models/{task} lists them)"
+        )
+    return int(text)
+
+
+def output_width(head: TaskHead, hidden_size: int) -> int:
+    """Columns of a task's 2-D output (labels, or the embedding's dimensions)."""
+    if head.kind == "embedding":
+        return head.weight.shape[0] if head.weight is not None else hidden_size
+    return len(head.labels)
+
+
+def model_metadata(task: str, versions: list[int], head: TaskHead, hidden_size: int) -> dict:
+    """`GET /v2/models/{task}[/versions/{v}]`: inputs, outputs by kind, kind and labels."""
+    inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    if head.takes_pairs:
+        inputs.append({"name": "text_pair", "datatype": "BYTES", "shape": [-1]})
+    width = output_width(head, hidden_size)
+    outputs = [
+        {"name": name, "datatype": datatype, "shape": [-1, width] if two_d(name) else [-1]}
+        for name, datatype in OUTPUTS[head.kind]
+    ]
+    return {
+        "name": task,
+        "versions": [str(v) for v in versions],
+        "platform": PLATFORM,
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {"kind": head.kind, "labels": list(head.labels)},
+    }
+
+
+def two_d(output: str) -> bool:
+    """Whether an output has a column per label or dimension."""
+    return output in ("scores", "embedding")
+
+
+def items_of(tensors: list[InputTensor], max_inputs: int, max_chars: int) -> list[Item]:
+    """The predict inputs of `text` and optional `text_pair` (an empty pair: no pair)."""
+    by_name: dict[str, InputTensor] = {}
+    for tensor in tensors:
+        if tensor.name not in INPUTS:
+            raise InvalidRequest(
+                f"unknown input {tensor.name!r}; the inputs are 'text' (BYTES [N]) and "
+                "optionally 'text_pair' (BYTES [N])"
+            )
+        if tensor.name in by_name:
+            raise InvalidRequest(f"input {tensor.name!r} is sent twice; send it once")
+        if tensor.datatype != "BYTES":
+            raise InvalidRequest(
+                f"input {tensor.name!r} is {tensor.datatype}; it must be BYTES (UTF-8 text)"
+            )
+        if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+            raise InvalidRequest(
+                f"input {tensor.name!r} has shape {list(tensor.shape)}; send [N] (or [N, 1])"
+            )
+        by_name[tensor.name] = tensor
+    if "text" not in by_name:
+        raise InvalidRequest("the input 'text' (BYTES [N]) is required")
+    texts = utf8(by_name["text"])
+    if "text_pair" not in by_name:
+        items: list[Item] = list(texts)
+    else:
+        pairs = utf8(by_name["text_pair"])
+        if len(pairs) != len(texts):
+            raise InvalidRequest(
+                f"'text' has {len(texts)} elements and 'text_pair' {len(pairs)}; send one "
+                "text_pair per text (an empty one for a row without a pair)"
+            )
+        items = [[t, p] if p else t for t, p in zip(texts, pairs, strict=True)]
+    if not items:
+        raise InvalidRequest("'text' has no elements; send at least one")
+    return check_inputs(items, max_inputs, max_chars)
+
+
+def utf8(tensor: InputTensor) -> list[str]:
+    """A BYTES tensor's elements as text."""
+    try:
+        return [e.decode() for e in tensor.elements]
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"input {tensor.name!r} has an element that is not UTF-8") from None
+
+
+def chosen_outputs(head: TaskHead, task: str, requested: list[str]) -> list[str]:
+    """The outputs to answer: those requested (checked against the kind's), else all."""
+    names = [name for name, _ in OUTPUTS[head.kind]]
+    for name in requested:
+        if name not in names:
+            raise InvalidRequest(
+                f"unknown output {name!r}: model {task!r} is a {head.kind} task with "
+                f"outputs {names}"
+            )
+    return requested or names
+
+
+def output_tensors(head: TaskHead, predictions: list[dict], names: list[str]) -> list:
+    """The named outputs of a task's predictions."""
+    return [output_tensor(head, predictions, name) for name in names]
+
+
+def output_tensor(head: TaskHead, predictions: list[dict], name: str) -> OutputTensor:
+    """One output tensor of every row's prediction."""
+    n = len(predictions)
+    if name == "label":
+        return OutputTensor(name, "BYTES", (n,), [p["label"].encode() for p in predictions])
+    if name == "value":
+        return OutputTensor(name, "FP32", (n,), [p["value"] for p in predictions])
+    if name == "labels":
+        joined = [",".join(p["labels"]).encode() for p in predictions]
+        return OutputTensor(name, "BYTES", (n,), joined)
+    if name == "tokens":
+        return OutputTensor(name, "BYTES", (n,), [orjson.dumps(p["tokens"]) for p in predictions])
+    if name == "embedding":
+        width = len(predictions[0]["embedding"])
+        flat = [x for p in predictions for x in p["embedding"]]
+        return OutputTensor(name, "FP32", (n, width), flat)
+    flat = [p["scores"][label] for p in predictions for label in head.labels]  # scores
+    return OutputTensor(name, "FP32", (n, len(head.labels)), flat)

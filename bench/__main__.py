@@ -1,4 +1,5 @@
-"""`python -m bench SUITE [--quick]` from the repository root: micro, server, replicas, gpu."""
+"""`python -m bench SUITE [--quick]` from the repository root: micro, server, replicas,
+protocols, gpu."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
         "suite",
-        choices=["micro", "server", "replicas", "gpu"],
+        choices=["micro", "server", "replicas", "protocols", "gpu"],
         help="micro: offline forwards; server: HTTP load on real servers; replicas: servers "
-        "sharing a store (folder, S3); gpu: a CUDA host",
+        "sharing a store (folder, S3); protocols: the native API, v2 REST and v2 gRPC under "
+        "one load; gpu: a CUDA host",
     )
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
@@ -43,6 +45,12 @@ def main() -> None:
         results = run_replicas(args.quick)
         print(replicas_markdown(results))
         save(args.out, "replicas.json", results)
+    elif args.suite == "protocols":
+        from .protocols import protocols_markdown, run_protocols
+
+        results = run_protocols(args.quick)
+        print(protocols_markdown(results))
+        save(args.out, "protocols.json", results)
     elif args.suite == "gpu":
         from .gpu import run_gpu
 

@@ -50,9 +50,30 @@ class LoadResult:
         }
 
 
-async def _post(reader, writer, host: str, path: str, body: bytes) -> tuple[int, bytes]:
+@dataclass(frozen=True)
+class RawRequest:
+    """A request already encoded: path, body bytes, inputs it carries, extra header lines."""
+
+    path: str
+    body: bytes
+    inputs: int
+    headers: str = ""  # e.g. "Inference-Header-Content-Length: 120\r\n"
+    content_type: str = "application/json"
+
+
+def as_raw(request) -> RawRequest:
+    """make_request's answer as a RawRequest ((path, JSON payload) pairs are encoded here)."""
+    if isinstance(request, RawRequest):
+        return request
+    path, payload = request
+    return RawRequest(path, json.dumps(payload).encode(), len(payload["inputs"]))
+
+
+async def _post(reader, writer, host: str, request: RawRequest) -> tuple[int, bytes]:
+    body = request.body
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"POST {request.path} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: {request.content_type}\r\n{request.headers}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     writer.write(head + body)
@@ -75,13 +96,12 @@ async def _client(host, port, make_request, seconds, result: LoadResult, seed: i
     deadline = time.perf_counter() + seconds
     try:
         while time.perf_counter() < deadline:
-            path, payload = make_request(rng)
-            body = json.dumps(payload).encode()
+            request = as_raw(make_request(rng))
             started = time.perf_counter()
-            status, _ = await _post(reader, writer, host, path, body)
+            status, _ = await _post(reader, writer, host, request)
             if status == 200:
                 result.latencies.append(time.perf_counter() - started)
-                result.inputs += len(payload["inputs"])
+                result.inputs += request.inputs
             else:
                 result.errors[str(status)] = result.errors.get(str(status), 0) + 1
     except (ConnectionError, asyncio.IncompleteReadError) as err:
@@ -91,7 +111,8 @@ async def _client(host, port, make_request, seconds, result: LoadResult, seed: i
 
 
 async def run_load(url: str, make_request, clients: int, seconds: float) -> LoadResult:
-    """`clients` closed-loop connections for `seconds`; make_request(rng) -> (path, json).
+    """`clients` closed-loop connections for `seconds`; make_request(rng) -> (path, json) or a
+    RawRequest.
     Client i draws its requests from random.Random(i) (server_bench.first_requests relies on it)."""
     host, port = url.removeprefix("http://").split(":")
     result = LoadResult()

@@ -1,5 +1,5 @@
 """`python -m bench SUITE [--quick]` from the repository root: micro, server, replicas,
-protocols, gpu."""
+protocols, peers, gpu."""
 
 from __future__ import annotations
 
@@ -21,16 +21,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
         "suite",
-        choices=["micro", "server", "replicas", "protocols", "gpu"],
+        choices=["micro", "server", "cost", "replicas", "protocols", "peers", "gpu"],
         help="micro: offline forwards; server: HTTP load on real servers; replicas: servers "
-        "sharing a store (folder, S3); protocols: the native API, v2 REST and v2 gRPC under "
-        "one load; gpu: a CUDA host",
+        "sharing a store (folder, S3); cost: server CPU per request (a section of server); "
+        "protocols: the native API, v2 REST and v2 gRPC under "
+        "one load; peers: bitpatch beside PEFT LoRA and Infinity; gpu: a CUDA host",
     )
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
     parser.add_argument("--dtype", default="auto", help="server: dtype of the servers")
     parser.add_argument("--threads", type=int, default=None, help="micro: torch threads")
     parser.add_argument("--out", type=Path, default=None, help="folder for JSON (and PNG)")
+    parser.add_argument(
+        "--against",
+        default=None,
+        help="cost: also run git revision REF's server, rounds interleaved with this checkout's",
+    )
     args = parser.parse_args()
     logging.basicConfig(level="WARNING")
     # offline measurements run with the kernel caches the server uses
@@ -51,6 +57,36 @@ def main() -> None:
         results = run_protocols(args.quick)
         print(protocols_markdown(results))
         save(args.out, "protocols.json", results)
+    elif args.suite == "cost":
+        import tempfile
+
+        from .report import cost_lines
+        from .server_bench import BenchConfig, per_request_cost
+        from .servers import PatchSource
+
+        source = PatchSource()
+        with tempfile.TemporaryDirectory(prefix="bitpatch-cost-") as tmp:
+            cfg = BenchConfig(quick=args.quick, dtype=args.dtype)
+            results = {"cost": per_request_cost(cfg, source, Path(tmp))}
+        print("\n".join(cost_lines(results)))
+        if args.against:
+            from .cost import compare_revisions
+
+            rounds = 2 if args.quick else 6
+            results["against"] = compare_revisions(args.against, cfg.seconds, rounds, source)
+            for name, row in results["against"].items():
+                print(
+                    f"{name}: {row['server_cpu_ms_per_request']:.2f} ms CPU per request "
+                    f"(event loop {row['event_loop_ms_per_request']:.2f}), "
+                    f"{row['requests_per_s']:.0f} requests/s"
+                )
+        save(args.out, "cost.json", results)
+    elif args.suite == "peers":
+        from .peers import peers_markdown, run_peers
+
+        results = run_peers(args.quick)
+        print(peers_markdown(results))
+        save(args.out, "peers.json", results)
     elif args.suite == "gpu":
         from .gpu import run_gpu
 

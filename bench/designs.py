@@ -4,6 +4,10 @@
 (b) `SwapEngine`: one model; for each task group of a batch, copy that task's biases into the
     model under a lock, then run the group (swapping once per request, as users often write
     it, is slower still; `bench micro` measures it offline).
+(c) `LoraEngine`: one model with a PEFT LoRA adapter per task (r=8 on query and value), every
+    batch one mixed-adapter forward (`adapter_names=`, PEFT's own multi-task batching); the
+    task's head and pooling come from its patch. Needs `peft` importable (`bench peers`
+    installs it into a folder of its own and puts it on this server's path only).
 """
 
 from __future__ import annotations
@@ -92,8 +96,55 @@ class CopiesEngine(_GroupedEngine):
         return self._copies[key](**inputs)
 
 
+class LoraEngine(MultiTaskEngine):
+    """Design (c): one backbone, a LoRA adapter per task, mixed-adapter padded forwards."""
+
+    LORA_RANK = 8
+
+    def __init__(self, backbone, packed=None):
+        super().__init__(backbone, packed=False)  # PEFT runs the plain transformers forward
+        self._peft = None
+        self._adding = threading.Lock()
+        # PEFT passes adapter_names to its LoRA layers through hooks registered on the shared
+        # modules for the length of a call: two forwards at once would read each other's
+        self._forwarding = threading.Lock()
+
+    def _lora_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.LORA_RANK,
+            lora_alpha=2 * self.LORA_RANK,
+            target_modules=["query", "value"],
+            init_lora_weights=False,  # random, as a trained adapter: every row pays its delta
+        )
+
+    def register(self, key: str, patch: PatchFile) -> None:
+        super().register(key, patch)
+        with self._adding:
+            if self._peft is None:
+                from peft import get_peft_model
+
+                model = self.backbone.model
+                self._peft = get_peft_model(model, self._lora_config(), adapter_name=key).eval()
+            elif key not in self._peft.peft_config:
+                self._peft.add_adapter(key, self._lora_config())
+                self._peft.eval()
+
+    def forward_by_task(self, batch, keys):
+        state = self.state
+        with torch.inference_mode():
+            inputs = {k: v.to(self.backbone.device) for k, v in batch.items()}
+            with self._forwarding:
+                out = self._peft(**inputs, adapter_names=list(keys))
+            heads = [state.heads[k] for k in keys]
+            pooled = self._pool(out, inputs["attention_mask"], heads)  # (B, H)
+            return self._apply_heads(pooled, out.last_hidden_state, keys, state.heads)
+
+
 DESIGNS = {
     "bitpatch": MultiTaskEngine,
     "swap": SwapEngine,
     "copies": CopiesEngine,
+    "lora": LoraEngine,
 }

@@ -201,11 +201,39 @@ def markdown(r: dict) -> str:
     verdict = {True: "yes", False: "**no**", None: "-"}
     lines += [f"| {a} | {b} | {c} | {verdict[ok]} |" for a, b, c, ok in targets(r)]
     lines += _round_lines(r)
-    lines += ["", *_ceiling_lines(r), "", *_replay_lines(r), "", *_load_lines(r)]
+    lines += ["", *cost_lines(r), "", *_ceiling_lines(r), "", *_replay_lines(r)]
+    lines += ["", *_load_lines(r)]
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in r.get("phase_seconds", {}).items())
     whole = f"Whole run: {r['seconds'] / 60:.1f} minutes" + (f" ({phases})" if phases else "")
     lines += ["", *_memory_lines(r), "", whole + "."]
     return "\n".join(lines)
+
+
+def cost_lines(r: dict) -> list[str]:
+    """Server CPU per request and where it goes (bench/cost.py)."""
+    c = r.get("cost")
+    if not c:
+        return []
+    shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in c["shares"].items())
+    return [
+        "### Server CPU per request (1 input, 32 clients, 16 tasks)",
+        "",
+        f"server CPU **{c['server_cpu_ms_per_request']:.2f} ms per request** "
+        f"({c['requests_per_s']:.0f} requests/s, {c['errors']} errors); bare transformers bf16 "
+        f"forward, padded batches of 16 on 2 threads: {c['bare_cpu_ms_per_row']:.2f} ms CPU per "
+        f"row; ratio **{c['ratio_to_bare']:.2f}** (target <= 1.25). By thread: {shares}.",
+        *_profile_lines(c.get("profile")),
+    ]
+
+
+def _profile_lines(found: dict | None) -> list[str]:
+    """The profile's stages of at least 1% of the samples."""
+    if not found:
+        return []
+    lines = ["", f"py-spy, {found['samples']} samples: share by thread / stage", ""]
+    lines += ["| thread / stage | share |", "|---|---|"]
+    lines += [f"| {k} | {100 * v:.1f}% |" for k, v in found["stages"].items() if v >= 0.01]
+    return lines
 
 
 def _ceiling_lines(r: dict) -> list[str]:

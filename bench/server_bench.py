@@ -14,6 +14,8 @@ import httpx
 
 from bitpatch.server.store_folder import FolderStore
 
+from . import profile
+from .cost import bare_forward_cpu_ms_per_row, server_cost
 from .launcher import ServerProcess
 from .loadgen import LoadResult, run_load
 from .offline import ceiling, replay, single_row_ms
@@ -236,6 +238,23 @@ def _upload_steadily(url: str, source: PatchSource, stop: threading.Event, log: 
             stop.wait(max(0.0, interval - (time.perf_counter() - started)))
 
 
+def per_request_cost(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
+    """Server CPU per request (1 input, 32 clients, 16 tasks) against the bare forward's CPU
+    per row of the same sentences (bench/cost.py)."""
+    with bench_server(root / "cost", cfg) as server:
+        source.upload(server.url, 16)
+        _warm_up(server.url, cfg)
+        spy = profile.record(server.proc.pid, cfg.seconds, root / "cost.raw")
+        measured = server_cost(server.url, server.proc.pid, cfg.seconds)
+        spy.wait()
+    if (root / "cost.raw").exists():
+        measured["profile"] = profile.summarize(root / "cost.raw")
+    bare = bare_forward_cpu_ms_per_row(64 if cfg.quick else 512)
+    measured["bare_cpu_ms_per_row"] = bare
+    measured["ratio_to_bare"] = measured["server_cpu_ms_per_request"] / bare
+    return measured
+
+
 def run_all(cfg: BenchConfig) -> dict:
     """Every section, one after another, in one run; each section's seconds in `phase_seconds`."""
     started = time.perf_counter()
@@ -250,6 +269,7 @@ def run_all(cfg: BenchConfig) -> dict:
     source = PatchSource()
     with tempfile.TemporaryDirectory(prefix="bitpatch-bench-") as tmp:
         for name, section in (
+            ("cost", per_request_cost),
             ("traffic", traffic_scenarios),
             ("designs", design_scenarios),
             ("memory", memory_and_cold_start),

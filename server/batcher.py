@@ -29,6 +29,7 @@ import torch
 from ..patches.encoding import EncodedRow, collate
 from ..patches.engine import Engine, TaskLogits
 from ..patches.outputs import to_predictions
+from ..patches.tuning import name_os_thread
 from .batch_history import BatchHistory
 from .errors import Overloaded
 from .metrics import Metrics
@@ -149,6 +150,7 @@ class Batcher:
 
     def _work(self, worker: int) -> None:
         """Inference thread: take a batch, compute it, post the results; until stopped."""
+        name_os_thread(f"bp-forward-{worker}")
         while (taken := self._next_batch(worker)) is not None:
             batch, lone = taken
             try:

@@ -13,7 +13,7 @@ import torch
 from ..patches.backbone import load_backbone, resolve_device
 from ..patches.engine import EngineFactory, MultiTaskEngine
 from ..patches.patch_file import PatchError
-from ..patches.tuning import bound_kernel_caches, choose_attention_kernels
+from ..patches.tuning import bound_kernel_caches, choose_attention_kernels, name_os_thread
 from .errors import NotReady
 from .metrics import Metrics
 from .pipeline import PredictPipeline
@@ -57,6 +57,7 @@ class ServerState:
     def load(self) -> Registry:
         """Blocking: backbone, engine, store, registry, demo patches (runs off the event loop)."""
         s = self.settings
+        name_os_thread("bp-forward-0")  # before torch starts this thread's OpenMP team
         torch.set_num_threads(self.threads_per_worker)
         bound_kernel_caches(s.kernel_cache)
         backbone = load_backbone(s.backbone, s.dtype, s.device)

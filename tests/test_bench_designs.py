@@ -37,3 +37,26 @@ def test_grouped_designs_equal_the_engine(tiny_bert_dir, design):
         if a.dim() == 2:
             a, b = a[:real], b[:real]
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_the_lora_design_batches_mixed_adapters_as_each_row_alone(tiny_bert_dir):
+    pytest.importorskip("peft", reason="peft is a dev dependency (pip install -e '.[dev]')")
+    from bench.designs import LoraEngine
+
+    engine = LoraEngine(load_backbone(str(tiny_bert_dir), "float32", "cpu"))
+    model = engine.backbone.model
+    kinds = ("classification", "regression", "embedding")
+    patches = [kind_patch(model, kind, kind, seed=i) for i, kind in enumerate(kinds)]
+    for patch in patches:  # made first: the adapters change the model the patches describe
+        engine.register(patch.task, patch)
+    texts = ["the cat sat on the mat", "a very good film", "it is", "not bad and not good"] * 2
+    keys = [kinds[i % 3] for i in range(len(texts))]
+    tok = engine.backbone.tokenizer
+    rows = encode_inputs(tok, texts, 48)
+    mixed = engine.forward(collate(rows, tok.pad_token_id), keys)
+    for i, (row, key) in enumerate(zip(rows, keys, strict=True)):
+        (alone,) = engine.forward(collate([row], tok.pad_token_id), [key])
+        torch.testing.assert_close(mixed[i], alone, atol=1e-5, rtol=1e-5)
+    with engine._peft.disable_adapter():  # the same rows without the adapters
+        base = engine.forward(collate(rows[:1], tok.pad_token_id), keys[:1])[0]
+    assert not torch.allclose(base, mixed[0])  # the adapter changes the output

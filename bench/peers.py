@@ -1,0 +1,320 @@
+"""`python -m bench peers`: bitpatch beside the servers users would pick instead, in one run.
+
+The same GLUE sentences and closed-loop HTTP load (32 clients; 1, 16 and 256 tasks; 1 and 4
+inputs per request) against:
+- bitpatch (`bitpatch serve`, the default backbone, bf16 where the CPU has it);
+- PEFT: one backbone with a LoRA adapter per task and mixed-adapter batches, behind bitpatch's
+  HTTP layer and batcher (`bench/designs.py` LoraEngine; `--workers 1`, since PEFT's
+  mixed-adapter forward cannot run twice at once on one model). PEFT is installed with
+  `pip install --target` into a folder of its own, put on that server's path only;
+- Infinity (`infinity-emb`, its own virtual environment): one exported HF classification model
+  per task (`/classify`), as many tasks as fit in memory (the projection from 1 and 16 tasks
+  decides whether 256 fit);
+- the bare transformers forward offline (batches of 32, all cores): the ceiling.
+
+Per server and task count: inputs/s, p50/p99 latency, RSS and the cold start to the first
+answer with every task stored. A peer that cannot be installed is skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import torch
+
+from bitpatch.patches.backbone import load_backbone
+from bitpatch.patches.encoding import collate, encode_inputs
+from bitpatch.patches.hf_interop import export_folder
+from bitpatch.server.store_folder import FolderStore
+
+from .launcher import ServerProcess, free_port
+from .loadgen import RawRequest, run_load
+from .micro import random_patches
+from .workload import glue_sentences
+
+PEERS = Path(os.environ.get("BITPATCH_PEERS_DIR", "~/.cache/bitpatch-bench/peers")).expanduser()
+SENTENCES = glue_sentences(2048, seed=13)
+CLIENTS = 32
+MEMORY_BUDGET_MB = 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+
+
+def pip_install(python: str, *args: str) -> str | None:
+    """None on success, else the last lines pip printed."""
+    run = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+    )
+    return None if run.returncode == 0 else (run.stdout + run.stderr)[-600:]
+
+
+def peft_folder() -> tuple[Path | None, str]:
+    """The folder PEFT is installed in (its dependencies are bitpatch's torch and transformers,
+    which the LoRA design must share to run behind bitpatch's HTTP layer), or why not."""
+    folder = PEERS / "peft-site"
+    if not (folder / "peft").is_dir():
+        failed = pip_install(sys.executable, "--no-deps", "--target", str(folder), "peft")
+        if failed:
+            return None, f"pip install peft failed: {failed}"
+    return folder, ""
+
+
+def infinity_python() -> tuple[Path | None, str]:
+    """The Python of Infinity's own virtual environment (torch as bitpatch's), or why not."""
+    venv = PEERS / "infinity"
+    python = venv / "bin" / "python"
+    if not (venv / "bin" / "infinity_emb").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        for requirement in (
+            f"torch=={torch.__version__.split('+')[0]}",
+            "infinity-emb[server,torch]",
+        ):
+            failed = pip_install(str(python), requirement)
+            if failed:
+                return None, f"pip install {requirement} failed: {failed}"
+    return python, ""
+
+
+def draw(rng: random.Random, tasks: int, per_request: int) -> tuple[str, list[str]]:
+    """A random task and `per_request` consecutive sentences."""
+    start = rng.randrange(len(SENTENCES) - per_request)
+    return f"t{rng.randrange(tasks)}", SENTENCES[start : start + per_request]
+
+
+def bitpatch_request(tasks: int, per_request: int):
+    """make_request for the native predict route (bitpatch and the LoRA design)."""
+
+    def make(rng):
+        task, texts = draw(rng, tasks, per_request)
+        body = json.dumps({"inputs": texts}).encode()
+        return RawRequest(f"/tasks/{task}/predict", body, len(texts))
+
+    return make
+
+
+def infinity_request(tasks: int, per_request: int):
+    """make_request for Infinity's `/classify`."""
+
+    def make(rng):
+        task, texts = draw(rng, tasks, per_request)
+        return RawRequest(
+            "/classify", json.dumps({"model": task, "input": texts}).encode(), len(texts)
+        )
+
+    return make
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children."""
+    total = 0
+    pids = [pid] + [int(p) for p in _children(pid)]
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return total / 1024
+
+
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+
+
+def measure(url: str, make_request, seconds: float) -> dict:
+    """One closed-loop run (after a short warm-up)."""
+    asyncio.run(run_load(url, make_request, CLIENTS, min(seconds, 2.0)))
+    summary = asyncio.run(run_load(url, make_request, CLIENTS, seconds)).summary()
+    keep = ("inputs_per_s", "p50_ms", "p99_ms", "errors", "error_kinds")
+    return {k: summary[k] for k in keep}
+
+
+def first_answer(url: str, path: str, body: dict, started: float, timeout: float = 900) -> float:
+    """Seconds from `started` until `path` answers 200."""
+    while time.monotonic() - started < timeout:
+        try:
+            if httpx.post(f"{url}{path}", json=body, timeout=30).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"no answer from {url}{path} within {timeout} s")
+
+
+def seed_store(folder: Path, patches) -> Path:
+    """A folder store holding every patch (written directly, as a long-lived store holds them)."""
+    store = FolderStore(folder)
+    for patch in patches:
+        store.add_version(patch.task, patch.to_bytes())
+        store.set_active(patch.task, 1)
+    return folder
+
+
+def run_bitpatch_like(
+    store: Path, tasks: int, seconds: float, *extra: str, design=None, env=None
+) -> dict:
+    """bitpatch (or a design behind its HTTP layer) on a store of `tasks` tasks: cold start to
+    the first answer, RSS, then the load at 1 and 4 inputs per request."""
+    flags = ("--no-demo-patches", "--log-level", "warning", "--max-queue", "100000", *extra)
+    server = ServerProcess(
+        "default", store, *flags, dtype="auto", design=design, env=env, log_dir=store.parent
+    )
+    started = time.monotonic()
+    server.start(timeout=900)
+    try:
+        probe = {"inputs": ["a"]}
+        out = {"cold_start_s": first_answer(server.url, "/tasks/t0/predict", probe, started)}
+        for k in (1, 4):
+            out[f"{k}_per_request"] = measure(server.url, bitpatch_request(tasks, k), seconds)
+        out["rss_mb"] = server.rss_mb()
+    finally:
+        server.stop()
+    return out
+
+
+def run_infinity(python: Path, folders: list[Path], seconds: float, root: Path) -> dict:
+    """Infinity serving one exported model per task."""
+    port = free_port()
+    command = [str(python.parent / "infinity_emb"), "v2", "--port", str(port), "--engine", "torch"]
+    dtype = str(load_backbone_dtype()).removeprefix("torch.")  # as bitpatch's dtype=auto
+    command += ["--device", "cpu", "--dtype", dtype, "--batch-size", "32", "--no-model-warmup"]
+    for i, folder in enumerate(folders):
+        command += ["--model-id", str(folder), "--served-model-name", f"t{i}"]
+    log = open(root / f"infinity-{len(folders)}.log", "w")  # noqa: SIM115 - the process' log
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    started = time.monotonic()
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        cold = first_answer(url, "/classify", {"model": "t0", "input": ["a"]}, started)
+        out = {"cold_start_s": cold}
+        for k in (1, 4):
+            out[f"{k}_per_request"] = measure(url, infinity_request(len(folders), k), seconds)
+        out["rss_mb"] = rss_mb(proc.pid)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        log.close()
+
+
+def load_backbone_dtype() -> torch.dtype:
+    """The dtype bitpatch's `--dtype auto` picks on this host (bf16 on bf16 CPUs)."""
+    from bitpatch.patches.backbone import resolve_dtype
+
+    return resolve_dtype("auto", torch.device("cpu"))
+
+
+def bare_ceiling(per_request_batch: int = 32) -> dict:
+    """The bare transformers forward of the same sentences, batches of 32, all cores."""
+    backbone = load_backbone("default", dtype="auto", device="cpu")
+    rows = encode_inputs(backbone.tokenizer, SENTENCES[:512], 128)
+    batches = [
+        collate(rows[i : i + per_request_batch], backbone.tokenizer.pad_token_id)
+        for i in range(0, len(rows), per_request_batch)
+    ]
+    with torch.inference_mode():
+        backbone.model(**batches[0])
+        started = time.perf_counter()
+        for batch in batches:
+            backbone.model(**batch)
+    return {"inputs_per_s": len(rows) / (time.perf_counter() - started)}
+
+
+def run_peers(quick: bool) -> dict:
+    """Every server at every task count, in one run."""
+    counts, seconds = ((1, 16), 2.0) if quick else ((1, 16, 256), 10.0)
+    backbone = load_backbone("default", dtype="float32", device="cpu")
+    # pooled as AutoModelForSequenceClassification pools, so every task exports to the HF
+    # folder Infinity serves and every server computes the same thing
+    patches = [replace(p, pooling="pooler") for p in random_patches(backbone, max(counts), 21)]
+    out: dict = {"counts": list(counts), "seconds": seconds, "clients": CLIENTS, "servers": {}}
+    out["bare"] = bare_ceiling()
+    peft, peft_why = peft_folder()
+    infinity, infinity_why = infinity_python()
+    out["skipped"] = {k: v for k, v in (("peft", peft_why), ("infinity", infinity_why)) if v}
+    root_path = str(Path(__file__).resolve().parents[1])
+    with tempfile.TemporaryDirectory(prefix="bitpatch-peers-") as tmp:
+        root = Path(tmp)
+        servers = out["servers"]
+        for n in counts:
+            store = seed_store(root / f"store-{n}", patches[:n])
+            servers.setdefault("bitpatch", {})[str(n)] = run_bitpatch_like(store, n, seconds)
+            if peft is not None:
+                env = {"PYTHONPATH": os.pathsep.join([root_path, str(peft)])}
+                servers.setdefault("peft_lora", {})[str(n)] = run_bitpatch_like(
+                    store, n, seconds, "--workers", "1", design="lora", env=env
+                )
+            if infinity is not None:
+                servers.setdefault("infinity", {})[str(n)] = infinity_cell(
+                    infinity, backbone, patches[:n], servers.get("infinity", {}), seconds, root
+                )
+    return out
+
+
+def infinity_cell(python, backbone, patches, done: dict, seconds: float, root: Path) -> dict:
+    """Infinity at len(patches) tasks, or why not: a projection past the memory budget."""
+    n = len(patches)
+    if "1" in done and "16" in done and n > 16:
+        per_task = (done["16"]["rss_mb"] - done["1"]["rss_mb"]) / 15
+        projected = done["1"]["rss_mb"] + per_task * (n - 1)
+        if projected > MEMORY_BUDGET_MB:
+            return {
+                "skipped": f"does not fit: {projected / 1024:.1f} GB projected "
+                f"({per_task:.0f} MB per task) > {MEMORY_BUDGET_MB / 1024:.1f} GB budget"
+            }
+    folders = []
+    for patch in patches:
+        folder = root / "hf" / patch.task
+        if not folder.exists():
+            export_folder(backbone, patch, folder)
+        folders.append(folder)
+    return run_infinity(python, folders, seconds, root)
+
+
+def peers_markdown(r: dict) -> str:
+    """The suite's table."""
+    lines = [
+        "| server | tasks | inputs/s, 1/request | p50 / p99 ms | inputs/s, 4/request | "
+        "p50 / p99 ms | RSS MB | cold start s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, cells in r["servers"].items():
+        for n, cell in cells.items():
+            if "skipped" in cell:
+                lines.append(f"| {name} | {n} | {cell['skipped']} | | | | | |")
+                continue
+            one, four = cell["1_per_request"], cell["4_per_request"]
+            lines.append(
+                f"| {name} | {n} | {one['inputs_per_s']:.0f} | {one['p50_ms']:.0f} / "
+                f"{one['p99_ms']:.0f} | {four['inputs_per_s']:.0f} | {four['p50_ms']:.0f} / "
+                f"{four['p99_ms']:.0f} | {cell['rss_mb']:.0f} | {cell['cold_start_s']:.1f} |"
+            )
+    lines.append(f"| bare forward, offline, B=32 | - | {r['bare']['inputs_per_s']:.0f} | | | | | |")
+    errors = {
+        name: sum(
+            c[f"{k}_per_request"]["errors"]
+            for c in cells.values()
+            if "skipped" not in c
+            for k in (1, 4)
+        )
+        for name, cells in r["servers"].items()
+    }
+    lines.append("\nerrors: " + ", ".join(f"{name} {n}" for name, n in errors.items()))
+    for name, why in r.get("skipped", {}).items():
+        lines.append(f"\n{name} skipped: {why}")
+    return "\n".join(lines)

@@ -137,7 +137,7 @@ def _children(pid: int) -> list[str]:
 
 def measure(url: str, make_request, seconds: float) -> dict:
     """One closed-loop run (after a short warm-up)."""
-    asyncio.run(run_load(url, make_request, CLIENTS, min(seconds, 2.0)))
+    asyncio.run(run_load(url, make_request, CLIENTS, min(seconds, 4.0)))
     summary = asyncio.run(run_load(url, make_request, CLIENTS, seconds)).summary()
     keep = ("inputs_per_s", "p50_ms", "p99_ms", "errors", "error_kinds")
     return {k: summary[k] for k in keep}
@@ -236,34 +236,71 @@ def bare_ceiling(per_request_batch: int = 32) -> dict:
 
 
 def run_peers(quick: bool) -> dict:
-    """Every server at every task count, in one run."""
-    counts, seconds = ((1, 16), 2.0) if quick else ((1, 16, 256), 10.0)
+    """Every server at every task count, in one run: 2 rounds (1 when quick), the servers'
+    order reversed in the second, each cell the mean of its rounds."""
+    counts, seconds, rounds = ((1, 16), 2.0, 1) if quick else ((1, 16, 256), 10.0, 2)
     backbone = load_backbone("default", dtype="float32", device="cpu")
     # pooled as AutoModelForSequenceClassification pools, so every task exports to the HF
     # folder Infinity serves and every server computes the same thing
     patches = [replace(p, pooling="pooler") for p in random_patches(backbone, max(counts), 21)]
-    out: dict = {"counts": list(counts), "seconds": seconds, "clients": CLIENTS, "servers": {}}
+    out: dict = {"counts": list(counts), "seconds": seconds, "clients": CLIENTS, "rounds": rounds}
     out["bare"] = bare_ceiling()
     peft, peft_why = peft_folder()
     infinity, infinity_why = infinity_python()
     out["skipped"] = {k: v for k, v in (("peft", peft_why), ("infinity", infinity_why)) if v}
     root_path = str(Path(__file__).resolve().parents[1])
+    cells: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory(prefix="bitpatch-peers-") as tmp:
         root = Path(tmp)
-        servers = out["servers"]
-        for n in counts:
-            store = seed_store(root / f"store-{n}", patches[:n])
-            servers.setdefault("bitpatch", {})[str(n)] = run_bitpatch_like(store, n, seconds)
-            if peft is not None:
-                env = {"PYTHONPATH": os.pathsep.join([root_path, str(peft)])}
-                servers.setdefault("peft_lora", {})[str(n)] = run_bitpatch_like(
-                    store, n, seconds, "--workers", "1", design="lora", env=env
-                )
-            if infinity is not None:
-                servers.setdefault("infinity", {})[str(n)] = infinity_cell(
-                    infinity, backbone, patches[:n], servers.get("infinity", {}), seconds, root
-                )
+        stores = {n: seed_store(root / f"store-{n}", patches[:n]) for n in counts}
+        for r in range(rounds):
+            for n in counts:
+                runs = [("bitpatch", lambda n=n: run_bitpatch_like(stores[n], n, seconds))]
+                if peft is not None:
+                    env = {"PYTHONPATH": os.pathsep.join([root_path, str(peft)])}
+                    flags = ("--workers", "1")
+                    runs.append(
+                        (
+                            "peft_lora",
+                            lambda n=n, env=env, flags=flags: run_bitpatch_like(
+                                stores[n], n, seconds, *flags, design="lora", env=env
+                            ),
+                        )
+                    )
+                if infinity is not None:
+                    first = {k: v[0] for k, v in cells.get("infinity", {}).items()}
+                    runs.append(
+                        (
+                            "infinity",
+                            lambda n=n, first=first: infinity_cell(
+                                infinity, backbone, patches[:n], first, seconds, root
+                            ),
+                        )
+                    )
+                for name, run in runs if r % 2 == 0 else runs[::-1]:
+                    cells.setdefault(name, {}).setdefault(str(n), []).append(run())
+    out["servers"] = {
+        name: {n: mean_cell(results) for n, results in by_count.items()}
+        for name, by_count in cells.items()
+    }
     return out
+
+
+def mean_cell(results: list[dict]) -> dict:
+    """A cell's rounds averaged (a skipped cell stays skipped)."""
+    if any("skipped" in r for r in results):
+        return results[0]
+    merged: dict = {
+        "cold_start_s": sum(r["cold_start_s"] for r in results) / len(results),
+        "rss_mb": max(r["rss_mb"] for r in results),
+        "rounds": results,
+    }
+    for key in ("1_per_request", "4_per_request"):
+        merged[key] = {
+            field: sum(r[key][field] for r in results) / len(results)
+            for field in ("inputs_per_s", "p50_ms", "p99_ms", "errors")
+        }
+    return merged
 
 
 def infinity_cell(python, backbone, patches, done: dict, seconds: float, root: Path) -> dict:

@@ -36,8 +36,11 @@ def py_spy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def record(pid: int, seconds: float, out: Path) -> subprocess.Popen:
-    """Start sampling `pid` for `seconds` into `out` (raw collapsed stacks); wait() on it."""
+def record(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
+    """Start sampling `pid` for `seconds` into `out` (raw collapsed stacks); wait() on it.
+    None when py-spy is not installed (a dev dependency)."""
+    if py_spy() is None:
+        return None
     command = [py_spy(), "record", "--format", "raw", "--threads", "--nonblocking", "-r", "97"]
     command += ["-d", str(max(1, int(seconds))), "-p", str(pid), "-o", str(out)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -246,7 +246,8 @@ def per_request_cost(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
         _warm_up(server.url, cfg)
         spy = profile.record(server.proc.pid, cfg.seconds, root / "cost.raw")
         measured = server_cost(server.url, server.proc.pid, cfg.seconds)
-        spy.wait()
+        if spy is not None:
+            spy.wait()
     if (root / "cost.raw").exists():
         measured["profile"] = profile.summarize(root / "cost.raw")
     bare = bare_forward_cpu_ms_per_row(64 if cfg.quick else 512)

@@ -8,8 +8,9 @@ the predictions to the event loop, which resolves each request when its rows are
 event loop never sits between two forwards: a worker does not wait for it to pick a batch.
 
 The lowest-numbered idle worker takes the next batch, so at low load the first worker serves
-alone; a batch that leaves nothing queued while no other worker is busy is a *lone* forward and
-may run on every worker's threads (`lone_threads`): the others wait until it ends.
+alone; a batch of a few rows that leaves nothing queued while no other worker is busy is a
+*lone* forward and may run on every worker's threads (`lone_threads`): the others wait until it
+ends.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ from .registry import Lease
 
 log = logging.getLogger(__name__)
 LOOKAHEAD = 4  # batches' worth of queued rows searched for similar lengths
+# a lone forward of at most this many rows is widened to every worker's threads: at low load
+# that halves a request's latency; a larger batch alone means the load is high, where the
+# extra OpenMP threads' spinning between parallel regions cost CPU and add no throughput
+WIDEN_ROWS = 4
 
 
 @dataclass
@@ -219,7 +224,7 @@ class Batcher:
         self._queue = [r for r in self._queue if id(r) not in taken]
         self.metrics.queue_rows.set(len(self._queue))
         idle = not self._queue and self._incoming == 0 and not self._busy
-        self._lone = idle and self._lone_threads is not None
+        self._lone = idle and self._lone_threads is not None and len(chosen) <= WIDEN_ROWS
         self._busy.add(worker)
         if self._queue:
             self._ready.notify_all()  # the next idle worker may take the rows left

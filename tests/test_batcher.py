@@ -13,7 +13,7 @@ import torch
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.encoding import encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
-from bitpatch.server.batcher import Batcher, pick_rows
+from bitpatch.server.batcher import WIDEN_ROWS, Batcher, pick_rows
 from bitpatch.server.errors import Overloaded
 from bitpatch.server.metrics import Metrics
 from bitpatch.server.registry import Lease
@@ -266,6 +266,24 @@ def test_a_lone_forward_gets_every_workers_threads_and_then_gives_them_back(engi
     assert len({ident for ident, _ in lone}) == 1  # at low load the first worker serves alone
     assert [n for _, n in loaded][:2] == [1, 1]  # rows were left queued: each worker's own thread
     assert counted == 3 + sum(n == 3 for _, n in loaded[2:])
+
+
+def test_a_large_batch_alone_keeps_its_workers_own_threads(engine):
+    async def scenario():
+        size = WIDEN_ROWS + 2
+        batcher = Batcher(engine, Metrics(), size, 0, 100, one_thread_workers(2), 2, lone_threads=3)
+        batcher.start()
+        engine.threads.clear()
+        batcher.admit(size)
+        await batcher.submit(lease(engine, "t0"), rows(engine, [f"x{i}" for i in range(size)]))
+        batcher.admit(1)
+        await batcher.submit(lease(engine, "t1"), rows(engine, ["y"]))
+        await batcher.stop()
+        return list(engine.threads), batcher.metrics.lone_forwards._value.get()
+
+    threads, lone = asyncio.run(scenario())
+    assert [n for _, n in threads] == [1, 3]  # the large batch alone: not widened; one row: widened
+    assert lone == 1
 
 
 def test_no_forward_starts_while_a_lone_forward_runs(engine):

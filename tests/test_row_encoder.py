@@ -9,6 +9,7 @@ import pytest
 
 from bitpatch.patches.encoding import encode_inputs
 from bitpatch.patches.row_encoder import RowEncoder
+
 from tiny import make_tokenizer, random_sentence
 
 

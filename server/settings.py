@@ -81,8 +81,9 @@ class Settings(BaseSettings):
     )
     widen_lone_forwards: bool = Field(
         True,
-        description="a forward that runs alone (nothing else queued, the other workers idle) "
-        "uses every worker's CPU threads, so a request at low load gets all cores",
+        description="a forward of at most 4 rows that runs alone (nothing else queued, the "
+        "other workers idle) uses every worker's CPU threads, so a request at low load gets "
+        "all cores",
     )
     cudnn_attention: bool = Field(
         False,

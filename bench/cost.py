@@ -31,7 +31,8 @@ SENTENCES = glue_sentences(2048, seed=11)
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_cpu(path: Path) -> float:
+def stat_cpu(path: Path) -> float:
+    """User + system CPU seconds in a /proc/.../stat file."""
     fields = path.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
 
@@ -42,7 +43,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            seconds = _stat_cpu(task / "stat")
+            seconds = stat_cpu(task / "stat")
         except (FileNotFoundError, ProcessLookupError):
             continue  # the thread ended meanwhile
         if task.name == str(pid):
@@ -53,7 +54,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
             groups["tokenize"] += seconds
         else:
             groups["other"] += seconds
-    groups["process"] = _stat_cpu(Path(f"/proc/{pid}/stat"))
+    groups["process"] = stat_cpu(Path(f"/proc/{pid}/stat"))
     return groups
 
 

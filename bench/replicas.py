@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from .cost import stat_cpu
 from .launcher import MotoServer, ServerProcess, started_together
 from .server_bench import _load_result
 from .servers import PatchSource
@@ -95,8 +96,7 @@ def s3_many_tasks(moto: MotoServer, source: PatchSource, n: int) -> str:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return stat_cpu(Path(f"/proc/{pid}/stat"))
 
 
 def idle_sync_cost(store: str, root: Path, env: dict | None, seconds: float) -> dict:

@@ -19,13 +19,15 @@ from .routes_predict import task_label
 from .state import ServerState
 from .v2_infer import (
     chosen_outputs,
+    describe,
     items_of,
-    model_metadata,
     output_tensors,
     parse_version,
+    ready_version,
+    refuse_classification,
     server_metadata,
 )
-from .v2_tensors import InputTensor, unpack_bytes
+from .v2_tensors import InputTensor, check_count, unpack_bytes
 
 log = logging.getLogger(__name__)
 Code = grpc.StatusCode
@@ -77,28 +79,21 @@ class InferenceService:
 
     async def ModelReady(self, request, context):
         self.authorize(context, "read")
-        registry = self.state.ready().registry
-        number = parse_version(request.version, request.name) or registry.active_version(
-            request.name
-        )
-        registry.version(request.name, number)
+        ready_version(self.state.ready().registry, request.name, request.version)
         return self.response("ModelReady", ready=True)
 
     async def ModelMetadata(self, request, context):
         self.authorize(context, "read")
-        pipeline = self.state.ready()
-        task, version = request.name, parse_version(request.version, request.name)
-        versions = sorted(pipeline.registry.versions(task))
-        number, head = await pipeline.head(task, version)
-        hidden = pipeline.registry.engine.backbone.spec.hidden_size
-        meta = model_metadata(task, versions if version is None else [number], head, hidden)
+        task = request.name
+        meta = await describe(self.state.ready(), task, parse_version(request.version, task))
         reply = self.response("ModelMetadata", name=task, versions=meta["versions"])
         reply.platform = meta["platform"]
         for field in ("inputs", "outputs"):
             for tensor in meta[field]:
                 getattr(reply, field).add(**tensor)
-        reply.parameters["kind"].string_param = head.kind
-        reply.parameters["labels"].string_param = orjson.dumps(list(head.labels)).decode()
+        reply.parameters["kind"].string_param = meta["parameters"]["kind"]
+        labels = meta["parameters"]["labels"]
+        reply.parameters["labels"].string_param = orjson.dumps(labels).decode()
         return reply
 
     async def RepositoryIndex(self, request, context):
@@ -159,29 +154,14 @@ def input_tensors(request) -> list[InputTensor]:
         else:
             elements = list(tensor.contents.bytes_contents)
         shape = tuple(tensor.shape)
-        if len(elements) != _count(shape):
-            raise errors.InvalidRequest(
-                f"input {tensor.name!r} has shape {list(shape)} but {len(elements)} elements "
-                "were sent"
-            )
+        check_count(tensor.name, shape, len(elements))
         tensors.append(InputTensor(tensor.name, tensor.datatype, shape, elements))
     return tensors
 
 
-def _count(shape: tuple[int, ...]) -> int:
-    total = 1
-    for dim in shape:
-        total *= dim
-    return total
-
-
 def output_name(requested) -> str:
     """A requested output's name; the classification extension is refused."""
-    if "classification" in requested.parameters:
-        raise errors.InvalidRequest(
-            f"output {requested.name!r} asks for the classification extension, which bitpatch "
-            "does not serve; read the 'label' and 'scores' outputs"
-        )
+    refuse_classification(requested.name, requested.parameters)
     return requested.name
 
 

@@ -19,10 +19,11 @@ from .schemas import V2InferRequest
 from .state import ServerState
 from .v2_infer import (
     chosen_outputs,
+    describe,
     items_of,
-    model_metadata,
     output_tensors,
     parse_version,
+    ready_version,
     server_metadata,
 )
 from .v2_request import decode_infer_request
@@ -61,13 +62,13 @@ async def ready(state: StateDep):
 @router.get("/models/{task}", dependencies=[ReaderAuth])
 async def model(task: TaskName, state: StateDep):
     """The task's active version: inputs, outputs by kind, kind and labels in `parameters`."""
-    return await describe(state, task, None)
+    return await describe(state.ready(), task, None)
 
 
 @router.get("/models/{task}/versions/{version}", dependencies=[ReaderAuth])
 async def model_version(task: TaskName, version: ModelVersion, state: StateDep):
     """One stored version's metadata."""
-    return await describe(state, task, parse_version(version, task))
+    return await describe(state.ready(), task, parse_version(version, task))
 
 
 @router.get("/models/{task}/ready", dependencies=[ReaderAuth])
@@ -80,9 +81,7 @@ async def model_ready(task: TaskName, state: StateDep):
 @router.get("/models/{task}/versions/{version}/ready", dependencies=[ReaderAuth])
 async def model_version_ready(task: TaskName, version: ModelVersion, state: StateDep):
     """200 when the version is stored: every stored version is served on demand."""
-    registry = state.ready().registry
-    number = parse_version(version, task) or registry.active_version(task)
-    registry.version(task, number)
+    number = ready_version(state.ready().registry, task, version)
     return {"name": task, "version": str(number), "ready": True}
 
 
@@ -111,15 +110,6 @@ async def infer(task: TaskName, request: Request, state: StateDep):
 async def infer_version(task: TaskName, version: ModelVersion, request: Request, state: StateDep):
     """Infer with a pinned version."""
     return await run_infer(state, request, task, version)
-
-
-async def describe(state: ServerState, task: str, version: int | None) -> dict:
-    """Model metadata of a version (the active one for None)."""
-    pipeline = state.ready()
-    versions = sorted(pipeline.registry.versions(task))
-    number, head = await pipeline.head(task, version)
-    hidden = pipeline.registry.engine.backbone.spec.hidden_size
-    return model_metadata(task, versions if version is None else [number], head, hidden)
 
 
 async def read_index_body(request: Request) -> None:

@@ -71,6 +71,31 @@ def model_metadata(task: str, versions: list[int], head: TaskHead, hidden_size: 
     }
 
 
+async def describe(pipeline, task: str, version: int | None) -> dict:
+    """Model metadata of a stored version (the active one for None; it lists every version)."""
+    versions = sorted(pipeline.registry.versions(task))
+    number, head = await pipeline.head(task, version)
+    hidden = pipeline.registry.engine.backbone.spec.hidden_size
+    return model_metadata(task, versions if version is None else [number], head, hidden)
+
+
+def ready_version(registry, task: str, version: str | None) -> int:
+    """The version a readiness check names (the active one when empty), if it is stored:
+    every stored version is served on demand."""
+    number = parse_version(version, task) or registry.active_version(task)
+    registry.version(task, number)
+    return number
+
+
+def refuse_classification(name: str, parameters) -> None:
+    """The classification extension is not served: its outputs say the same."""
+    if "classification" in parameters:
+        raise InvalidRequest(
+            f"output {name!r} asks for the classification extension, which bitpatch does not "
+            "serve; read the 'label' and 'scores' outputs (labels in model metadata)"
+        )
+
+
 def two_d(output: str) -> bool:
     """Whether an output has a column per label or dimension."""
     return output in ("scores", "embedding")

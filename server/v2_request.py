@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import InvalidRequest
+from .v2_infer import refuse_classification
 from .v2_tensors import InputTensor, read_inputs
 
 FIELDS = {"id", "parameters", "inputs", "outputs"}
@@ -60,11 +61,7 @@ def requested_outputs(outputs: object) -> tuple[list[str], dict[str, bool]]:
             raise InvalidRequest(f'outputs[{i}] must be an object with a string "name"')
         name = spec["name"]
         parameters = parameters_of(spec.get("parameters"), f"output {name!r}")
-        if "classification" in parameters:
-            raise InvalidRequest(
-                f"output {name!r} asks for the classification extension, which bitpatch does "
-                "not serve; read the 'label' and 'scores' outputs (labels in model metadata)"
-            )
+        refuse_classification(name, parameters)
         if "binary_data" in parameters:
             binary[name] = flag(parameters, "binary_data", f"output {name!r}")
         names.append(name)

@@ -30,7 +30,11 @@ def _groups(keys: list[str]) -> list[tuple[str, list[int]]]:
 
 
 class _GroupedEngine(MultiTaskEngine):
-    """Keeps MultiTaskEngine's registry and heads; runs one forward per task group."""
+    """Keeps MultiTaskEngine's registry and heads; runs one forward per task group through the
+    transformers model itself (whatever forward the server names)."""
+
+    def __init__(self, backbone, forward="padded", cache_root=None):
+        super().__init__(backbone, "padded", cache_root)
 
     def _run_group(self, key: str, inputs: dict[str, torch.Tensor]):
         raise NotImplementedError
@@ -53,8 +57,8 @@ class _GroupedEngine(MultiTaskEngine):
 class SwapEngine(_GroupedEngine):
     """Design (b): biases copied into the one model per task group, under a lock."""
 
-    def __init__(self, backbone, packed=None):
-        super().__init__(backbone, packed)
+    def __init__(self, backbone, forward="padded", cache_root=None):
+        super().__init__(backbone, forward, cache_root)
         self._swap_lock = threading.Lock()
         self._params = dict(backbone.model.named_parameters())
         self._biases: dict[str, dict[str, torch.Tensor]] = {}
@@ -75,8 +79,8 @@ class SwapEngine(_GroupedEngine):
 class CopiesEngine(_GroupedEngine):
     """Design (a): a full copy of the backbone per task, biases set in."""
 
-    def __init__(self, backbone, packed=None):
-        super().__init__(backbone, packed)
+    def __init__(self, backbone, forward="padded", cache_root=None):
+        super().__init__(backbone, forward, cache_root)
         self._copies: dict[str, torch.nn.Module] = {}
 
     def register(self, key: str, patch: PatchFile) -> None:
@@ -101,8 +105,8 @@ class LoraEngine(MultiTaskEngine):
 
     LORA_RANK = 8
 
-    def __init__(self, backbone, packed=None):
-        super().__init__(backbone, packed=False)  # PEFT runs the plain transformers forward
+    def __init__(self, backbone, forward="padded", cache_root=None):
+        super().__init__(backbone, "padded", cache_root)  # PEFT runs the plain transformers forward
         self._peft = None
         self._adding = threading.Lock()
         # PEFT passes adapter_names to its LoRA layers through hooks registered on the shared

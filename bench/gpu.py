@@ -37,8 +37,8 @@ def gpu_ceiling(batch_sizes: tuple[int, ...], n_inputs: int, dtype: str = "auto"
     PyTorch's default attention kernels (cuDNN on Hopper)."""
     bare = load_backbone("default", dtype=dtype, device=DEVICE)
     engines = {
-        packed: MultiTaskEngine(load_backbone("default", dtype, DEVICE), packed)
-        for packed in (True, False)
+        packed: MultiTaskEngine(load_backbone("default", dtype, DEVICE), forward)
+        for packed, forward in ((True, "packed"), (False, "padded"))
     }
     for engine in engines.values():
         for i, patch in enumerate(random_patches(bare, 16)):

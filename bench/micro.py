@@ -140,8 +140,8 @@ def run_micro(
 
 def _micro_one(dtype: str, batch: int, length: int, n_tasks: int, reps: int) -> dict:
     backbone = load_backbone("default", dtype=dtype, device="cpu")
-    engine = MultiTaskEngine(backbone, packed=True)
-    padded = MultiTaskEngine(load_backbone("default", dtype=dtype, device="cpu"), packed=False)
+    engine = MultiTaskEngine(backbone, "packed")
+    padded = MultiTaskEngine(load_backbone("default", dtype=dtype, device="cpu"), "padded")
     patches = random_patches(backbone, n_tasks)
     for p in patches + kind_patches(backbone):
         engine.register(p.task, p)

@@ -68,8 +68,8 @@ def ceiling(dtype: str, n_inputs: int, batch_size: int = 32) -> dict:
     bare_backbone = load_backbone("default", dtype=dtype, device="cpu")
     patches = random_patches(bare_backbone, 16)
     engines = {}
-    for name, packed in (("engine", True), ("padded", False)):
-        engines[name] = MultiTaskEngine(load_backbone("default", dtype=dtype, device="cpu"), packed)
+    for name, forward in (("engine", "packed"), ("padded", "padded")):
+        engines[name] = MultiTaskEngine(load_backbone("default", dtype=dtype, device="cpu"), forward)
         for i, patch in enumerate(patches):
             engines[name].register(f"t{i}", patch)
     items = mixed_inputs(n_inputs, seed=1)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
 
 from .backbone import Backbone
 from .encoding import Item, collate, encode_inputs
-from .packed import PACKABLE_TYPES, RowTasks, packed_forward, supports_packing
+from .forwards import choose_forward
 from .patch_file import PatchError, PatchFile, check_fits
 from .pooling import pool
-from .task_layers import install_task_layers, row_biases
+from .task_layers import install_task_layers
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,9 @@ class Engine(Protocol):
     """What the server needs of an engine; `MultiTaskEngine` is the one it ships with."""
 
     backbone: Backbone
-    packed: bool
 
+    @property
+    def forward_name(self) -> str: ...
     @property
     def state(self) -> EngineState: ...
     def register(self, key: str, patch: PatchFile) -> None: ...
@@ -79,8 +81,8 @@ class Engine(Protocol):
     ) -> list[TaskLogits]: ...
 
 
-# builds an engine on a loaded backbone; the bool: packed forwards (None: where possible)
-EngineFactory = Callable[[Backbone, "bool | None"], Engine]
+# builds an engine on a loaded backbone: (backbone, forward, cache_root) as MultiTaskEngine takes
+EngineFactory = Callable[[Backbone, str, "Path | None"], Engine]
 
 
 class MultiTaskEngine:
@@ -92,16 +94,10 @@ class MultiTaskEngine:
     vector and swaps in a new immutable state, so forwards in flight keep what they started with.
     """
 
-    def __init__(self, backbone: Backbone, packed: bool | None = None):
-        """`packed`: run batches padding-free (default: wherever the architecture allows)."""
+    def __init__(self, backbone: Backbone, forward: str = "auto", cache_root: Path | None = None):
+        """`forward`: auto | onnxruntime | packed | padded (see `forwards.py`); `cache_root`:
+        where compiled forwards are cached (default: the user's cache folder)."""
         self.backbone = backbone
-        can_pack = supports_packing(backbone.model)
-        if packed and not can_pack:
-            raise ValueError(
-                f"packed forwards support {', '.join(PACKABLE_TYPES)} "
-                f"encoders; this backbone is {backbone.model.config.model_type!r}"
-            )
-        self.packed = can_pack if packed is None else packed
         names = install_task_layers(backbone.model)
         self.patchable = set(names)
         params = dict(backbone.model.named_parameters())
@@ -112,6 +108,12 @@ class MultiTaskEngine:
         self._slices = {n: slice(o, o + d) for n, o, d in self._layout}
         self._lock = threading.Lock()
         self._state = EngineState({}, {})
+        self.backbone_forward = choose_forward(forward, backbone, self._slices, cache_root)
+
+    @property
+    def forward_name(self) -> str:
+        """Which forward runs: onnxruntime, packed or padded."""
+        return self.backbone_forward.name
 
     @property
     def state(self) -> EngineState:
@@ -160,6 +162,7 @@ class MultiTaskEngine:
 
     def warm_up(self, lengths: tuple[int, ...] = (8, 32, 128)) -> None:
         """Run dummy batches through the task-layer path so the first request pays no set-up."""
+        self.backbone_forward.warm_up()
         vector = self._vector_of({})
         vocab = self.backbone.model.config.vocab_size
         for length in {min(n, self.backbone.spec.max_positions) for n in lengths}:
@@ -233,12 +236,7 @@ class MultiTaskEngine:
         index = {key: i for i, key in enumerate(dict.fromkeys(keys))}  # task -> row of `table`
         table = torch.stack([vectors[key] for key in index])  # (U, total)
         row_task = torch.tensor([index[k] for k in keys], device=table.device)  # (B,)
-        if self.packed:  # table: (U, total) for the U distinct tasks
-            tasks = RowTasks(lambda name: table[:, self._slices[name]], row_task, len(table))
-            return packed_forward(self.backbone.model, inputs, tasks)
-        rows = table.index_select(0, row_task)  # (B, total)
-        with row_biases({n: rows[:, s] for n, s in self._slices.items()}):  # (B, dim) views
-            return self.backbone.model(**inputs)
+        return self.backbone_forward(inputs, table, row_task)
 
     @staticmethod
     def _pool(out, mask: torch.Tensor, heads: list[TaskHead]) -> torch.Tensor:

@@ -44,7 +44,7 @@ async def info(state: StateDep):
         "backbone_sha256": backbone.spec.sha256,
         "dtype": str(backbone.dtype).removeprefix("torch."),
         "device": str(backbone.device),
-        "forward": "packed" if registry.engine.packed else "padded",
+        "forward": registry.engine.forward_name,
         "cudnn_attention": on_gpu and torch.backends.cuda.cudnn_sdp_enabled(),
         "kernel_cache": kernel_cache_caps(),
         "bitpatch_version": __version__,

@@ -7,8 +7,7 @@ import argparse
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# --forward -> MultiTaskEngine(packed=...): auto packs wherever the architecture allows
-FORWARD_MODES = {"auto": None, "packed": True, "padded": False}
+from ..patches.forwards import FORWARDS
 
 
 class Settings(BaseSettings):
@@ -42,7 +41,16 @@ class Settings(BaseSettings):
     dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     forward: str = Field(
-        "auto", description="auto | packed | padded: packed skips pad tokens (BERT/RoBERTa)"
+        "auto",
+        description="auto | onnxruntime | packed | padded: onnxruntime runs the padding-free "
+        "walk as one compiled graph (float32 on CPU), packed the same walk in eager PyTorch, "
+        "padded the transformers model; auto takes the first of them this host and backbone "
+        "support",
+    )
+    forward_cache: str | None = Field(
+        None,
+        description="folder where compiled forwards are cached between starts (default: "
+        "$XDG_CACHE_HOME/bitpatch/forwards or ~/.cache/bitpatch/forwards)",
     )
     max_batch_size: int = Field(32, ge=1, le=4096, description="rows per forward at most")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
@@ -125,8 +133,8 @@ class Settings(BaseSettings):
     @field_validator("forward")
     @classmethod
     def _forward(cls, value: str) -> str:
-        if value not in FORWARD_MODES:
-            raise ValueError(f"forward must be one of {tuple(FORWARD_MODES)}, got {value!r}")
+        if value not in FORWARDS:
+            raise ValueError(f"forward must be one of {FORWARDS}, got {value!r}")
         return value
 
     @field_validator("admin_token", "predict_token")

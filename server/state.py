@@ -7,6 +7,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import torch
 
@@ -18,7 +19,7 @@ from .errors import NotReady
 from .metrics import Metrics
 from .pipeline import PredictPipeline
 from .registry import Registry
-from .settings import FORWARD_MODES, Settings, lone_threads, plan_workers
+from .settings import Settings, lone_threads, plan_workers
 from .store import open_store
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class ServerState:
         backbone = load_backbone(s.backbone, s.dtype, s.device)
         if backbone.device.type == "cuda":
             choose_attention_kernels(s.cudnn_attention)
-        engine = self.engine_factory(backbone, FORWARD_MODES[s.forward])
+        cache_root = Path(s.forward_cache) if s.forward_cache else None
+        engine = self.engine_factory(backbone, s.forward, cache_root)
         engine.warm_up()
         registry = Registry(open_store(s.store), engine, s.keep_versions)
         registry.load()

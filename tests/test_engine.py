@@ -53,9 +53,9 @@ def mixed_rows(rng: random.Random, n_tasks: int, n_rows: int):
     return rows
 
 
-@pytest.fixture(params=[False, True], ids=["padded", "packed"])
-def packed(request) -> bool:
-    """Both forward modes the server can run in."""
+@pytest.fixture(params=["padded", "packed", "onnxruntime"])
+def forward(request) -> str:
+    """Every forward the server can run."""
     return request.param
 
 
@@ -68,8 +68,8 @@ def torch_threads(request):
     torch.set_num_threads(before)
 
 
-def build_engine(folder, packed: bool | None = None):
-    engine = MultiTaskEngine(load_backbone(str(folder), dtype="float32", device="cpu"), packed)
+def build_engine(folder, forward: str = "auto"):
+    engine = MultiTaskEngine(load_backbone(str(folder), dtype="float32", device="cpu"), forward)
     model = engine.backbone.model
     patches = [
         random_patch(
@@ -96,10 +96,10 @@ def run_mixed(engine, rows, patches):
 
 
 @pytest.mark.parametrize("family_dir", ["tiny_bert_dir", "tiny_roberta_dir"])
-def test_mixed_batch_equals_each_task_alone(family_dir, packed, torch_threads, request):
+def test_mixed_batch_equals_each_task_alone(family_dir, forward, torch_threads, request):
     folder = request.getfixturevalue(family_dir)
-    engine, patches = build_engine(folder, packed)
-    assert engine.packed is packed
+    engine, patches = build_engine(folder, forward)
+    assert engine.forward_name == forward
     rows = mixed_rows(random.Random(1), len(patches), 24)
     logits = run_mixed(engine, rows, patches)
     for (t, item), got in zip(rows, logits, strict=True):
@@ -108,8 +108,8 @@ def test_mixed_batch_equals_each_task_alone(family_dir, packed, torch_threads, r
 
 
 @pytest.mark.parametrize("task", [0, 3, 5])
-def test_single_task_batch_equals_reference(tiny_bert_dir, packed, task):
-    engine, patches = build_engine(tiny_bert_dir, packed)
+def test_single_task_batch_equals_reference(tiny_bert_dir, forward, task):
+    engine, patches = build_engine(tiny_bert_dir, forward)
     items = [item for _, item in mixed_rows(random.Random(task), 1, 6)]
     logits = run_mixed(engine, [(task, item) for item in items], patches)
     for item, got in zip(items, logits, strict=True):
@@ -122,7 +122,7 @@ def test_packed_equals_padded_in_bfloat16(tiny_roberta_dir):
     _, patches = build_engine(tiny_roberta_dir)  # patches fingerprint the float32 weights
     padded, packed_engine = (
         MultiTaskEngine(load_backbone(str(tiny_roberta_dir), "bfloat16", "cpu"), mode)
-        for mode in (False, True)
+        for mode in ("padded", "packed")
     )
     for engine in (padded, packed_engine):
         for p in patches:
@@ -138,15 +138,17 @@ def test_packed_refused_for_other_architectures(tmp_path):
     DistilBertModel(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     folder = tmp_path
-    assert MultiTaskEngine(load_backbone(str(folder), "float32", "cpu")).packed is False
+    assert MultiTaskEngine(load_backbone(str(folder), "float32", "cpu")).forward_name == "padded"
     with pytest.raises(ValueError, match="packed forwards support bert, roberta"):
-        MultiTaskEngine(load_backbone(str(folder), "float32", "cpu"), packed=True)
+        MultiTaskEngine(load_backbone(str(folder), "float32", "cpu"), "packed")
+    with pytest.raises(ValueError, match="onnxruntime forward cannot serve.*not packable"):
+        MultiTaskEngine(load_backbone(str(folder), "float32", "cpu"), "onnxruntime")
 
 
 @pytest.mark.slow
-def test_mixed_batch_default_backbone(packed):
+def test_mixed_batch_default_backbone(forward):
     folder = default_backbone_path()
-    engine, patches = build_engine(folder, packed)
+    engine, patches = build_engine(folder, forward)
     rows = mixed_rows(random.Random(2), len(patches), 12)
     logits = run_mixed(engine, rows, patches)
     for (t, item), got in zip(rows, logits, strict=True):
@@ -199,19 +201,21 @@ def test_many_registrations_and_replacements(tiny_bert_dir):
     assert not engine.is_registered("extra3") and engine.is_registered("extra4")
 
 
-def test_register_during_forward_leaves_that_forward_unchanged(tiny_bert_dir, packed):
-    engine, patches = build_engine(tiny_bert_dir, packed)
+def test_register_during_forward_leaves_that_forward_unchanged(tiny_bert_dir, forward):
+    engine, patches = build_engine(tiny_bert_dir, forward)
     rows = mixed_rows(random.Random(3), len(patches), 16)
     want = run_mixed(engine, rows, patches)
     entered, release = threading.Event(), threading.Event()
-    layer = engine.backbone.model.embeddings.word_embeddings  # called in both modes
+    backbone_forward = engine.backbone_forward
 
-    def pause(*_):
+    def pausing(*args):
+        """The forward, held at its start until the test has changed every task."""
         if threading.current_thread().name == "fwd":
             entered.set()
             release.wait(10)
+        return backbone_forward(*args)
 
-    handle = layer.register_forward_pre_hook(pause)
+    engine.backbone_forward = pausing
     result = {}
     thread = threading.Thread(
         target=lambda: result.update(out=run_mixed(engine, rows, patches)), name="fwd"
@@ -224,6 +228,5 @@ def test_register_during_forward_leaves_that_forward_unchanged(tiny_bert_dir, pa
     engine.unregister("t3")
     release.set()
     thread.join(10)
-    handle.remove()
     for got, exp in zip(result["out"], want, strict=True):
         torch.testing.assert_close(got, exp, atol=0, rtol=0)

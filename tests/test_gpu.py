@@ -31,9 +31,10 @@ pytestmark = [
 ]
 
 
-def cuda_engine(folder, dtype: str, packed: bool):
+def cuda_engine(folder, dtype: str, packed: bool):  # packed: the padding-free walk
     """An engine on the GPU with the TASK_SHAPES patches registered (fingerprinted in fp32)."""
-    engine = MultiTaskEngine(load_backbone(str(folder), dtype, "cuda"), packed)
+    forward = "packed" if packed else "padded"
+    engine = MultiTaskEngine(load_backbone(str(folder), dtype, "cuda"), forward)
     model = AutoModel.from_pretrained(folder, dtype=torch.float32)
     patches = [
         random_patch(model, f"t{i}", n, pooling, seed=i, fraction=frac, max_length=48)

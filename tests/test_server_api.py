@@ -431,7 +431,14 @@ def test_python_client_and_push_command(server, model, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("mode", "workers", "widen"),
-    [("padded", 1, True), ("packed", 1, True), ("packed", 2, True), ("packed", 2, False)],
+    [
+        ("padded", 1, True),
+        ("packed", 1, True),
+        ("packed", 2, True),
+        ("packed", 2, False),
+        ("onnxruntime", 2, True),
+        ("onnxruntime", 1, True),
+    ],
 )
 def test_forward_modes_serve_the_engine_answers(
     tiny_bert_dir, tmp_path, model, expected, mode, workers, widen

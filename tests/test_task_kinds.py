@@ -39,8 +39,8 @@ def reference(folder, patch, text: str) -> torch.Tensor:
         return out
 
 
-def engine_with_every_kind(folder, packed: bool | None):
-    engine = MultiTaskEngine(load_backbone(str(folder), dtype="float32", device="cpu"), packed)
+def engine_with_every_kind(folder, forward: str = "auto"):
+    engine = MultiTaskEngine(load_backbone(str(folder), dtype="float32", device="cpu"), forward)
     model = engine.backbone.model
     length = min(48, engine.backbone.spec.max_positions)
     patches = [
@@ -69,15 +69,15 @@ def mixed_forward(engine, patches, rows: list[tuple[int, str]]):
     ], encoded
 
 
-@pytest.fixture(params=[False, True], ids=["padded", "packed"])
-def packed(request) -> bool:
+@pytest.fixture(params=["padded", "packed", "onnxruntime"])
+def forward(request) -> str:
     return request.param
 
 
 @pytest.mark.parametrize("family_dir", ["tiny_bert_dir", "tiny_roberta_dir"])
-def test_a_batch_of_every_kind_equals_each_task_alone(family_dir, packed, request):
+def test_a_batch_of_every_kind_equals_each_task_alone(family_dir, forward, request):
     folder = request.getfixturevalue(family_dir)
-    engine, patches = engine_with_every_kind(folder, packed)
+    engine, patches = engine_with_every_kind(folder, forward)
     rng = random.Random(3)
     rows = [(i % len(patches), random_sentence(rng)) for i in range(24)]
     got, _ = mixed_forward(engine, patches, rows)
@@ -86,9 +86,9 @@ def test_a_batch_of_every_kind_equals_each_task_alone(family_dir, packed, reques
 
 
 @pytest.mark.slow
-def test_every_kind_on_the_default_backbone(packed):
+def test_every_kind_on_the_default_backbone(forward):
     folder = default_backbone_path()
-    engine, patches = engine_with_every_kind(folder, packed)
+    engine, patches = engine_with_every_kind(folder, forward)
     rows = [(t, f"Ada Lovelace wrote to Charles Babbage from London, note {t}.") for t in range(6)]
     got, _ = mixed_forward(engine, patches, rows * 2)
     for (t, text), value in zip(rows * 2, got, strict=True):
@@ -100,7 +100,7 @@ def test_frozen_embedding_is_the_sentence_transformers_definition():
     """all-MiniLM-L6-v2 as sentence-transformers computes it: mean of the token states over
     the attention mask, then L2 normalisation."""
     folder = default_backbone_path()
-    engine, patches = engine_with_every_kind(folder, None)
+    engine, patches = engine_with_every_kind(folder)
     texts = ["A man is playing a guitar.", "short", "the quick brown fox jumps over the dog"]
     model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -1,0 +1,152 @@
+"""The backbone forwards an engine can run, and the choice among them for this host.
+
+Every forward takes a right-padded batch, the batch's (U, total) bias table and each row's
+task (its row of the table), and returns the backbone's output with every row computed under
+its own task's biases:
+
+- `onnxruntime`: the packed walk as one ONNX Runtime graph (CPU, float32; `onnx_forward.py`);
+- `packed`: the eager padding-free walk (`packed.py`; BERT/RoBERTa);
+- `padded`: the transformers model itself with per-row biases (any architecture).
+
+`auto` picks from what it detects, never by a benchmark at start: ONNX Runtime wherever it
+serves (a float32 backbone on the CPU, a packable architecture, the runtime installed), else
+the eager packed walk, else the padded one; the reason for a fallback is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from .backbone import Backbone
+from .forward_cache import ForwardCache, default_cache_root
+from .packed import PACKABLE_TYPES, RowTasks, packed_forward, supports_packing
+from .task_layers import row_biases
+
+log = logging.getLogger(__name__)
+
+FORWARDS = ("auto", "onnxruntime", "packed", "padded")
+GRAPH_VERSION = 1  # bump when onnx_graph.py changes what it builds: old cache entries go unused
+
+
+class BackboneForward(Protocol):
+    """One forward of a padded batch, row i under the biases table[row_task[i]]."""
+
+    name: str
+
+    def __call__(
+        self, inputs: Mapping[str, torch.Tensor], table: torch.Tensor, row_task: torch.Tensor
+    ) -> BaseModelOutputWithPooling: ...
+    def warm_up(self) -> None: ...
+
+
+class _Eager:
+    """An eager walk: the model's own modules, nothing to prepare."""
+
+    name = "eager"
+
+    def __init__(self, model: nn.Module, slices: Mapping[str, slice]):
+        self.model, self.slices = model, slices
+
+    def warm_up(self) -> None:
+        """Nothing to prepare: kernels are made by the engine's dummy batches."""
+
+
+class PackedForward(_Eager):
+    """The eager padding-free walk."""
+
+    name = "packed"
+
+    def __call__(self, inputs, table, row_task) -> BaseModelOutputWithPooling:
+        tasks = RowTasks(lambda name: table[:, self.slices[name]], row_task, len(table))
+        return packed_forward(self.model, inputs, tasks)
+
+
+class PaddedForward(_Eager):
+    """The transformers model's own forward, each Linear/LayerNorm adding its row's bias."""
+
+    name = "padded"
+
+    def __call__(self, inputs, table, row_task) -> BaseModelOutputWithPooling:
+        rows = table.index_select(0, row_task)  # (B, total)
+        with row_biases({n: rows[:, s] for n, s in self.slices.items()}):  # (B, dim) views
+            return self.model(**inputs)
+
+
+def onnx_unavailable(backbone: Backbone) -> str | None:
+    """Why the ONNX Runtime forward cannot serve this backbone here, or None when it can."""
+    if backbone.device.type != "cpu":
+        return f"the backbone runs on {backbone.device} (the onnxruntime forward is CPU-only)"
+    if backbone.dtype != torch.float32:
+        dtype = str(backbone.dtype).removeprefix("torch.")
+        return f"the backbone runs in {dtype} (the onnxruntime forward is float32)"
+    if not supports_packing(backbone.model):
+        return f"the architecture {backbone.model.config.model_type!r} is not packable"
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as err:
+        return f"{err.name} is not installed (pip install onnx onnxruntime)"
+    return None
+
+
+def onnx_forward(backbone: Backbone, slices: Mapping[str, slice], cache_root: Path | None):
+    """The ONNX Runtime forward of `backbone`, its graph from the cache or built now."""
+    import onnx
+    import onnxruntime
+
+    from .onnx_forward import OnnxForward
+
+    key = "-".join(
+        (
+            f"onnxruntime{onnxruntime.__version__}",
+            f"onnx{onnx.__version__}",
+            "float32",
+            torch.backends.cpu.get_cpu_capability().lower(),  # the graph is optimized for it
+            backbone.spec.sha256[:16],
+            f"g{GRAPH_VERSION}",
+        )
+    )
+    cache = ForwardCache(cache_root or default_cache_root(), key)
+    return OnnxForward(backbone.model, slices, cache)
+
+
+def choose_forward(
+    requested: str, backbone: Backbone, slices: Mapping[str, slice], cache_root: Path | None
+) -> BackboneForward:
+    """The forward `requested` names (ValueError when it cannot serve this backbone), or for
+    `auto` the fastest this host and backbone support."""
+    if requested not in FORWARDS:
+        raise ValueError(f"forward must be one of {', '.join(FORWARDS)}; got {requested!r}")
+    model = backbone.model
+    if requested == "padded":
+        return PaddedForward(model, slices)
+    if requested == "packed":
+        if not supports_packing(model):
+            raise ValueError(
+                f"packed forwards support {', '.join(PACKABLE_TYPES)} encoders; this "
+                f"backbone is {model.config.model_type!r}"
+            )
+        return PackedForward(model, slices)
+    reason = onnx_unavailable(backbone)
+    if requested == "onnxruntime" and reason:
+        raise ValueError(f"the onnxruntime forward cannot serve this backbone: {reason}")
+    if reason is None:
+        try:
+            return onnx_forward(backbone, slices, cache_root)
+        except Exception as err:  # an unsupported part or a runtime error: eager still serves
+            if requested == "onnxruntime":
+                raise ValueError(f"the onnxruntime forward failed to build: {err}") from err
+            reason = f"building it failed: {err}"
+    eager = PackedForward if supports_packing(model) else PaddedForward
+    chosen = eager(model, slices)
+    log.info(
+        "event=forward_fallback forward=%s instead_of=onnxruntime reason=%s", chosen.name, reason
+    )
+    return chosen

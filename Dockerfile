@@ -29,7 +29,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BITPATCH_HOST=0.0.0.0 \
     BITPATCH_PORT=8000 \
     BITPATCH_GRPC_PORT=8001 \
-    BITPATCH_STORE=/data/patches
+    BITPATCH_STORE=/data/patches \
+    BITPATCH_FORWARD_CACHE=/tmp/bitpatch/forwards
 
 # 1. torch (largest layer, changes least): the wheel from the index that matches the base
 #    image, then its own dependencies from PyPI

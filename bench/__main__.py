@@ -22,7 +22,8 @@ def main() -> None:
     parser.add_argument(
         "suite",
         choices=["micro", "server", "cost", "replicas", "protocols", "peers", "gpu"],
-        help="micro: offline forwards; server: HTTP load on real servers; replicas: servers "
+        help="micro: offline forwards (every forward backend on GLUE batches, then mixed vs single "
+        "task and bias swapping); server: HTTP load on real servers; replicas: servers "
         "sharing a store (folder, S3); cost: server CPU per request (a section of server); "
         "protocols: the native API, v2 REST and v2 gRPC under "
         "one load; peers: bitpatch beside PEFT LoRA and Infinity; gpu: a CUDA host",
@@ -44,7 +45,14 @@ def main() -> None:
     if args.suite == "micro":
         if args.threads:  # e.g. 1: what each of the server's two CPU workers runs with
             torch.set_num_threads(args.threads)
-        print(format_rows(run_micro(reps=2 if args.quick else args.reps)))
+        from .backends import backends_markdown, run_backends
+
+        backends = run_backends(reps=1 if args.quick else max(3, args.reps // 4))
+        print(backends_markdown(backends))
+        print()
+        rows = run_micro(reps=2 if args.quick else args.reps)
+        print(format_rows(rows))
+        save(args.out, "micro.json", {"backends": backends, "micro": rows})
     elif args.suite == "replicas":
         from .replicas import replicas_markdown, run_replicas
 

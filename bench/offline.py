@@ -69,7 +69,8 @@ def ceiling(dtype: str, n_inputs: int, batch_size: int = 32) -> dict:
     patches = random_patches(bare_backbone, 16)
     engines = {}
     for name, forward in (("engine", "packed"), ("padded", "padded")):
-        engines[name] = MultiTaskEngine(load_backbone("default", dtype=dtype, device="cpu"), forward)
+        backbone = load_backbone("default", dtype=dtype, device="cpu")
+        engines[name] = MultiTaskEngine(backbone, forward)
         for i, patch in enumerate(patches):
             engines[name].register(f"t{i}", patch)
     items = mixed_inputs(n_inputs, seed=1)

@@ -21,7 +21,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .forward_cache import ForwardCache
-from .onnx_graph import MASKED, build_graph
+from .onnx_graph import build_graph
 from .packed import _position_ids
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,6 @@ class OnnxForward:
         first_token = torch.cumsum(lengths, 0) - lengths  # (B,)
         row_task = row_task.to(torch.int64)
         token_task = row_task.index_select(0, token_index // length)  # (N,)
-        key_bias = torch.where(mask.bool(), 0.0, MASKED).to(torch.float32)  # (B, T)
         feeds = {
             "input_ids": ids.reshape(-1)[token_index],
             "token_type_ids": types.reshape(-1)[token_index],
@@ -142,7 +141,7 @@ class OnnxForward:
             "first_token": first_token,
             "grid_index": grid_index.view(rows, length),
             "token_slot": token_index,
-            "key_bias": key_bias.view(rows, 1, 1, length),
+            "key_mask": mask.to(torch.int32),
             "bias_table": table.to(torch.float32),
         }
         return (

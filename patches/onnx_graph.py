@@ -19,7 +19,6 @@ from torch import nn
 
 OPSET = 20  # Gelu (opset 20), LayerNormalization (17)
 ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "relu": None}
-MASKED = -1.0e9  # added to the scores of pad keys: exp() of it is exactly 0 in float32
 
 # graph inputs: (name, element type, shape); N packed tokens, B rows, T padded length, U tasks
 INPUTS = (
@@ -31,7 +30,7 @@ INPUTS = (
     ("first_token", TensorProto.INT64, ["B"]),  # packed index of each row's first token
     ("grid_index", TensorProto.INT64, ["B", "T"]),  # packed index of each grid slot (pads: 0)
     ("token_slot", TensorProto.INT64, ["N"]),  # flat B*T slot of each packed token
-    ("key_bias", TensorProto.FLOAT, ["B", 1, 1, "T"]),  # 0 for real keys, MASKED for pads
+    ("key_mask", TensorProto.INT32, ["B", "T"]),  # 1 for real keys, 0 for pads
     ("bias_table", TensorProto.FLOAT, ["U", "total"]),  # each task's flat bias vector
 )
 
@@ -116,7 +115,7 @@ def build_graph(model: nn.Module, slices: Mapping[str, slice]) -> ModelProto:
         outputs.append(helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["B", "H"]))
     inputs = [helper.make_tensor_value_info(n, t, s) for n, t, s in INPUTS]
     graph = helper.make_graph(g.nodes, "bitpatch_packed", inputs, outputs, g.weights)
-    opset = [helper.make_opsetid("", OPSET)]
+    opset = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
     return helper.make_model(graph, opset_imports=opset, producer_name="bitpatch")
 
 
@@ -150,23 +149,20 @@ def _layer(g: _Builder, layer: nn.Module, hidden: str, approximate: str | None) 
 
 
 def _attend(g: _Builder, attention: nn.Module, hidden: str) -> str:
-    """Multi-head self-attention: fused QKV on packed tokens, attention on re-padded rows."""
+    """Multi-head self-attention: fused QKV on packed tokens, ONNX Runtime's fused attention
+    kernel on re-padded rows (pad keys masked)."""
     heads = attention.num_attention_heads
-    size = attention.attention_head_size
     qkv = g.linear(hidden, [attention.query, attention.key, attention.value])  # (N, 3H)
     grid = g.op("Gather", [qkv, "grid_index"], "grid", axis=0)  # (B, T, 3H)
-    split = g.op("Reshape", [grid, g.ints([0, 0, 3, heads, size])], "split")  # (B, T, 3, h, d)
-    qkv_heads = g.op("Transpose", [split], "heads", perm=[2, 0, 3, 1, 4])  # (3, B, h, T, d)
-    q, k, v = (
-        g.op("Gather", [qkv_heads, g.const(np.array(i, dtype=np.int64), "part")], axis=0)
-        for i in range(3)
-    )  # (B, h, T, d) each
-    keys_t = g.op("Transpose", [k], "keys_t", perm=[0, 1, 3, 2])  # (B, h, d, T)
-    scores = g.op("MatMul", [q, keys_t], "scores")  # (B, h, T, T)
-    scale = g.const(np.array(attention.scaling, dtype=np.float32), "scale")
-    scores = g.op("Add", [g.op("Mul", [scores, scale], "scaled"), "key_bias"], "masked")
-    probs = g.op("Softmax", [scores], "probs", axis=-1)
-    context = g.op("MatMul", [probs, v], "context")  # (B, h, T, d)
-    rows = g.op("Transpose", [context], "rows", perm=[0, 2, 1, 3])  # (B, T, h, d)
-    flat = g.op("Reshape", [rows, g.ints([-1, heads * size])], "flat")  # (B*T, H)
+    q, k, v = (g.name(part) for part in ("q", "k", "v"))
+    g.nodes.append(helper.make_node("Split", [grid], [q, k, v], axis=2, num_outputs=3))
+    context = g.op(
+        "MultiHeadAttention",
+        [q, k, v, "", "key_mask"],
+        "attention",
+        domain="com.microsoft",
+        num_heads=heads,
+        scale=float(attention.scaling),
+    )  # (B, T, H)
+    flat = g.op("Reshape", [context, g.ints([-1, attention.all_head_size])], "flat")  # (B*T, H)
     return g.op("Gather", [flat, "token_slot"], "packed", axis=0)  # (N, H)

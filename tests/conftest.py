@@ -17,6 +17,18 @@ from tiny import save_tiny  # noqa: E402
 GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "glue"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Compiled forwards (and anything else cached) go to a folder of this test run."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A tiny random BERT + tokenizer saved as a local model folder."""

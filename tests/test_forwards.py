@@ -1,0 +1,60 @@
+"""Choosing the backbone forward: what auto picks on this host, forced choices, fallbacks."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+from transformers import AutoModel
+
+from bitpatch.patches.backbone import load_backbone
+from bitpatch.patches.engine import MultiTaskEngine
+from bitpatch.patches.forwards import FORWARDS
+
+from tiny import make_config, make_tokenizer
+
+
+def engine(folder, dtype="float32", forward="auto", cache_root=None) -> MultiTaskEngine:
+    return MultiTaskEngine(load_backbone(str(folder), dtype, "cpu"), forward, cache_root)
+
+
+def test_auto_runs_onnxruntime_for_a_float32_cpu_backbone(tiny_bert_dir, tmp_path):
+    assert engine(tiny_bert_dir, cache_root=tmp_path).forward_name == "onnxruntime"
+
+
+def test_auto_keeps_the_eager_walk_in_bfloat16_and_says_why(tiny_bert_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="bitpatch.patches.forwards"):
+        chosen = engine(tiny_bert_dir, dtype="bfloat16")
+    assert chosen.forward_name == "packed"
+    assert "instead_of=onnxruntime reason=the backbone runs in bfloat16" in caplog.text
+
+
+def test_without_onnxruntime_auto_falls_back_and_forcing_it_fails(
+    tiny_bert_dir, monkeypatch, caplog
+):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with caplog.at_level(logging.INFO, logger="bitpatch.patches.forwards"):
+        assert engine(tiny_bert_dir).forward_name == "packed"
+    assert "onnxruntime is not installed" in caplog.text
+    with pytest.raises(ValueError, match="onnxruntime is not installed"):
+        engine(tiny_bert_dir, forward="onnxruntime")
+
+
+def test_a_graph_it_cannot_build_falls_back_to_the_eager_walk(tmp_path, caplog):
+    tokenizer = make_tokenizer("bert")
+    config = make_config("bert", len(tokenizer))
+    config.hidden_act = "silu"  # not expressed by the graph
+    AutoModel.from_config(config).save_pretrained(tmp_path / "silu")
+    tokenizer.save_pretrained(tmp_path / "silu")
+    with caplog.at_level(logging.INFO, logger="bitpatch.patches.forwards"):
+        assert engine(tmp_path / "silu").forward_name == "packed"
+    assert "building it failed: activation 'silu'" in caplog.text
+    with pytest.raises(ValueError, match="onnxruntime forward failed to build"):
+        engine(tmp_path / "silu", forward="onnxruntime")
+
+
+def test_unknown_forward_is_refused(tiny_bert_dir):
+    with pytest.raises(ValueError, match="forward must be one of auto, onnxruntime"):
+        engine(tiny_bert_dir, forward="tensorrt")
+    assert FORWARDS == ("auto", "onnxruntime", "packed", "padded")

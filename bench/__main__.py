@@ -30,7 +30,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
-    parser.add_argument("--dtype", default="auto", help="server: dtype of the servers")
+    parser.add_argument("--dtype", default="auto", help="server, cost: dtype of the servers")
     parser.add_argument("--threads", type=int, default=None, help="micro: torch threads")
     parser.add_argument("--out", type=Path, default=None, help="folder for JSON (and PNG)")
     parser.add_argument(
@@ -81,7 +81,9 @@ def main() -> None:
             from .cost import compare_revisions
 
             rounds = 2 if args.quick else 6
-            results["against"] = compare_revisions(args.against, cfg.seconds, rounds, source)
+            results["against"] = compare_revisions(
+                args.against, cfg.seconds, rounds, source, args.dtype
+            )
             for name, row in results["against"].items():
                 print(
                     f"{name}: {row['server_cpu_ms_per_request']:.2f} ms CPU per request "

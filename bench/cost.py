@@ -135,7 +135,7 @@ def drop_worktree(root: Path) -> None:
     )
 
 
-def compare_revisions(ref: str, seconds: float, rounds: int, source) -> dict:
+def compare_revisions(ref: str, seconds: float, rounds: int, source, dtype: str = "auto") -> dict:
     """Server CPU per request of git revision `ref` and of this checkout, in interleaved rounds
     (the host's speed drifts by ~10% over minutes, so one after the other would mislead)."""
     from .launcher import ServerProcess
@@ -154,7 +154,7 @@ def compare_revisions(ref: str, seconds: float, rounds: int, source) -> dict:
                     flags = ("--no-demo-patches", "--log-level", "warning")
                     store = root / f"store-{r}-{len(out[name])}-{name.replace(' ', '-')}"
                     with ServerProcess(
-                        "default", store, *flags, dtype="auto", env=env_of[name], log_dir=root
+                        "default", store, *flags, dtype=dtype, env=env_of[name], log_dir=root
                     ) as server:
                         source.upload(server.url, 16)
                         server_cost(server.url, server.proc.pid, 3)  # warm-up

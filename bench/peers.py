@@ -9,7 +9,10 @@ inputs per request) against:
   `pip install --target` into a folder of its own, put on that server's path only;
 - Infinity (`infinity-emb`, its own virtual environment): one exported HF classification model
   per task (`/classify`), as many tasks as fit in memory (the projection from 1 and 16 tasks
-  decides whether 256 fit);
+  decides whether 256 fit), with each of its CPU engines: `infinity` its torch engine (the dtype
+  bitpatch picks), `infinity_onnx` its ONNX Runtime engine (`--engine optimum`: the folders
+  exported by optimum, optimized by its ORTOptimizer; launched through `infinity_onnx.py`, which
+  works around two incompatibilities of infinity-emb 0.0.78 with optimum 2.x);
 - the bare transformers forward offline (batches of 32, all cores): the ceiling.
 
 Per server and task count: inputs/s, p50/p99 latency, RSS and the cold start to the first
@@ -45,6 +48,8 @@ from .workload import glue_sentences
 PEERS = Path(os.environ.get("BITPATCH_PEERS_DIR", "~/.cache/bitpatch-bench/peers")).expanduser()
 SENTENCES = glue_sentences(2048, seed=13)
 CLIENTS = 32
+INFINITY = "infinity-emb[server,torch,optimum]==0.0.78"
+INFINITY_ONNX = Path(__file__).with_name("infinity_onnx.py")
 MEMORY_BUDGET_MB = 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
 
 
@@ -73,11 +78,11 @@ def infinity_python() -> tuple[Path | None, str]:
     """The Python of Infinity's own virtual environment (torch as bitpatch's), or why not."""
     venv = PEERS / "infinity"
     python = venv / "bin" / "python"
-    if not (venv / "bin" / "infinity_emb").exists():
+    if not (venv / "bin" / "optimum-cli").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         for requirement in (
             f"torch=={torch.__version__.split('+')[0]}",
-            "infinity-emb[server,torch]",
+            f"{INFINITY}",
         ):
             failed = pip_install(str(python), requirement)
             if failed:
@@ -186,16 +191,24 @@ def run_bitpatch_like(
     return out
 
 
-def run_infinity(python: Path, folders: list[Path], seconds: float, root: Path) -> dict:
-    """Infinity serving one exported model per task."""
+def run_infinity(
+    python: Path, folders: list[Path], seconds: float, root: Path, engine: str = "torch"
+) -> dict:
+    """Infinity serving one exported model per task with `engine` (torch or optimum)."""
     port = free_port()
-    command = [str(python.parent / "infinity_emb"), "v2", "--port", str(port), "--engine", "torch"]
-    dtype = str(load_backbone_dtype()).removeprefix("torch.")  # as bitpatch's dtype=auto
-    command += ["--device", "cpu", "--dtype", dtype, "--batch-size", "32", "--no-model-warmup"]
+    if engine == "torch":
+        command = [str(python.parent / "infinity_emb"), "v2", "--engine", "torch"]
+        dtype = str(load_backbone_dtype()).removeprefix("torch.")  # as bitpatch's dtype=auto
+    else:
+        command = [str(python), "-I", str(INFINITY_ONNX), "serve", "v2", "--engine", "optimum"]
+        dtype = "float32"
+    command += ["--port", str(port), "--device", "cpu", "--dtype", dtype]
+    command += ["--batch-size", "32", "--no-model-warmup"]
     for i, folder in enumerate(folders):
         command += ["--model-id", str(folder), "--served-model-name", f"t{i}"]
-    log = open(root / f"infinity-{len(folders)}.log", "w")  # noqa: SIM115 - the process' log
+    log = open(root / f"infinity-{engine}-{len(folders)}.log", "w")  # noqa: SIM115 - its log
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    env["HF_HOME"] = str(root / "hf-home")  # its optimized graphs, per run
     started = time.monotonic()
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -267,13 +280,15 @@ def run_peers(quick: bool) -> dict:
                             ),
                         )
                     )
-                if infinity is not None:
-                    first = {k: v[0] for k, v in cells.get("infinity", {}).items()}
+                for name, engine in (("infinity", "torch"), ("infinity_onnx", "optimum")):
+                    if infinity is None or (quick and engine == "optimum" and n > 1):
+                        continue  # quick: its exports take ~4 s a task
+                    first = {k: v[0] for k, v in cells.get(name, {}).items()}
                     runs.append(
                         (
-                            "infinity",
-                            lambda n=n, first=first: infinity_cell(
-                                infinity, backbone, patches[:n], first, seconds, root
+                            name,
+                            lambda n=n, first=first, engine=engine: infinity_cell(
+                                infinity, backbone, patches[:n], first, seconds, root, engine
                             ),
                         )
                     )
@@ -303,8 +318,11 @@ def mean_cell(results: list[dict]) -> dict:
     return merged
 
 
-def infinity_cell(python, backbone, patches, done: dict, seconds: float, root: Path) -> dict:
-    """Infinity at len(patches) tasks, or why not: a projection past the memory budget."""
+def infinity_cell(
+    python, backbone, patches, done: dict, seconds: float, root: Path, engine: str = "torch"
+) -> dict:
+    """Infinity at len(patches) tasks with `engine`, or why not: a projection past the memory
+    budget."""
     n = len(patches)
     if "1" in done and "16" in done and n > 16:
         per_task = (done["16"]["rss_mb"] - done["1"]["rss_mb"]) / 15
@@ -320,7 +338,19 @@ def infinity_cell(python, backbone, patches, done: dict, seconds: float, root: P
         if not folder.exists():
             export_folder(backbone, patch, folder)
         folders.append(folder)
-    return run_infinity(python, folders, seconds, root)
+    if engine == "optimum":
+        folders = onnx_folders(python, folders, root / "onnx")
+    return run_infinity(python, folders, seconds, root, engine)
+
+
+def onnx_folders(python: Path, folders: list[Path], out: Path) -> list[Path]:
+    """optimum's ONNX export of each HF folder (the missing ones, in one process)."""
+    missing = [str(f) for f in folders if not (out / f.name / "model.onnx").exists()]
+    if missing:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        command = [str(python), "-I", str(INFINITY_ONNX), "export", str(out), *missing]
+        subprocess.run(command, check=True, capture_output=True, env=env)
+    return [out / f.name for f in folders]
 
 
 def peers_markdown(r: dict) -> str:

@@ -45,9 +45,10 @@ def main() -> None:
     if args.suite == "micro":
         if args.threads:  # e.g. 1: what each of the server's two CPU workers runs with
             torch.set_num_threads(args.threads)
-        from .backends import backends_markdown, run_backends
+        from .backends import backends_markdown, run_backends, start_times
 
         backends = run_backends(reps=1 if args.quick else max(3, args.reps // 4))
+        backends["starts"] = start_times()
         print(backends_markdown(backends))
         print()
         rows = run_micro(reps=2 if args.quick else args.reps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.forwards import onnx_unavailable
 from bitpatch.patches.tuning import cpu_has_bf16
 
+from .launcher import ServerProcess
 from .micro import random_patches
 from .workload import glue_sentences
 
@@ -128,6 +130,32 @@ def run_backends(reps: int = 5, n_batches: int = 20, n_tasks: int = 16) -> dict:
     }
 
 
+def start_times() -> list[dict]:
+    """`bitpatch serve --dtype float32` (default backbone, demo patches) with each forward:
+    seconds from process start to ready and RSS; onnxruntime with an empty forward cache
+    (it builds the graph) and again on the cache that start left."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="bitpatch-starts-") as tmp:
+        cache = Path(tmp) / "forwards"
+        for forward, label in (
+            ("onnxruntime", "cold cache"),
+            ("onnxruntime", "warm cache"),
+            ("packed", ""),
+        ):
+            store = Path(tmp) / f"store-{len(out)}"
+            flags = ("--forward", forward, "--forward-cache", str(cache))
+            with ServerProcess("default", store, *flags, dtype="float32") as server:
+                out.append(
+                    {
+                        "forward": forward,
+                        "cache": label,
+                        "ready_s": server.ready_seconds,
+                        "rss_mb": server.rss_mb(),
+                    }
+                )
+    return out
+
+
 def _runner(engine: MultiTaskEngine, batches: list[dict], keys_of):
     def run():
         for batch in batches:
@@ -169,4 +197,9 @@ def backends_markdown(result: dict) -> str:
             f"| {r['rows_per_s']:.0f} | {r['gflops']:.1f} | {r['mixed_vs_single']:.3f} "
             f"| {r['speed_vs_eager_packed_fp32']:.2f} |"
         )
+    if "starts" in result:
+        lines += ["", "| float32 server, forward | start to ready s | RSS MB |", "|---|---|---|"]
+        for r in result["starts"]:
+            name = f"{r['forward']} ({r['cache']})" if r["cache"] else r["forward"]
+            lines.append(f"| {name} | {r['ready_s']:.1f} | {r['rss_mb']:.0f} |")
     return "\n".join(lines)

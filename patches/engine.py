@@ -161,8 +161,8 @@ class MultiTaskEngine:
         return vector
 
     def warm_up(self, lengths: tuple[int, ...] = (8, 32, 128)) -> None:
-        """Run dummy batches through the task-layer path so the first request pays no set-up."""
-        self.backbone_forward.warm_up()
+        """Run dummy batches through the forward on this thread's CPU threads, so the first
+        request pays no set-up (kernels; the onnxruntime session of that thread count)."""
         vector = self._vector_of({})
         vocab = self.backbone.model.config.vocab_size
         for length in {min(n, self.backbone.spec.max_positions) for n in lengths}:

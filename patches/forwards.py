@@ -43,19 +43,15 @@ class BackboneForward(Protocol):
     def __call__(
         self, inputs: Mapping[str, torch.Tensor], table: torch.Tensor, row_task: torch.Tensor
     ) -> BaseModelOutputWithPooling: ...
-    def warm_up(self) -> None: ...
 
 
 class _Eager:
-    """An eager walk: the model's own modules, nothing to prepare."""
+    """An eager walk: the model's own modules."""
 
     name = "eager"
 
     def __init__(self, model: nn.Module, slices: Mapping[str, slice]):
         self.model, self.slices = model, slices
-
-    def warm_up(self) -> None:
-        """Nothing to prepare: kernels are made by the engine's dummy batches."""
 
 
 class PackedForward(_Eager):

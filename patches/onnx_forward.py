@@ -2,14 +2,14 @@
 
 Built once per backbone; the optimized graph is cached on disk (see `ForwardCache`), so a
 second start loads it instead of building and optimizing again. One session per CPU thread
-count a forward asks for (`torch.get_num_threads()` on the calling thread), so the batcher's
-per-worker and widened lone forwards keep working as they do for the eager walk.
+count a forward asks for (`torch.get_num_threads()` on the calling thread, made on first use:
+the server's warm-up runs both of its counts), so the batcher's per-worker and widened lone
+forwards keep working as they do for the eager walk.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -82,11 +82,6 @@ class OnnxForward:
         options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         return options
-
-    def warm_up(self) -> None:
-        """Make the sessions of a worker's threads and of every core (a widened lone forward)."""
-        for threads in {torch.get_num_threads(), len(os.sched_getaffinity(0))}:
-            self.session(threads)
 
     def session(self, threads: int):
         """The session whose forwards use `threads` CPU threads (made on first use)."""

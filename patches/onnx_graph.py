@@ -2,9 +2,11 @@
 
 Weights are initializers; everything that varies per batch is a graph input: the packed tokens,
 where they sit in the (B, T) grid, each token's and row's task, and the batch's (U, total) bias
-table. So one graph, built once per backbone, serves every mix of tasks, and ONNX Runtime fuses
-the ops around the matrix products (attention, LayerNorm, GELU) that eager PyTorch dispatches one
-by one. The walk is the one of `packed.py`: the same inputs give the same outputs.
+table. So one graph, built once per backbone, serves every mix of tasks, and ONNX Runtime runs
+the ops around the matrix products (attention, LayerNorm, GELU) as fused kernels where eager
+PyTorch dispatches them one by one; attention is its `com.microsoft.MultiHeadAttention`, so the
+graph is for ONNX Runtime only. The walk is the one of `packed.py`: the same inputs give the same
+outputs.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from onnx import TensorProto, helper, numpy_helper
-from onnx.onnx_ml_pb2 import ModelProto
+from onnx import ModelProto, TensorProto, helper, numpy_helper
 from torch import nn
 
 OPSET = 20  # Gelu (opset 20), LayerNormalization (17)
@@ -49,15 +50,18 @@ class _Builder:
         self._count = 0
 
     def name(self, hint: str) -> str:
+        """A fresh tensor name."""
         self._count += 1
         return f"{hint}_{self._count}"
 
     def op(self, op_type: str, inputs: list[str], hint: str = "", **attrs) -> str:
+        """Add one node; the name of its (single) output."""
         out = self.name(hint or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
 
     def const(self, value: np.ndarray | torch.Tensor, hint: str) -> str:
+        """Add an initializer (float32 for tensors); its name."""
         if isinstance(value, torch.Tensor):
             value = value.detach().to("cpu", torch.float32).numpy()
         name = self.name(hint)
@@ -65,6 +69,7 @@ class _Builder:
         return name
 
     def ints(self, values: list[int], hint: str = "ints") -> str:
+        """An int64 vector initializer (shapes, slice bounds)."""
         return self.const(np.array(values, dtype=np.int64), hint)
 
     def task_bias(self, names: list[str], index: str) -> str:

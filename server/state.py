@@ -67,6 +67,10 @@ class ServerState:
         cache_root = Path(s.forward_cache) if s.forward_cache else None
         engine = self.engine_factory(backbone, s.forward, cache_root)
         engine.warm_up()
+        if self.lone_threads:  # and as a widened lone forward runs
+            torch.set_num_threads(self.lone_threads)
+            engine.warm_up()
+            torch.set_num_threads(self.threads_per_worker)
         registry = Registry(open_store(s.store), engine, s.keep_versions)
         registry.load()
         if s.demo_patches and not registry.tasks():

@@ -48,8 +48,6 @@ class BackboneForward(Protocol):
 class _Eager:
     """An eager walk: the model's own modules."""
 
-    name = "eager"
-
     def __init__(self, model: nn.Module, slices: Mapping[str, slice]):
         self.model, self.slices = model, slices
 

@@ -22,7 +22,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .forward_cache import ForwardCache
 from .onnx_graph import build_graph
-from .packed import _position_ids
+from .packed import Packing, _position_ids
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ class OnnxForward:
 
         self._ort = onnxruntime
         self.has_pooler = getattr(model, "pooler", None) is not None
-        self.hidden_size = model.config.hidden_size
         self._embeddings = model.embeddings
         self._path = self._optimized_graph(model, slices, cache)
         self._sessions: dict[int, object] = {}
@@ -101,46 +100,37 @@ class OnnxForward:
         self, inputs: Mapping[str, torch.Tensor], table: torch.Tensor, row_task: torch.Tensor
     ) -> BaseModelOutputWithPooling:
         """The backbone's output for a right-padded batch; row i uses table[row_task[i]]."""
-        feeds, token_index, shape = self._feeds(inputs, table, row_task)
+        packing = Packing.of(inputs["attention_mask"])
         names = ["hidden", "pooled"] if self.has_pooler else ["hidden"]
+        feeds = self._feeds(inputs, packing, table, row_task)
         outputs = self.session(torch.get_num_threads()).run(names, feeds)
-        rows, length = shape
-        grid = torch.zeros(rows * length, self.hidden_size)  # (B*T, H)
-        grid[token_index] = torch.from_numpy(outputs[0])
-        last = grid.view(rows, length, self.hidden_size)  # (B, T, H)
+        last = packing.unpack(torch.from_numpy(outputs[0]))  # (B, T, H)
         pooled = torch.from_numpy(outputs[1]) if self.has_pooler else None  # (B, H)
         return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pooled)
 
-    def _feeds(self, inputs, table: torch.Tensor, row_task: torch.Tensor):
-        """The graph's inputs for one padded batch; also where its tokens sit and (B, T)."""
+    def _feeds(self, inputs, packing: Packing, table: torch.Tensor, row_task: torch.Tensor):
+        """The graph's inputs for one padded batch, as contiguous numpy arrays."""
         mask = inputs["attention_mask"]  # (B, T)
-        rows, length = mask.shape
-        token_index = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
         ids = inputs["input_ids"]
         types = inputs.get("token_type_ids")
         if types is None:
             types = torch.zeros_like(ids)
         positions = _position_ids(self._embeddings, ids)  # (B, T)
-        grid_index = torch.zeros(rows * length, dtype=torch.int64)
+        token_index = packing.token_index  # (N,)
+        grid_index = torch.zeros(packing.rows * packing.length, dtype=torch.int64)
         grid_index[token_index] = torch.arange(len(token_index))
         lengths = mask.sum(1)  # (B,)
-        first_token = torch.cumsum(lengths, 0) - lengths  # (B,)
         row_task = row_task.to(torch.int64)
-        token_task = row_task.index_select(0, token_index // length)  # (N,)
         feeds = {
-            "input_ids": ids.reshape(-1)[token_index],
-            "token_type_ids": types.reshape(-1)[token_index],
-            "position_ids": positions.reshape(-1)[token_index],
-            "token_task": token_task,
+            "input_ids": packing.pack(ids),
+            "token_type_ids": packing.pack(types),
+            "position_ids": packing.pack(positions),
+            "token_task": row_task.index_select(0, packing.token_row),  # (N,)
             "row_task": row_task,
-            "first_token": first_token,
-            "grid_index": grid_index.view(rows, length),
+            "first_token": torch.cumsum(lengths, 0) - lengths,  # (B,)
+            "grid_index": grid_index.view(packing.rows, packing.length),
             "token_slot": token_index,
             "key_mask": mask.to(torch.int32),
             "bias_table": table.to(torch.float32),
         }
-        return (
-            {k: np.ascontiguousarray(v.numpy()) for k, v in feeds.items()},
-            token_index,
-            (rows, length),
-        )
+        return {k: np.ascontiguousarray(v.numpy()) for k, v in feeds.items()}

@@ -38,7 +38,7 @@ import torch
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.hf_interop import export_folder
-from bitpatch.server.store_folder import FolderStore
+from bitpatch.server.store.folder import FolderStore
 
 from .launcher import ServerProcess, free_port
 from .loadgen import RawRequest, run_load

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import grpc
 
-from bitpatch.server.grpc_messages import SERVICE, method_types
-from bitpatch.server.v2_tensors import pack_bytes
+from bitpatch.server.protocols.v2.grpc_messages import SERVICE, method_types
+from bitpatch.server.protocols.v2.tensors import pack_bytes
 
 from .launcher import ServerProcess, free_port
 from .loadgen import LoadResult, RawRequest, run_load

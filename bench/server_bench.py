@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from bitpatch.server.store_folder import FolderStore
+from bitpatch.server.store.folder import FolderStore
 
 from . import profile
 from .cost import bare_forward_cpu_ms_per_row, server_cost

@@ -13,14 +13,17 @@ from fastapi import FastAPI
 from .. import __version__
 from ..patches.engine import EngineFactory, MultiTaskEngine
 from ..patches.tuning import freeze_heap
-from . import routes_openai, routes_ops, routes_predict, routes_tasks, routes_v2
-from .batcher import Batcher
-from .edge import install_error_handlers
-from .follow import follow_store
-from .grpc_service import start_grpc
+from .core.batcher import Batcher
+from .core.follow import follow_store
+from .core.pipeline import PredictPipeline
+from .http import ops, tasks
+from .http.edge import install_error_handlers
+from .http.responses import OrjsonResponse
 from .metrics import watch_gc
-from .pipeline import PredictPipeline
-from .responses import OrjsonResponse
+from .protocols.native import routes as native_routes
+from .protocols.openai import routes as openai_routes
+from .protocols.v2 import rest as v2_rest
+from .protocols.v2.grpc_service import start_grpc
 from .settings import Settings
 from .state import ServerState
 
@@ -97,6 +100,6 @@ def create_app(settings: Settings, engine_factory: EngineFactory = MultiTaskEngi
     )
     app.state.server = state
     install_error_handlers(app)
-    for module in (routes_predict, routes_tasks, routes_ops, routes_v2, routes_openai):
+    for module in (native_routes, tasks, ops, v2_rest, openai_routes):
         app.include_router(module.router)
     return app

@@ -1,7 +1,7 @@
 """Domain errors of the server: what went wrong, in words that say how to fix it.
 
 Registry, store, batcher and request decoding raise these; they know nothing of HTTP. The
-status code each one answers with is chosen in one place, `server/edge.py`.
+status code each one answers with is chosen in one place, `server/http/edge.py`.
 """
 
 from __future__ import annotations

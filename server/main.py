@@ -8,8 +8,8 @@ import os
 import uvicorn
 
 from .app import create_app
-from .grpc_service import check_port_free
 from .logs import configure_logging
+from .protocols.v2.grpc_service import check_port_free
 from .settings import Settings
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from ..patches.backbone import load_backbone, resolve_device
 from ..patches.engine import EngineFactory, MultiTaskEngine
 from ..patches.patch_file import PatchError
 from ..patches.tuning import bound_kernel_caches, choose_attention_kernels, name_os_thread
+from .core.pipeline import PredictPipeline
+from .core.registry import Registry
 from .errors import NotReady
 from .metrics import Metrics
-from .pipeline import PredictPipeline
-from .registry import Registry
 from .settings import Settings, lone_threads, plan_workers
 from .store import open_store
 

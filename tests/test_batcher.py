@@ -13,10 +13,10 @@ import torch
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.encoding import encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
-from bitpatch.server.batcher import WIDEN_ROWS, Batcher, pick_rows
+from bitpatch.server.core.batcher import WIDEN_ROWS, Batcher, pick_rows
+from bitpatch.server.core.registry import Lease
 from bitpatch.server.errors import Overloaded
 from bitpatch.server.metrics import Metrics
-from bitpatch.server.registry import Lease
 
 from tiny import make_model, random_patch
 

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from bitpatch.patches.patch_file import PatchError
 from bitpatch.server import errors
-from bitpatch.server.edge import REPLICA, STATUS, install_error_handlers, status_of
+from bitpatch.server.http.edge import REPLICA, STATUS, install_error_handlers, status_of
 
 
 def test_every_domain_error_has_a_status():

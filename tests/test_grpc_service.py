@@ -15,7 +15,7 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2 as triton_pb2
 from tritonclient.utils import InferenceServerException
 
-from bitpatch.server.grpc_messages import METHODS, POOL, SERVICE, method_types
+from bitpatch.server.protocols.v2.grpc_messages import METHODS, POOL, SERVICE, method_types
 
 from protocols import PREDICT, TEXTS, ProtocolServer, auth, grpc_auth
 

@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from bitpatch.server.errors import InvalidRequest, UnsupportedMediaType
-from bitpatch.server.predict_request import check_json_type, decode_predict
-from bitpatch.server.schemas import PredictRequest
+from bitpatch.server.http.schemas import PredictRequest
+from bitpatch.server.protocols.native.request import check_json_type, decode_predict
 
 
 def decode(value, raw: bytes | None = None):

@@ -12,9 +12,9 @@ import pytest
 
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.engine import MultiTaskEngine
+from bitpatch.server.core.registry import RECENT_VERSIONS, Registry
 from bitpatch.server.errors import VersionActive
-from bitpatch.server.registry import RECENT_VERSIONS, Registry
-from bitpatch.server.store_folder import FolderStore
+from bitpatch.server.store.folder import FolderStore
 
 from tiny import make_model, random_patch
 

@@ -11,8 +11,9 @@ import time
 import pytest
 
 from bitpatch.server.errors import InvalidTaskName, StoreUnavailable, UnknownVersion
-from bitpatch.server.store import open_store, valid_task_name
-from bitpatch.server.store_folder import FolderStore
+from bitpatch.server.store import open_store
+from bitpatch.server.store.base import valid_task_name
+from bitpatch.server.store.folder import FolderStore
 
 
 @pytest.fixture(params=["folder", "s3"])

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from bitpatch.server.errors import BodyTooLarge, InvalidRequest
-from bitpatch.server.v2_tensors import (
+from bitpatch.server.protocols.v2.tensors import (
     OutputTensor,
     decompress,
     encode_response,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from .errors import BodyTooLarge
+from ..errors import BodyTooLarge
 
 
 async def read_limited(request: Request, limit: int, flag: str) -> bytes:

@@ -9,9 +9,9 @@ import torch
 from fastapi import APIRouter, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import __version__
-from ..patches.tuning import kernel_cache_caps
-from .batch_history import RECENT_BATCHES
+from ... import __version__
+from ...patches.tuning import kernel_cache_caps
+from ..core.batch_history import RECENT_BATCHES
 from .deps import StateDep
 from .edge import REPLICA, error_response
 

@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
-from ..patches.encoding import EncodedRow, Item
-from ..patches.engine import TaskHead
-from ..patches.row_encoder import RowEncoder
-from ..patches.tuning import name_os_thread
+from ...patches.encoding import EncodedRow, Item
+from ...patches.engine import TaskHead
+from ...patches.row_encoder import RowEncoder
+from ...patches.tuning import name_os_thread
+from ..errors import InvalidRequest
+from ..protocols.native.request import PredictCall
 from .batcher import Batcher
-from .errors import InvalidRequest
-from .predict_request import PredictCall
 from .registry import Lease, Registry
 
 PAIR_SHAPES = {"text": ("single texts", '"text"'), "text_pair": ("pairs", '["text", "text_pair"]')}

@@ -19,10 +19,10 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..patches.engine import Engine, TaskHead
-from ..patches.patch_file import PatchError, PatchFile, patch_metadata, read_patch, sha256_bytes
-from .errors import InvalidTaskName, UnknownTask, UnknownVersion, VersionActive
-from .store import Changes, PatchStore, TaskRecord, valid_task_name
+from ...patches.engine import Engine, TaskHead
+from ...patches.patch_file import PatchError, PatchFile, patch_metadata, read_patch, sha256_bytes
+from ..errors import InvalidTaskName, UnknownTask, UnknownVersion, VersionActive
+from ..store.base import Changes, PatchStore, TaskRecord, valid_task_name
 
 log = logging.getLogger(__name__)
 RECENT_VERSIONS = 16  # non-active versions kept resident after a pinned request used them

@@ -11,13 +11,13 @@ import time
 import grpc
 import orjson
 
-from ..patches.patch_file import PatchError
-from . import errors
-from .deps import check_bearer
+from ....patches.patch_file import PatchError
+from ... import errors
+from ...http.deps import check_bearer
+from ...state import ServerState
+from ..native.routes import task_label
 from .grpc_messages import METHODS, SERVICE, method_types
-from .routes_predict import task_label
-from .state import ServerState
-from .v2_infer import (
+from .model import (
     chosen_outputs,
     describe,
     items_of,
@@ -27,7 +27,7 @@ from .v2_infer import (
     refuse_classification,
     server_metadata,
 )
-from .v2_tensors import InputTensor, check_count, unpack_bytes
+from .tensors import InputTensor, check_count, unpack_bytes
 
 log = logging.getLogger(__name__)
 Code = grpc.StatusCode

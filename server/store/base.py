@@ -1,8 +1,8 @@
 """The patch store interface: immutable version files, a per-task active pointer, and a change
 log that lets every server process sharing the store follow it cheaply.
 
-The registry talks only to `PatchStore`; the backends are a folder (server/store_folder.py)
-and any S3-compatible object store (server/store_s3.py). Version numbers are claimed with an
+The registry talks only to `PatchStore`; the backends are a folder (store/folder.py)
+and any S3-compatible object store (store/s3.py). Version numbers are claimed with an
 exclusive create, never read-then-write; identical bytes map to the version that holds them.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 
 TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 LOG_LENGTH = 1024  # changes the log keeps; a process further behind rescans the whole store
@@ -101,15 +100,3 @@ class PatchStore(ABC):
     def changes(self, since: Changes | None) -> Changes:
         """Tasks changed by any process after `since` (None: from the start); one cheap read
         when nothing changed, whatever the number of tasks."""
-
-
-def open_store(location: str | Path) -> PatchStore:
-    """The store a `--store` value names: `s3://BUCKET/PREFIX` or a folder path."""
-    text = str(location)
-    if text.startswith("s3://"):
-        from .store_s3 import S3Store
-
-        return S3Store(text)
-    from .store_folder import FolderStore
-
-    return FolderStore(Path(text))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InvalidRequest
-from .v2_infer import refuse_classification
-from .v2_tensors import InputTensor, read_inputs
+from ...errors import InvalidRequest
+from .model import refuse_classification
+from .tensors import InputTensor, read_inputs
 
 FIELDS = {"id", "parameters", "inputs", "outputs"}
 SHAPE = (

@@ -1,5 +1,5 @@
 """OpenAI-compatible routes: `POST /v1/embeddings` for embedding tasks and `GET /v1/models`.
-Errors take OpenAI's shape (see server/edge.py)."""
+Errors take OpenAI's shape (see server/http/edge.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
 
-from ..patches.patch_file import PatchError
-from .bodies import read_limited
-from .deps import PredictAuth, ReaderAuth, StateDep, TaskName
-from .edge import status_of
-from .errors import ServerError
-from .openai_embeddings import check_embedding_task, decode_embeddings, encode_embeddings
-from .predict_request import check_json_type
-from .registry import Registry
-from .routes_predict import task_label
-from .schemas import EmbeddingsRequest
+from ....patches.patch_file import PatchError
+from ...core.registry import Registry
+from ...errors import ServerError
+from ...http.bodies import read_limited
+from ...http.deps import PredictAuth, ReaderAuth, StateDep, TaskName
+from ...http.edge import status_of
+from ...http.schemas import EmbeddingsRequest
+from ..native.request import check_json_type
+from ..native.routes import task_label
+from .embeddings import check_embedding_task, decode_embeddings, encode_embeddings
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..patches.encoding import Item
-from .errors import InvalidRequest, UnsupportedMediaType
+from ....patches.encoding import Item
+from ...errors import InvalidRequest, UnsupportedMediaType
 
 PREDICT_SHAPE = '{"inputs": ["text" or ["text", "text_pair"], ...], "version": optional int}'
 FIELDS = ("inputs", "version")

@@ -18,9 +18,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..patches.patch_file import sha256_bytes as digest_of
-from .errors import InvalidTaskName, StoreUnavailable, UnknownVersion
-from .store import (
+from ...patches.patch_file import sha256_bytes as digest_of
+from ..errors import InvalidTaskName, StoreUnavailable, UnknownVersion
+from .base import (
     Changes,
     PatchStore,
     TaskRecord,

@@ -22,9 +22,9 @@ import time
 import uuid
 from pathlib import Path
 
-from ..patches.patch_file import sha256_bytes as digest_of
-from .errors import InvalidTaskName, UnknownVersion
-from .store import (
+from ...patches.patch_file import sha256_bytes as digest_of
+from ..errors import InvalidTaskName, UnknownVersion
+from .base import (
     Changes,
     PatchStore,
     TaskRecord,

@@ -7,11 +7,11 @@ import logging
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from ..patches.patch_file import PatchError
+from ...patches.patch_file import PatchError
+from ..core.registry import Registry, VersionInfo, check_task_name
+from ..errors import InvalidRequest, UnsupportedMediaType
 from .bodies import read_limited
 from .deps import AdminAuth, ReaderAuth, StateDep, TaskName, VersionNumber
-from .errors import InvalidRequest, UnsupportedMediaType
-from .registry import Registry, VersionInfo, check_task_name
 from .schemas import TaskPublic, TasksPublic, UploadPublic, VersionPublic
 
 router = APIRouter()

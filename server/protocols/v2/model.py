@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import orjson
 
-from .. import __version__
-from ..patches.encoding import Item
-from ..patches.engine import TaskHead
-from .errors import InvalidRequest, UnknownVersion
-from .predict_request import check_inputs
-from .v2_tensors import InputTensor, OutputTensor
+from .... import __version__
+from ....patches.encoding import Item
+from ....patches.engine import TaskHead
+from ...errors import InvalidRequest, UnknownVersion
+from ..native.request import check_inputs
+from .tensors import InputTensor, OutputTensor
 
 SERVER_NAME = "bitpatch"
 EXTENSIONS = ("model_repository", "binary_tensor_data")

@@ -7,14 +7,14 @@ import time
 
 from fastapi import APIRouter, Request
 
-from ..patches.patch_file import PatchError
-from .bodies import read_limited
-from .deps import PredictAuth, StateDep, TaskName
-from .edge import status_of
-from .errors import ServerError
-from .predict_request import check_json_type, decode_fanout, decode_predict
-from .responses import OrjsonResponse
-from .schemas import FanoutRequest, FanoutResponse, PredictRequest, PredictResponse
+from ....patches.patch_file import PatchError
+from ...errors import ServerError
+from ...http.bodies import read_limited
+from ...http.deps import PredictAuth, StateDep, TaskName
+from ...http.edge import status_of
+from ...http.responses import OrjsonResponse
+from ...http.schemas import FanoutRequest, FanoutResponse, PredictRequest, PredictResponse
+from .request import check_json_type, decode_fanout, decode_predict
 
 router = APIRouter()
 

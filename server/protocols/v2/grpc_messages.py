@@ -1,5 +1,5 @@
-"""The v2 gRPC messages, built from server/protocol/grpc_service.binpb into a descriptor pool of
-their own, so a process that also imports tritonclient (whose generated code registers the same
+"""The v2 gRPC messages, built from proto/grpc_service.binpb into a descriptor pool of their
+own, so a process that also imports tritonclient (whose generated code registers the same
 `inference.*` names in protobuf's default pool) has no clash."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ SERVICE = "inference.GRPCInferenceService"
 
 
 def _pool() -> descriptor_pool.DescriptorPool:
-    data = resources.files("bitpatch.server").joinpath("protocol/grpc_service.binpb").read_bytes()
+    data = resources.files(__package__).joinpath("proto/grpc_service.binpb").read_bytes()
     pool = descriptor_pool.DescriptorPool()
     for file in descriptor_pb2.FileDescriptorSet.FromString(data).file:
         pool.Add(file)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from .errors import BodyTooLarge, InvalidRequest
+from ...errors import BodyTooLarge, InvalidRequest
 
 LENGTH = struct.Struct("<I")
 WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from ..patches.engine import TaskHead
-from .errors import InvalidRequest
-from .predict_request import check_inputs, parse_json
-from .v2_infer import output_width
+from ....patches.engine import TaskHead
+from ...errors import InvalidRequest
+from ..native.request import check_inputs, parse_json
+from ..v2.model import output_width
 
 FIELDS = {"model", "input", "encoding_format", "dimensions", "user"}
 SHAPE = '{"model": "<embedding task>", "input": "text" or ["text", ...]}'

@@ -11,12 +11,12 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from .errors import MissingToken, WrongToken
-from .state import ServerState
-from .store import TASK_NAME
+from ..errors import MissingToken, WrongToken
+from ..state import ServerState
+from ..store.base import TASK_NAME
 
 # path parameters: the pattern documents valid names in the OpenAPI page (an invalid one gets
-# the InvalidTaskName answer, see server/edge.py)
+# the InvalidTaskName answer, see server/http/edge.py)
 TaskName = Annotated[
     str,
     Path(

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..patches.encoding import EncodedRow, collate
-from ..patches.engine import Engine, TaskLogits
-from ..patches.outputs import to_predictions
-from ..patches.tuning import name_os_thread
+from ...patches.encoding import EncodedRow, collate
+from ...patches.engine import Engine, TaskLogits
+from ...patches.outputs import to_predictions
+from ...patches.tuning import name_os_thread
+from ..errors import Overloaded
+from ..metrics import Metrics
 from .batch_history import BatchHistory
-from .errors import Overloaded
-from .metrics import Metrics
 from .registry import Lease
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ Pair = Annotated[list[str], Field(min_length=2, max_length=2)]
 
 class PredictRequest(BaseModel):
     """`{"inputs": [text | [text, text_pair], ...], "version": n?}` (the route checks it by
-    hand in server/predict_request.py; this model documents it in the OpenAPI page)."""
+    hand in server/protocols/native/request.py; this model documents it in the OpenAPI page)."""
 
     model_config = ConfigDict(extra="forbid")
     inputs: list[str | Pair] = Field(min_length=1)
@@ -28,7 +28,7 @@ class PredictResponse(BaseModel):
 
 class FanoutRequest(BaseModel):
     """`{"tasks": [task, ...], "inputs": [...]}`: each input through every task (checked by
-    hand in server/predict_request.py; this model documents it)."""
+    hand in server/protocols/native/request.py; this model documents it)."""
 
     model_config = ConfigDict(extra="forbid")
     tasks: list[str] = Field(min_length=1)
@@ -103,7 +103,7 @@ class V2RequestedOutput(BaseModel):
 
 
 class V2InferRequest(BaseModel):
-    """`POST /v2/models/{task}/infer` (checked by hand in server/v2_request.py; this model
+    """`POST /v2/models/{task}/infer` (checked by hand in server/protocols/v2/request.py; this model
     documents it)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -115,7 +115,7 @@ class V2InferRequest(BaseModel):
 
 class EmbeddingsRequest(BaseModel):
     """`POST /v1/embeddings`, as OpenAI's API takes it (checked by hand in
-    server/openai_embeddings.py; this model documents it)."""
+    server/protocols/openai/embeddings.py; this model documents it)."""
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(examples=["embedding"])

@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe v2) over REST, on the same port as the native API:
 server and model metadata, health, readiness, the repository index and infer, with JSON and
-binary tensor data. Errors take the protocol's shape (see server/edge.py)."""
+binary tensor data. Errors take the protocol's shape (see server/http/edge.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
-from ..patches.patch_file import PatchError
-from .bodies import read_limited
-from .deps import PredictAuth, ReaderAuth, StateDep, TaskName
-from .edge import status_of
-from .errors import InvalidRequest, ServerError
-from .routes_predict import task_label
-from .schemas import V2InferRequest
-from .state import ServerState
-from .v2_infer import (
+from ....patches.patch_file import PatchError
+from ...errors import InvalidRequest, ServerError
+from ...http.bodies import read_limited
+from ...http.deps import PredictAuth, ReaderAuth, StateDep, TaskName
+from ...http.edge import status_of
+from ...http.schemas import V2InferRequest
+from ...state import ServerState
+from ..native.routes import task_label
+from .model import (
     chosen_outputs,
     describe,
     items_of,
@@ -26,8 +26,8 @@ from .v2_infer import (
     ready_version,
     server_metadata,
 )
-from .v2_request import decode_infer_request
-from .v2_tensors import decompress, encode_response, split_body
+from .request import decode_infer_request
+from .tensors import decompress, encode_response, split_body
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
 INFER_BODY = {

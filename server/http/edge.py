@@ -19,9 +19,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..patches.patch_file import PatchError
-from . import errors
-from .registry import invalid_task_name
+from ...patches.patch_file import PatchError
+from .. import errors
+from ..core.registry import invalid_task_name
 from .responses import OrjsonResponse
 
 log = logging.getLogger(__name__)

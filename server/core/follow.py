@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .metrics import Metrics
+from ..metrics import Metrics
 from .registry import Registry
 
 log = logging.getLogger(__name__)

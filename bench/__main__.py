@@ -21,12 +21,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
         "suite",
-        choices=["micro", "server", "cost", "replicas", "protocols", "peers", "gpu"],
+        choices=["micro", "server", "cost", "replicas", "protocols", "peers", "uploads", "gpu"],
         help="micro: offline forwards (every forward backend on GLUE batches, then mixed vs single "
         "task and bias swapping); server: HTTP load on real servers; replicas: servers "
         "sharing a store (folder, S3); cost: server CPU per request (a section of server); "
         "protocols: the native API, v2 REST and v2 gRPC under "
-        "one load; peers: bitpatch beside PEFT LoRA and Infinity; gpu: a CUDA host",
+        "one load; peers: bitpatch beside PEFT LoRA and Infinity; uploads: patch uploads/s of "
+        "8 clients and where an upload's time goes; gpu: a CUDA host",
     )
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
@@ -60,6 +61,12 @@ def main() -> None:
         results = run_replicas(args.quick)
         print(replicas_markdown(results))
         save(args.out, "replicas.json", results)
+    elif args.suite == "uploads":
+        from .uploads import run_uploads, uploads_markdown
+
+        results = run_uploads(args.quick)
+        print(uploads_markdown(results))
+        save(args.out, "uploads.json", results)
     elif args.suite == "protocols":
         from .protocols import protocols_markdown, run_protocols
 

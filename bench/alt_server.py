@@ -1,5 +1,5 @@
 """`python -m bench.alt_server --design {bitpatch,swap,copies} [serve flags]`: one of the
-designs of bench/designs.py behind bitpatch's own HTTP layer (create_app's engine seam)."""
+designs of bench/designs.py behind bitpatch's own HTTP layer (ServerState's engine seam)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import argparse
 
 import uvicorn
 
-from bitpatch.server.app import create_app
+from bitpatch.server.app import app_of
 from bitpatch.server.logs import configure_logging
 from bitpatch.server.settings import add_settings_args, settings_from_args
+from bitpatch.server.state import ServerState
 
 from .designs import DESIGNS
 
@@ -22,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
-    app = create_app(settings, DESIGNS[args.design])
+    app = app_of(ServerState(settings, DESIGNS[args.design]))
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 

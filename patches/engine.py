@@ -13,6 +13,7 @@ import torch
 from .backbone import Backbone
 from .encoding import Item, collate, encode_inputs
 from .forwards import choose_forward
+from .kinds import TaskKind, kind_named
 from .patch_file import PatchError, PatchFile, check_fits
 from .pooling import pool
 from .task_layers import install_task_layers
@@ -22,7 +23,7 @@ from .task_layers import install_task_layers
 class TaskHead:
     """A task's pooling and linear head, on the engine's device in float32."""
 
-    kind: str
+    kind: TaskKind
     labels: tuple[str, ...]
     pooling: str  # "none": every token (token_classification)
     max_length: int
@@ -34,13 +35,13 @@ class TaskHead:
 
     @property
     def takes_pairs(self) -> bool:
-        """Token and embedding tasks read single texts only."""
-        return self.kind not in ("token_classification", "embedding")
+        """Whether requests may send [text, text_pair] (token and embedding tasks: no)."""
+        return self.kind.takes_pairs
 
     @property
     def wants_offsets(self) -> bool:
         """Whether its rows need each token's character offsets and word (token tasks)."""
-        return self.kind == "token_classification"
+        return self.kind.per_token
 
 
 @dataclass(frozen=True)
@@ -175,16 +176,17 @@ class MultiTaskEngine:
     def _head_of(self, patch: PatchFile) -> TaskHead:
         device = self.backbone.device
         weight, bias = patch.head_weight, patch.head_bias
+        kind = kind_named(patch.kind)
         return TaskHead(
-            patch.kind,
+            kind,
             tuple(patch.labels),
             patch.pooling,
             patch.max_length,
             None if weight is None else weight.to(device, torch.float32),
             None if bias is None else bias.to(device, torch.float32),
             patch.inputs,
-            tuple(patch.label_thresholds()) if patch.kind == "multi_label" else (),
-            patch.kind == "embedding" and patch.normalize,
+            tuple(patch.label_thresholds()) if "thresholds" in kind.options else (),
+            "normalize" in kind.options and patch.normalize,
         )
 
     def forward(self, batch: Mapping[str, torch.Tensor], keys: list[str]) -> list[torch.Tensor]:
@@ -272,18 +274,12 @@ class MultiTaskEngine:
         for start in range(0, len(items), batch_size):
             rows = encode_inputs(tokenizer, items[start : start + batch_size], head.max_length)
             logits = self.forward(collate(rows, tokenizer.pad_token_id), [key] * len(rows))
-            if head.kind == "token_classification":  # drop the batch's padding
+            if head.kind.per_token:  # drop the batch's padding
                 logits = [x[: len(r["input_ids"])] for x, r in zip(logits, rows, strict=True)]
             out += logits
         return out
 
 
 def head_outputs(head: TaskHead, pooled: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """One task's rows through its head: pooled (rows, H) or, for a token task, every token
-    of hidden (rows, T, H). Returns (rows, n), (rows, T, n) or (rows, d)."""
-    if head.kind == "token_classification":
-        return hidden.float() @ head.weight.T + head.bias  # (rows, T, n)
-    if head.kind != "embedding":
-        return pooled @ head.weight.T + head.bias  # (rows, n)
-    vectors = pooled if head.weight is None else pooled @ head.weight.T + head.bias  # (rows, d)
-    return torch.nn.functional.normalize(vectors, dim=-1) if head.normalize else vectors
+    """One task's rows through its head (see `TaskKind.head_outputs`)."""
+    return head.kind.head_outputs(head, pooled, hidden)

@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from .backbone import Backbone
+from .kinds import kind_named
 from .patch_file import PatchError, PatchFile
 
 
@@ -29,17 +30,14 @@ def _config_for(backbone: Backbone, patch: PatchFile):
     config.architectures = None
     config.bitpatch_task = patch.task  # read back by `bitpatch import`
     config.bitpatch_max_length = patch.max_length
-    if patch.kind == "regression":
-        config.problem_type = "regression"
+    kind = kind_named(patch.kind)
+    config.problem_type = kind.hf_problem_type
+    if not kind.labelled:
         config.id2label, config.label2id = {0: "LABEL_0"}, {"LABEL_0": 0}
         return config
-    config.problem_type = {
-        "multi_label": "multi_label_classification",
-        "token_classification": None,
-    }.get(patch.kind, "single_label_classification")
     config.id2label = dict(enumerate(patch.labels))
     config.label2id = {label: i for i, label in enumerate(patch.labels)}
-    if patch.kind == "multi_label":
+    if "thresholds" in kind.options:
         config.bitpatch_thresholds = patch.label_thresholds()
     return config
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from .encoding import EncodedRow
-from .engine import TaskHead
+if TYPE_CHECKING:
+    from .encoding import EncodedRow
+    from .engine import TaskHead
 
 
 def to_prediction(head: TaskHead, logits: torch.Tensor, row: EncodedRow | None = None) -> dict:
@@ -17,16 +20,11 @@ def to_predictions(
     head: TaskHead, logits: torch.Tensor, rows: list[EncodedRow | None] | None = None
 ) -> list[dict]:
     """`to_prediction` of each row of one task's outputs, in a few torch calls per task."""
-    if head.kind == "regression":
-        return [{"value": row[0]} for row in logits.float().tolist()]
-    if head.kind == "embedding":
-        return [{"embedding": vector} for vector in logits.float().tolist()]
-    if head.kind == "multi_label":
-        return [_multi_label(head, scores) for scores in torch.sigmoid(logits.float()).tolist()]
-    if head.kind == "token_classification":
-        assert rows is not None, "token tasks need each row's encoding"
-        probs = torch.softmax(logits.float(), dim=-1)  # (rows, T, n)
-        return [_tokens(head, p, row) for p, row in zip(probs, rows, strict=True)]
+    return head.kind.predictions(head, logits, rows or [None] * len(logits))
+
+
+def single_labels(head: TaskHead, logits: torch.Tensor) -> list[dict]:
+    """Classification: the best label, its score and every label's softmax score."""
     out = []
     for probs in torch.softmax(logits.float(), dim=-1).tolist():
         best = max(range(len(probs)), key=probs.__getitem__)
@@ -35,7 +33,7 @@ def to_predictions(
     return out
 
 
-def _multi_label(head: TaskHead, scores: list[float]) -> dict:
+def multi_label(head: TaskHead, scores: list[float]) -> dict:
     """Every label whose sigmoid score reaches its threshold, in label order."""
     chosen = [
         label
@@ -45,7 +43,7 @@ def _multi_label(head: TaskHead, scores: list[float]) -> dict:
     return {"labels": chosen, "scores": dict(zip(head.labels, scores, strict=True))}
 
 
-def _tokens(head: TaskHead, probs: torch.Tensor, row: EncodedRow) -> dict:
+def tokens(head: TaskHead, probs: torch.Tensor, row: EncodedRow) -> dict:
     """One entry per word (tagged by its first sub-token), and entities for B-/I- tag sets."""
     text, offsets, word_ids = row["text"], row["offsets"], row["word_ids"]
     best_score, best = probs[: len(word_ids)].max(dim=-1)  # (T,)

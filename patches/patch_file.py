@@ -14,10 +14,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
 from .backbone import BackboneSpec
+from .kinds import KINDS, kind_named
 
 FORMAT = "bitpatch/1"
-KINDS = ("classification", "regression", "multi_label", "token_classification", "embedding")
-LABELLED_KINDS = ("classification", "multi_label", "token_classification")
+KIND_NAMES = tuple(KINDS)
 POOLINGS = ("pooler", "cls", "mean", "none")  # none: every token (token_classification only)
 INPUTS = ("text", "text_pair")  # optional metadata 'inputs': what a request row must be
 MAX_LENGTH = re.compile(r"[0-9]{1,6}")
@@ -60,9 +60,10 @@ class PatchFile:
     @property
     def num_outputs(self) -> int:
         """Head rows: the labels' count, 1 for regression, the output size for an embedding."""
-        if self.kind in LABELLED_KINDS:
+        kind = kind_named(self.kind)
+        if kind.labelled:
             return len(self.labels)
-        if self.kind == "embedding":
+        if kind.head_optional:
             return len(self.head_bias) if self.head_bias is not None else 0
         return 1
 
@@ -87,13 +88,14 @@ class PatchFile:
             meta["created_at"] = self.created_at
         if self.inputs:
             meta["inputs"] = self.inputs
-        if self.kind in LABELLED_KINDS:
+        kind = kind_named(self.kind)
+        if kind.labelled:
             meta["labels"] = json.dumps(self.labels)
         if self.threshold is not None:
             meta["threshold"] = json.dumps(self.threshold)
         if self.thresholds is not None:
             meta["thresholds"] = json.dumps(self.thresholds)
-        if self.kind == "embedding":
+        if "normalize" in kind.options:
             meta["normalize"] = "true" if self.normalize else "false"
         for key in JSON_OBJECT_KEYS:
             if getattr(self, key):
@@ -232,12 +234,12 @@ def _parse_metadata(meta: dict[str, str]) -> dict:
         )
     kind, pooling = meta["kind"], meta["pooling"]
     if kind not in KINDS:
-        raise PatchError(f"metadata 'kind' must be one of {KINDS}, got {kind!r}", "kind")
+        raise PatchError(f"metadata 'kind' must be one of {KIND_NAMES}, got {kind!r}", "kind")
     if pooling not in POOLINGS:
         raise PatchError(
             f"metadata 'pooling' must be one of {POOLINGS}, got {pooling!r}", "pooling"
         )
-    if (pooling == "none") != (kind == "token_classification"):
+    if (pooling == "none") != KINDS[kind].per_token:
         raise PatchError(
             f"metadata 'pooling' is {pooling!r} for kind {kind!r}; token_classification "
             "patches use 'none' (every token), and only they do",
@@ -269,10 +271,11 @@ def _parse_metadata(meta: dict[str, str]) -> dict:
 
 
 def _parse_labels(meta: dict[str, str], kind: str) -> list[str]:
-    if kind not in LABELLED_KINDS:
-        if kind == "embedding" and "labels" in meta:
+    fewest = KINDS[kind].fewest_labels
+    if not fewest:
+        if KINDS[kind].head_optional and "labels" in meta:
             raise PatchError(
-                "metadata 'labels' is set, but embedding patches have no labels", "labels"
+                f"metadata 'labels' is set, but {kind} patches have no labels", "labels"
             )
         return []
     labels = _json_field(meta, "labels", list) if "labels" in meta else None
@@ -282,7 +285,6 @@ def _parse_labels(meta: dict[str, str], kind: str) -> list[str]:
             "labels as a JSON list of strings",
             "labels",
         )
-    fewest = 1 if kind == "multi_label" else 2
     if len(labels) < fewest or not all(isinstance(x, str) for x in labels):
         raise PatchError(
             f"metadata 'labels' must list >= {fewest} strings for {kind}, got {labels!r}",
@@ -296,11 +298,10 @@ def _parse_labels(meta: dict[str, str], kind: str) -> list[str]:
 
 def _parse_kind_options(meta: dict[str, str], kind: str) -> dict:
     """multi_label's threshold(s) and embedding's normalize; refused on other kinds."""
-    for key, owner in (("threshold", "multi_label"), ("thresholds", "multi_label")):
-        if key in meta and kind != owner:
-            raise PatchError(f"metadata '{key}' is for {owner} patches, not {kind}", key)
-    if "normalize" in meta and kind != "embedding":
-        raise PatchError(f"metadata 'normalize' is for embedding patches, not {kind}", "normalize")
+    for owner in KINDS.values():
+        for key in owner.options:
+            if key in meta and key not in KINDS[kind].options:
+                raise PatchError(f"metadata '{key}' is for {owner} patches, not {kind}", key)
     options: dict = {}
     if "threshold" in meta and "thresholds" in meta:
         raise PatchError(
@@ -356,11 +357,11 @@ def _split_tensors(tensors: dict[str, torch.Tensor], kind: str):
                 key,
             )
     heads = [key for key in ("head.weight", "head.bias") if key in tensors]
-    if kind == "embedding" and not heads:
+    if KINDS[kind].head_optional and not heads:
         return biases, None, None  # no projection: the pooled vector itself
     for key in ("head.weight", "head.bias"):
         if key not in tensors:
-            also = " (an embedding has both or neither)" if kind == "embedding" else ""
+            also = f" (an {kind} has both or neither)" if KINDS[kind].head_optional else ""
             raise PatchError(f"tensor '{key}' is missing; every patch carries its head{also}", key)
     return biases, tensors["head.weight"].float(), tensors["head.bias"].float()
 
@@ -368,7 +369,7 @@ def _split_tensors(tensors: dict[str, torch.Tensor], kind: str):
 def _check_head(patch: PatchFile) -> None:
     if patch.head_weight is None:
         return
-    if patch.kind == "embedding" and patch.head_weight.dim() == 2:
+    if kind_named(patch.kind).head_optional and patch.head_weight.dim() == 2:
         rows = patch.head_weight.shape[0]
     else:
         rows = patch.num_outputs

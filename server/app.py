@@ -11,11 +11,8 @@ import signal
 from fastapi import FastAPI
 
 from .. import __version__
-from ..patches.engine import EngineFactory, MultiTaskEngine
 from ..patches.tuning import freeze_heap
-from .core.batcher import Batcher
 from .core.follow import follow_store
-from .core.pipeline import PredictPipeline
 from .http import ops, tasks
 from .http.edge import install_error_handlers
 from .http.responses import OrjsonResponse
@@ -43,37 +40,28 @@ async def _start(state: ServerState) -> None:
     s = state.settings
     if s.gc_freeze:
         freeze_heap()
-    batcher = Batcher(
-        registry.engine,
-        state.metrics,
-        s.max_batch_size,
-        s.max_wait_ms,
-        s.max_queue,
-        state.inference,
-        state.workers,
-        state.lone_threads,
-    )
-    batcher.start()
-    state.pipeline = PredictPipeline(registry, batcher)
-    state.registry = registry
+    state.start_serving(registry)
     state.following = asyncio.create_task(
         follow_store(registry, state.metrics, s.sync_interval), name="follow-store"
     )
+    plan = state.plan
     log.info(
         "event=ready tasks=%d workers=%d threads_per_worker=%d lone_threads=%s",
         len(registry.tasks()),
-        state.workers,
-        state.threads_per_worker,
-        state.lone_threads,
+        plan.workers,
+        plan.threads_per_worker,
+        plan.lone_threads,
     )
 
 
-def create_app(settings: Settings, engine_factory: EngineFactory = MultiTaskEngine) -> FastAPI:
-    """The app; the backbone loads in the background so /healthz and /readyz answer at once.
+def create_app(settings: Settings) -> FastAPI:
+    """The app; the backbone loads in the background so /healthz and /readyz answer at once."""
+    return app_of(ServerState(settings))
 
-    `engine_factory` is the seam for another engine behind the same HTTP layer.
-    """
-    state = ServerState(settings, engine_factory)
+
+def app_of(state: ServerState) -> FastAPI:
+    """The app serving `state` (its engine_factory picks the engine)."""
+    settings = state.settings
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):

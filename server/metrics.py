@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -29,6 +30,23 @@ LATENCY_BUCKETS = (
 )
 ROW_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256)
 GC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+@dataclass
+class RequestCount:
+    """A predict-like request being counted: its API, its task once known, when it began."""
+
+    api: str
+    task: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def label(self, answered: bool, known: Callable[[str], bool]) -> str:
+        """The task label: a name no task has shares `_unknown`, so the label set stays bounded
+        (pseudo-tasks such as `_fanout` keep theirs)."""
+        task = self.task or "_unknown"
+        if answered or task.startswith("_") or known(task):
+            return task
+        return "_unknown"
 
 
 class Metrics:
@@ -118,12 +136,16 @@ class Metrics:
             registry=r,
         )
 
-    def count_request(self, api: str, task: str, status: int | str, started: float) -> None:
+    def count_request(
+        self, count: RequestCount, status: int | str, known: Callable[[str], bool]
+    ) -> None:
         """One predict-like request answered: its HTTP status (a gRPC one's code name), and
         its latency when it succeeded."""
-        self.requests.labels(task, str(status), api).inc()
-        if status in (200, "OK"):
-            self.latency.labels(task, api).observe(time.perf_counter() - started)
+        answered = status in (200, "OK")
+        task = count.label(answered, known)
+        self.requests.labels(task, str(status), count.api).inc()
+        if answered:
+            self.latency.labels(task, count.api).observe(time.perf_counter() - count.started)
 
 
 def watch_gc(pauses: Histogram) -> Callable[[], None]:

@@ -80,7 +80,7 @@ class BitpatchReplica:
     async def check_health(self) -> None:
         """Waits while the backbone loads (so no request meets a loading replica); fails after."""
         state = self.app.state.server
-        while state.pipeline is None:
+        while not state.is_ready:
             if state.failure is not None:
                 raise RuntimeError(f"bitpatch failed to start: {state.failure}")
             await asyncio.sleep(0.1)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from functools import cached_property
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..patches.forwards import FORWARDS
+from .auth import TokenPolicy
+from .limits import BodyLimit, Limits
 
 
 class Settings(BaseSettings):
@@ -112,15 +115,22 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="debug | info | warning | error")
 
-    @property
-    def request_limit(self) -> int:
-        """The predict body limit in force."""
-        return self.max_request_bytes or self.max_inputs * 16 * 1024 + 64 * 1024
+    @cached_property
+    def limits(self) -> Limits:
+        """The request limits in force, as one value (the predict body limit follows
+        --max-inputs unless --max-request-bytes is set)."""
+        request_bytes = self.max_request_bytes or self.max_inputs * 16 * 1024 + 64 * 1024
+        return Limits(
+            self.max_inputs,
+            self.max_input_chars,
+            BodyLimit(request_bytes, "--max-request-bytes"),
+            BodyLimit(self.max_upload_bytes, "--max-upload-bytes"),
+        )
 
-    @property
-    def read_tokens(self) -> tuple[str, ...]:
-        """Tokens that open the read routes, and predict when a predict token is set."""
-        return tuple(t for t in (self.predict_token, self.admin_token) if t)
+    @cached_property
+    def tokens(self) -> TokenPolicy:
+        """The token policy in force."""
+        return TokenPolicy(self.admin_token, self.predict_token)
 
     @field_validator("dtype")
     @classmethod
@@ -143,19 +153,6 @@ class Settings(BaseSettings):
         if value is not None and len(value) < 8:
             raise ValueError("tokens must be at least 8 characters; use a long random string")
         return value or None
-
-
-def plan_workers(settings: Settings, on_gpu: bool, cores: int) -> tuple[int, int]:
-    """(forward workers, torch threads per worker) for `cores` CPU threads."""
-    threads = settings.threads or cores
-    workers = settings.workers or (1 if on_gpu else min(2, threads))
-    return workers, max(1, threads // workers)
-
-
-def lone_threads(settings: Settings, workers: int, per_worker: int) -> int | None:
-    """Torch threads of a forward that runs alone, or None where it gets no more than any."""
-    widened = workers * per_worker
-    return widened if settings.widen_lone_forwards and widened > per_worker else None
 
 
 def add_settings_args(parser: argparse.ArgumentParser) -> None:

@@ -13,10 +13,11 @@ import torch
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.encoding import encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
-from bitpatch.server.core.batcher import WIDEN_ROWS, Batcher, pick_rows
+from bitpatch.server.core.batcher import WIDEN_ROWS, Batcher, BatchPlan, pick_rows
 from bitpatch.server.core.registry import Lease
 from bitpatch.server.errors import Overloaded
 from bitpatch.server.metrics import Metrics
+from bitpatch.server.settings import Settings
 
 from tiny import make_model, random_patch
 
@@ -67,7 +68,7 @@ def rows(engine, texts):
 
 def test_requests_of_different_tasks_share_one_forward(engine):
     async def scenario():
-        batcher = Batcher(engine, Metrics(), max_batch_size=32, max_wait_ms=50, max_queue=100)
+        batcher = Batcher(engine, Metrics(), BatchPlan(32, 50, 100))
         batcher.start()
         engine.gate.clear()
         engine.calls.clear()
@@ -88,7 +89,7 @@ def test_requests_of_different_tasks_share_one_forward(engine):
 
 def test_rows_of_similar_length_are_batched_together(engine):
     async def scenario():
-        batcher = Batcher(engine, Metrics(), max_batch_size=2, max_wait_ms=0, max_queue=100)
+        batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100))
         short, long = "a cat", "the big red dog runs fast on the green mat at night " * 2
         order = [short, long, short, long]
         futures = []
@@ -137,7 +138,7 @@ def test_bench_replay_rows_have_the_recorded_lengths(engine):
 
 def test_queue_full_is_503_with_retry_after(engine):
     async def scenario():
-        batcher = Batcher(engine, Metrics(), max_batch_size=4, max_wait_ms=0, max_queue=3)
+        batcher = Batcher(engine, Metrics(), BatchPlan(4, 0, 3))
         batcher.admit(2)
         batcher.submit(lease(engine, "t0"), rows(engine, ["a", "b"]))
         with pytest.raises(Overloaded) as err:
@@ -150,7 +151,7 @@ def test_queue_full_is_503_with_retry_after(engine):
 
 def test_stop_finishes_every_admitted_request(engine):
     async def scenario():
-        batcher = Batcher(engine, Metrics(), max_batch_size=2, max_wait_ms=0, max_queue=100)
+        batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100))
         batcher.start()
         engine.gate.clear()
         futures = []
@@ -173,7 +174,7 @@ def test_stop_finishes_every_admitted_request(engine):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_each_worker_runs_a_forward_at_once(engine, workers):
     async def scenario():
-        batcher = Batcher(engine, Metrics(), 2, 0, 100, workers=workers)
+        batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100, workers))
         engine.gate.clear()
         futures = []
         for i in range(6):  # three batches of two rows
@@ -197,7 +198,7 @@ def test_each_worker_runs_a_forward_at_once(engine, workers):
 
 def test_workers_go_on_while_the_event_loop_is_busy(engine):
     async def scenario():
-        batcher = Batcher(engine, Metrics(), max_batch_size=2, max_wait_ms=0, max_queue=100)
+        batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100))
         futures = []
         for i in range(6):  # three batches of two rows
             batcher.admit(1)
@@ -219,7 +220,7 @@ def test_workers_go_on_while_the_event_loop_is_busy(engine):
 
 def test_a_worker_whose_rows_were_taken_waits_again(engine):
     async def scenario():
-        batcher = Batcher(engine, Metrics(), 4, max_wait_ms=2000, max_queue=100, workers=2)
+        batcher = Batcher(engine, Metrics(), BatchPlan(4, 2000, 100, 2))
         batcher.start()
         batcher.admit(1)
         batcher.admit(1)
@@ -242,7 +243,7 @@ def one_thread_workers(n: int) -> ThreadPoolExecutor:
 
 def test_a_lone_forward_gets_every_workers_threads_and_then_gives_them_back(engine):
     async def scenario():
-        batcher = Batcher(engine, Metrics(), 2, 0, 100, one_thread_workers(2), 2, lone_threads=3)
+        batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100, 2, 1, 3), one_thread_workers(2))
         batcher.start()
         engine.threads.clear()
         for i in range(3):  # sequential requests: each forward runs alone
@@ -271,7 +272,9 @@ def test_a_lone_forward_gets_every_workers_threads_and_then_gives_them_back(engi
 def test_a_large_batch_alone_keeps_its_workers_own_threads(engine):
     async def scenario():
         size = WIDEN_ROWS + 2
-        batcher = Batcher(engine, Metrics(), size, 0, 100, one_thread_workers(2), 2, lone_threads=3)
+        batcher = Batcher(
+            engine, Metrics(), BatchPlan(size, 0, 100, 2, 1, 3), one_thread_workers(2)
+        )
         batcher.start()
         engine.threads.clear()
         batcher.admit(size)
@@ -288,7 +291,7 @@ def test_a_large_batch_alone_keeps_its_workers_own_threads(engine):
 
 def test_no_forward_starts_while_a_lone_forward_runs(engine):
     async def scenario():
-        batcher = Batcher(engine, Metrics(), 2, 0, 100, one_thread_workers(2), 2, lone_threads=2)
+        batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100, 2, 1, 2), one_thread_workers(2))
         batcher.start()
         engine.gate.clear()
         batcher.admit(1)
@@ -304,3 +307,18 @@ def test_no_forward_starts_while_a_lone_forward_runs(engine):
         return held
 
     assert asyncio.run(scenario()) == 1
+
+
+def plan(settings: Settings, on_gpu: bool, cores: int) -> tuple[int, int, int | None]:
+    p = BatchPlan.from_settings(settings, on_gpu, cores)
+    return p.workers, p.threads_per_worker, p.lone_threads
+
+
+def test_the_plan_splits_the_cores_between_workers():
+    assert plan(Settings(), on_gpu=False, cores=2) == (2, 1, 2)
+    assert plan(Settings(), on_gpu=False, cores=16) == (2, 8, 16)
+    assert plan(Settings(), on_gpu=False, cores=1) == (1, 1, None)
+    assert plan(Settings(), on_gpu=True, cores=16) == (1, 16, None)
+    assert plan(Settings(workers=4, threads=8), on_gpu=False, cores=2) == (4, 2, 8)
+    assert plan(Settings(workers=3), on_gpu=False, cores=2) == (3, 1, 3)
+    assert plan(Settings(widen_lone_forwards=False), on_gpu=False, cores=2) == (2, 1, None)

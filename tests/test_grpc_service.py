@@ -188,6 +188,15 @@ def test_errors_carry_status_and_message(client):
     assert "PERMISSION_DENIED" in str(caught.value.status())
 
 
+def test_an_output_the_task_lacks_is_refused_before_the_forward(client, server):
+    before = server.http.get("/stats/batches", params={"limit": 1}).json()["last_id"]
+    with pytest.raises(InferenceServerException) as caught:
+        infer(client, "cls", [text_input("text", ["a"])], outputs=["value"])
+    assert "INVALID_ARGUMENT" in str(caught.value.status())
+    assert "unknown output 'value'" in caught.value.message()
+    assert server.http.get("/stats/batches", params={"limit": 1}).json()["last_id"] == before
+
+
 def test_grpc_requests_are_counted(client, server):
     infer(client, "reg", [text_input("text", ["a"])])
     text = server.http.get("/metrics").text

@@ -7,11 +7,14 @@ import pytest
 
 from bitpatch.server.errors import InvalidRequest, UnsupportedMediaType
 from bitpatch.server.http.schemas import PredictRequest
+from bitpatch.server.limits import BodyLimit, Limits
 from bitpatch.server.protocols.native.request import check_json_type, decode_predict
+
+LIMITS = Limits(4, 10, BodyLimit(1 << 20, "--max-request-bytes"), BodyLimit(1 << 20, "--x"))
 
 
 def decode(value, raw: bytes | None = None):
-    return decode_predict(raw if raw is not None else orjson.dumps(value), 4, 10)
+    return decode_predict(raw if raw is not None else orjson.dumps(value), LIMITS)
 
 
 def test_valid_bodies():

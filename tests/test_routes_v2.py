@@ -186,6 +186,19 @@ def test_errors_have_the_protocol_shape_and_status(server):
     v2_error(http.get("/v2/nowhere", headers=auth()), 404)
 
 
+def last_forward(server: ProtocolServer) -> int:
+    return server.http.get("/stats/batches", params={"limit": 1}).json()["last_id"]
+
+
+def test_an_output_the_task_lacks_is_refused_before_the_forward(server):
+    one = {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}
+    before = last_forward(server)
+    body = {"inputs": [one], "outputs": [{"name": "value"}]}
+    reply = server.http.post("/v2/models/cls/infer", json=body, headers=auth())
+    assert "unknown output 'value'" in v2_error(reply, 400)
+    assert last_forward(server) == before
+
+
 def test_binary_bodies_are_checked(server):
     header = json.dumps(
         {

@@ -58,7 +58,7 @@ def expected(tiny_bert_dir, patches):
         head = engine.state.heads[task]
         rows = encode_inputs(tokenizer, texts, head.max_length, head.wants_offsets)
         logits = engine.predict_logits(task, texts)
-        width = max(x.shape[0] for x in logits) if head.kind == "token_classification" else 0
+        width = max(x.shape[0] for x in logits) if head.kind.per_token else 0
         if width:  # pad the token rows back to one tensor
             logits = [torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[0])) for x in logits]
         return to_predictions(head, torch.stack(logits), rows)

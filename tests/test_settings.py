@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from bitpatch.patches.tuning import KERNEL_CACHE_VARIABLES, bound_kernel_caches
-from bitpatch.server.settings import Settings, add_settings_args, plan_workers, settings_from_args
+from bitpatch.server.settings import Settings, add_settings_args, settings_from_args
 
 
 def parse(argv: list[str]) -> Settings:
@@ -43,15 +43,6 @@ def test_readme_documents_every_setting():
     for name in Settings.model_fields:
         assert f"`BITPATCH_{name.upper()}`" in readme, name
         assert f"`--{name.replace('_', '-')}" in readme, name
-
-
-def test_workers_split_the_cores():
-    assert plan_workers(Settings(), on_gpu=False, cores=2) == (2, 1)
-    assert plan_workers(Settings(), on_gpu=False, cores=16) == (2, 8)
-    assert plan_workers(Settings(), on_gpu=False, cores=1) == (1, 1)
-    assert plan_workers(Settings(), on_gpu=True, cores=16) == (1, 16)
-    assert plan_workers(Settings(workers=4, threads=8), on_gpu=False, cores=2) == (4, 2)
-    assert plan_workers(Settings(workers=3), on_gpu=False, cores=2) == (3, 1)
 
 
 def test_kernel_cache_bounds_both_cpu_kernel_caches(monkeypatch):

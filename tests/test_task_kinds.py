@@ -13,6 +13,7 @@ from transformers import AutoModel, AutoTokenizer
 from bitpatch.patches.backbone import default_backbone_path, load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine, TaskHead
+from bitpatch.patches.kinds import kind_named
 from bitpatch.patches.outputs import to_prediction, to_predictions
 from bitpatch.patches.patch_file import decode_patch
 
@@ -114,7 +115,7 @@ def test_frozen_embedding_is_the_sentence_transformers_definition():
 
 
 def head(kind: str, labels: tuple[str, ...], thresholds: tuple[float, ...] = ()) -> TaskHead:
-    return TaskHead(kind, labels, "none", 32, None, None, thresholds=thresholds)
+    return TaskHead(kind_named(kind), labels, "none", 32, None, None, thresholds=thresholds)
 
 
 def test_multi_label_takes_each_label_at_its_threshold():

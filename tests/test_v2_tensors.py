@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from bitpatch.server.errors import BodyTooLarge, InvalidRequest
+from bitpatch.server.limits import BodyLimit
 from bitpatch.server.protocols.v2.tensors import (
     OutputTensor,
     decompress,
@@ -48,16 +49,19 @@ def test_the_header_length_must_fit_the_body():
             split_body(header, bad)
 
 
+LIMIT = BodyLimit(100, "--max-request-bytes")
+
+
 def test_compressed_bodies_are_inflated_within_the_limit():
     body = b'{"inputs": []}'
-    assert decompress(gzip.compress(body), "gzip", 100) == body
-    assert decompress(zlib.compress(body), "deflate", 100) == body
+    assert decompress(gzip.compress(body), "gzip", LIMIT) == body
+    assert decompress(zlib.compress(body), "deflate", LIMIT) == body
     with pytest.raises(BodyTooLarge):
-        decompress(gzip.compress(b"0" * 1000), "gzip", 100)
+        decompress(gzip.compress(b"0" * 1000), "gzip", LIMIT)
     with pytest.raises(InvalidRequest, match="br"):
-        decompress(body, "br", 100)
+        decompress(body, "br", LIMIT)
     with pytest.raises(InvalidRequest, match="not valid gzip"):
-        decompress(body, "gzip", 100)
+        decompress(body, "gzip", LIMIT)
 
 
 def test_responses_put_binary_outputs_after_the_header():

@@ -33,6 +33,7 @@ from ...patches.outputs import to_predictions
 from ...patches.tuning import name_os_thread
 from ..errors import Overloaded
 from ..metrics import Metrics
+from ..settings import Settings
 from .batch_history import BatchHistory
 from .registry import Lease
 
@@ -42,6 +43,38 @@ LOOKAHEAD = 4  # batches' worth of queued rows searched for similar lengths
 # that halves a request's latency; a larger batch alone means the load is high, where the
 # extra OpenMP threads' spinning between parallel regions cost CPU and add no throughput
 WIDEN_ROWS = 4
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How rows become forwards: batch size, fill wait, queue bound, and the forward workers
+    with their torch threads (`lone_threads`: a lone forward's; None: it is never widened)."""
+
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 2048
+    workers: int = 1
+    threads_per_worker: int = 1
+    lone_threads: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, on_gpu: bool, cores: int) -> BatchPlan:
+        """The plan for `cores` CPU threads: on CPU two forwards in flight by default (a core
+        taken by the event loop slows one forward instead of stalling a whole OpenMP team),
+        on a GPU one."""
+        threads = settings.threads or cores
+        workers = settings.workers or (1 if on_gpu else min(2, threads))
+        per_worker = max(1, threads // workers)
+        widened = workers * per_worker
+        lone = widened if settings.widen_lone_forwards and widened > per_worker else None
+        return cls(
+            settings.max_batch_size,
+            settings.max_wait_ms,
+            settings.max_queue,
+            workers,
+            per_worker,
+            lone,
+        )
 
 
 @dataclass
@@ -74,28 +107,24 @@ class Batcher:
         self,
         engine: Engine,
         metrics: Metrics,
-        max_batch_size: int,
-        max_wait_ms: float,
-        max_queue: int,
+        plan: BatchPlan,
         inference: ThreadPoolExecutor | None = None,
-        workers: int = 1,
-        lone_threads: int | None = None,
     ):
         self.engine, self.metrics = engine, metrics
-        self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
-        self.max_queue = max_queue
+        self.max_batch_size, self.max_wait = plan.max_batch_size, plan.max_wait_ms / 1000
+        self.max_queue = plan.max_queue
         self._queue: list[Row] = []
         self._incoming = 0  # requests admitted and being tokenized, not yet queued
         self._ready = threading.Condition()
         self._stopping = False
-        self._workers = workers
+        self._workers = plan.workers
         self._busy: set[int] = set()  # workers computing a batch now
         self._lone = False  # a lone forward holds every worker's threads
-        self._lone_threads = lone_threads  # torch threads of a lone forward; None: never widen
+        self._lone_threads = plan.lone_threads  # torch threads of a lone forward; None: never
         # the threads that run torch (shared with loading; see ServerState.inference): once
         # started, each of them runs one worker loop until stop()
         self._executor = inference or ThreadPoolExecutor(
-            workers, thread_name_prefix="bitpatch-forward"
+            plan.workers, thread_name_prefix="bitpatch-forward"
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: list[asyncio.Future] = []
@@ -247,7 +276,7 @@ class Batcher:
         self.metrics.batch_tasks.observe(tasks)
         mask = padded["attention_mask"]  # (B, T)
         self.metrics.batch_fill.observe(float(mask.sum()) / mask.numel())
-        kinds = Counter(r.job.lease.head.kind for r in batch)
+        kinds = Counter(r.job.lease.head.kind.name for r in batch)
         for kind, count in kinds.items():
             self.metrics.rows_by_kind.labels(kind).inc(count)
         task_rows = dict(Counter(r.job.lease.task for r in batch))

@@ -5,6 +5,7 @@ gives back exactly what the earlier stages took."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -14,11 +15,11 @@ from ...patches.engine import TaskHead
 from ...patches.row_encoder import RowEncoder
 from ...patches.tuning import name_os_thread
 from ..errors import InvalidRequest
-from ..protocols.native.request import PredictCall
 from .batcher import Batcher
 from .registry import Lease, Registry
 
 PAIR_SHAPES = {"text": ("single texts", '"text"'), "text_pair": ("pairs", '["text", "text_pair"]')}
+HeadCheck = Callable[[TaskHead], None] | None
 LEASE_TRIES = 3  # a version evicted between loading it and leasing it is loaded again
 # requests of up to this many characters are tokenized on the event loop (~30 us for a short
 # sentence: cheaper than two thread hand-offs); longer ones on the tokenizer threads
@@ -50,15 +51,16 @@ class PredictPipeline:
             initargs=("bp-tokenize",),
         )
 
-    async def predict(self, task: str, call: PredictCall) -> dict:
-        """The response body of one predict call."""
-        outcome = await self.run(task, call.inputs, call.version)
-        return encode(task, outcome.version, outcome.predictions)
-
-    async def run(self, task: str, inputs: list[Item], version: int | None) -> Outcome:
-        """The inputs through one task version (the active one when `version` is None)."""
+    async def run(
+        self, task: str, inputs: list[Item], version: int | None, check: HeadCheck = None
+    ) -> Outcome:
+        """The inputs through one task version (the active one when `version` is None);
+        `check` sees the leased version's head before any row is queued (what a protocol's
+        request asks of the task: outputs, kind, dimensions)."""
         lease = await self.lease(task, version)
         try:
+            if check is not None:
+                check(lease.head)
             check_inputs_fit(lease, inputs)
             self.batcher.admit(len(inputs))
         except BaseException:
@@ -74,10 +76,9 @@ class PredictPipeline:
         # is cancelled meanwhile (its rows may already be in a forward)
         done = self.batcher.submit(lease, rows, on_done=lambda: self.registry.release(lease))
         predictions = await done
-        tokens = sum(len(row["input_ids"]) for row in rows)
-        return Outcome(task, lease.version, lease.head, predictions, tokens)
+        return Outcome(task, lease.version, lease.head, predictions, count_tokens(rows))
 
-    async def fan_out(self, tasks: list[str], inputs: list[Item]) -> dict:
+    async def fan_out(self, tasks: list[str], inputs: list[Item]) -> list[Outcome]:
         """Every input through each task's active version, all rows batched together; every
         task is leased and checked before any work, so a bad one fails the call at once."""
         leases = await self.lease_all(tasks, inputs)
@@ -97,13 +98,13 @@ class PredictPipeline:
             self.batcher.submit(lease, rows[shape_of(lease)], partial(self.registry.release, lease))
             for lease in leases
         ]
-        outcomes = await asyncio.gather(*done)
-        return {
-            "results": {
-                lease.task: encode(lease.task, lease.version, predictions)
-                for lease, predictions in zip(leases, outcomes, strict=True)
-            }
-        }
+        predictions = await asyncio.gather(*done)
+        return [
+            Outcome(
+                lease.task, lease.version, lease.head, found, count_tokens(rows[shape_of(lease)])
+            )
+            for lease, found in zip(leases, predictions, strict=True)
+        ]
 
     async def lease_all(self, tasks: list[str], inputs: list[Item]) -> list[Lease]:
         """A lease on each task's active version, its inputs checked; all or none."""
@@ -157,6 +158,11 @@ class PredictPipeline:
         self.tokenize_pool.shutdown(wait=False)
 
 
+def count_tokens(rows: list[EncodedRow]) -> int:
+    """Tokens the rows hold (special tokens included, after truncation)."""
+    return sum(len(row["input_ids"]) for row in rows)
+
+
 def shape_of(lease: Lease) -> tuple[int, bool]:
     """What decides a task's tokenization: its max_length, and whether it needs offsets."""
     return lease.head.max_length, lease.head.wants_offsets
@@ -188,8 +194,3 @@ def check_inputs_fit(lease: Lease, inputs: list[Item]) -> None:
                 f"send each input as {shape}",
                 code="input_mismatch",
             )
-
-
-def encode(task: str, version: int, predictions: list[dict]) -> dict:
-    """The predict response body."""
-    return {"task": task, "version": version, "predictions": predictions}

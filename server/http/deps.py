@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the server state and Bearer-token checks.
+"""FastAPI dependencies: the server state and the token policy per route.
 
 All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hand-off per
 request. Tokens are checked from the headers alone, before any body is read.
@@ -6,12 +6,11 @@ request. Tokens are checked from the headers alone, before any body is read.
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from ..errors import MissingToken, WrongToken
+from ..auth import Access
 from ..state import ServerState
 from ..store.base import TASK_NAME
 
@@ -36,39 +35,16 @@ async def get_state(request: Request) -> ServerState:
 StateDep = Annotated[ServerState, Depends(get_state)]
 
 
-def check_token(request: Request, accepted: tuple[str, ...], scope: str) -> None:
-    """Nothing when no token is configured; else one of `accepted` as a Bearer token."""
-    check_bearer(request.headers.get("authorization", ""), accepted, scope)
+def requires(access: Access):
+    """A dependency that checks the request's Bearer token against the policy for `access`."""
+
+    async def check(request: Request, state: StateDep) -> None:
+        state.settings.tokens.check(access, request.headers.get("authorization", ""))
+
+    check.__name__ = f"require_{access.name.lower()}"
+    return Depends(check)
 
 
-def check_bearer(header: str, accepted: tuple[str, ...], scope: str) -> None:
-    """`check_token` of an Authorization value (an HTTP header or gRPC metadata)."""
-    if not accepted:
-        return
-    if not header.lower().startswith("bearer "):
-        raise MissingToken(f"{scope} needs 'Authorization: Bearer <token>'")
-    sent = header[7:].strip().encode()
-    if not any(hmac.compare_digest(sent, token.encode()) for token in accepted):
-        raise WrongToken(f"the token is not valid for {scope}")
-
-
-async def require_admin(request: Request, state: StateDep) -> None:
-    """Uploads, activation and deletion need the admin token when one is set."""
-    admin = state.settings.admin_token
-    check_token(request, (admin,) if admin else (), "this management endpoint")
-
-
-async def require_predict(request: Request, state: StateDep) -> None:
-    """Predict needs the predict (or the admin) token when a predict token is set."""
-    s = state.settings
-    check_token(request, s.read_tokens if s.predict_token else (), "predict")
-
-
-async def require_reader(request: Request, state: StateDep) -> None:
-    """Listings and downloads need the predict or the admin token when either is set."""
-    check_token(request, state.settings.read_tokens, "reading tasks and patches")
-
-
-AdminAuth = Depends(require_admin)
-PredictAuth = Depends(require_predict)
-ReaderAuth = Depends(require_reader)
+AdminAuth = requires(Access.ADMIN)
+PredictAuth = requires(Access.PREDICT)
+ReaderAuth = requires(Access.READ)

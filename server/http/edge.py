@@ -22,11 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ...patches.patch_file import PatchError
 from .. import errors
 from ..core.registry import invalid_task_name
+from ..metrics import RequestCount
 from .responses import OrjsonResponse
 
 log = logging.getLogger(__name__)
 REPLICA = f"{socket.gethostname()}-{os.getpid()}"  # which server process answered
 REPLICA_HEADER = (b"x-bitpatch-replica", REPLICA.encode("latin-1", "replace"))
+COUNT_KEY = "bitpatch.count"  # where a predict-like route leaves its RequestCount
 
 STATUS: dict[type[errors.ServerError], int] = {
     errors.InvalidRequest: 422,
@@ -142,10 +144,28 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_middleware(EdgeMiddleware)
 
 
+def counted(request: Request, api: str, task: str | None = None) -> RequestCount:
+    """Count this request in the request metrics when it is answered (see EdgeMiddleware)."""
+    count = RequestCount(api, task)
+    request.scope[COUNT_KEY] = count
+    return count
+
+
+def count_answer(scope: Scope, status: int) -> None:
+    """The request metrics of a counted request, by the status it was answered with."""
+    count = scope.get(COUNT_KEY)
+    if count is None:
+        return
+    state = scope["app"].state.server
+    known = state.pipeline.registry.has_task if state.pipeline else (lambda _: False)
+    state.metrics.count_request(count, status, known)
+
+
 class EdgeMiddleware:
-    """ASGI middleware: every answer names the replica that gave it (`X-Bitpatch-Replica`), and
-    an exception no handler knew becomes a logged JSON 500, so the connection stays usable (the
-    client gets a complete answer instead of a dropped socket)."""
+    """ASGI middleware: every answer names the replica that gave it (`X-Bitpatch-Replica`);
+    predict-like requests are counted by the status they got; an exception no handler knew
+    becomes a logged JSON 500, so the connection stays usable (the client gets a complete
+    answer instead of a dropped socket)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -161,6 +181,7 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 message["headers"] = [*message.get("headers", ()), REPLICA_HEADER]
+                count_answer(scope, message["status"])
             await send(message)
 
         try:
@@ -180,5 +201,6 @@ class EdgeMiddleware:
                 (b"content-length", b"%d" % len(body)),
                 REPLICA_HEADER,
             ]
+            count_answer(scope, 500)
             await send({"type": "http.response.start", "status": 500, "headers": headers})
             await send({"type": "http.response.body", "body": body})

@@ -13,7 +13,7 @@ from ... import __version__
 from ...patches.tuning import kernel_cache_caps
 from ..core.batch_history import RECENT_BATCHES
 from .deps import StateDep
-from .edge import REPLICA, error_response
+from .edge import REPLICA
 
 router = APIRouter()
 
@@ -27,10 +27,7 @@ async def healthz():
 @router.get("/readyz")
 async def readyz(state: StateDep):
     """200 once the backbone and store are loaded; 503 before."""
-    if state.pipeline is None:
-        reason = state.failure or "loading"
-        return error_response(503, "not_ready", f"server not ready: {reason}", {"Retry-After": "2"})
-    return {"status": "ready", "tasks": len(state.pipeline.registry.tasks())}
+    return {"status": "ready", "tasks": len(state.ready().registry.tasks())}
 
 
 @router.get("/info")
@@ -50,12 +47,12 @@ async def info(state: StateDep):
         "bitpatch_version": __version__,
         "replica": REPLICA,
         "torch_version": torch.__version__,
-        "workers": state.workers,
-        "threads_per_worker": state.threads_per_worker,
-        "lone_forward_threads": state.lone_threads or state.threads_per_worker,
+        "workers": state.plan.workers,
+        "threads_per_worker": state.plan.threads_per_worker,
+        "lone_forward_threads": state.plan.lone_threads or state.plan.threads_per_worker,
         "max_batch_size": state.settings.max_batch_size,
         "max_inputs": state.settings.max_inputs,
-        "max_request_bytes": state.settings.request_limit,
+        "max_request_bytes": state.settings.limits.request.size,
         "store": registry.store.url,
         "sync_interval": state.settings.sync_interval,
         "store_generation": registry.changes.generation,

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from ...patches.patch_file import PatchError
 from ..core.registry import Registry, VersionInfo, check_task_name
 from ..errors import InvalidRequest, UnsupportedMediaType
+from ..limits import BodyLimit
 from .bodies import read_limited
 from .deps import AdminAuth, ReaderAuth, StateDep, TaskName, VersionNumber
 from .schemas import TaskPublic, TasksPublic, UploadPublic, VersionPublic
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 UPLOAD_TYPES = ("application/octet-stream", "application/vnd.bitpatch", "")
 
 
-async def read_patch_body(request: Request, limit: int) -> bytes:
+async def read_patch_body(request: Request, limit: BodyLimit) -> bytes:
     """The uploaded patch's bytes: octet-stream, within --max-upload-bytes, not empty."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media not in UPLOAD_TYPES:
@@ -29,7 +30,7 @@ async def read_patch_body(request: Request, limit: int) -> bytes:
             f"Content-Type is {media!r}; send the patch file's bytes as "
             "'Content-Type: application/octet-stream' (curl --data-binary @task.safetensors)"
         )
-    data = await read_limited(request, limit, "--max-upload-bytes")
+    data = await read_limited(request, limit)
     if not data:
         raise InvalidRequest(
             "the body is empty; send the patch file's bytes as application/octet-stream "
@@ -87,7 +88,7 @@ async def upload_patch(task: TaskName, request: Request, response: Response, sta
     """Upload a bitpatch/1 file: a new immutable version that becomes active (200 if known)."""
     registry = state.ready().registry
     check_task_name(task)
-    data = await read_patch_body(request, state.settings.max_upload_bytes)
+    data = await read_patch_body(request, state.settings.limits.upload)
     try:
         info, created = await run_in_threadpool(registry.upload, task, data)
     except PatchError as err:

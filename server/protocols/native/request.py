@@ -12,6 +12,7 @@ import orjson
 
 from ....patches.encoding import Item
 from ...errors import InvalidRequest, UnsupportedMediaType
+from ...limits import Limits
 
 PREDICT_SHAPE = '{"inputs": ["text" or ["text", "text_pair"], ...], "version": optional int}'
 FIELDS = ("inputs", "version")
@@ -47,7 +48,7 @@ def parse_json(body: bytes) -> object:
         raise InvalidRequest(f"the body is {reason}; send UTF-8 JSON: {PREDICT_SHAPE}") from None
 
 
-def decode_predict(body: bytes, max_inputs: int, max_chars: int) -> PredictCall:
+def decode_predict(body: bytes, limits: Limits) -> PredictCall:
     """Checked inputs and version of a predict body."""
     value = parse_json(body)
     if not isinstance(value, dict):
@@ -55,9 +56,7 @@ def decode_predict(body: bytes, max_inputs: int, max_chars: int) -> PredictCall:
     extra = sorted(set(value) - set(FIELDS))
     if extra:
         raise InvalidRequest(f"unknown field(s) {extra}; the body is {PREDICT_SHAPE}")
-    return PredictCall(
-        check_inputs(value.get("inputs"), max_inputs, max_chars), _version(value.get("version"))
-    )
+    return PredictCall(check_inputs(value.get("inputs"), limits), _version(value.get("version")))
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class FanoutCall:
     inputs: list[Item]
 
 
-def decode_fanout(body: bytes, max_inputs: int, max_chars: int) -> FanoutCall:
+def decode_fanout(body: bytes, limits: Limits) -> FanoutCall:
     """Checked tasks and inputs of a `POST /predict` body; tasks x inputs <= max_inputs."""
     value = parse_json(body)
     if not isinstance(value, dict):
@@ -83,26 +82,24 @@ def decode_fanout(body: bytes, max_inputs: int, max_chars: int) -> FanoutCall:
     twice = sorted({t for t in tasks if tasks.count(t) > 1})
     if twice:
         raise InvalidRequest(f"tasks lists {twice} more than once; name each task once")
-    inputs = check_inputs(value.get("inputs"), max_inputs, max_chars, FANOUT_SHAPE)
-    if len(tasks) * len(inputs) > max_inputs:
+    inputs = check_inputs(value.get("inputs"), limits, FANOUT_SHAPE)
+    if len(tasks) * len(inputs) > limits.inputs:
         raise InvalidRequest(
             f"{len(tasks)} tasks x {len(inputs)} inputs = {len(tasks) * len(inputs)} rows, at "
-            f"most {max_inputs} per request (--max-inputs); split the request",
+            f"most {limits.inputs} per request (--max-inputs); split the request",
             code="too_many_inputs",
         )
     return FanoutCall(tasks, inputs)
 
 
-def check_inputs(
-    inputs: object, max_inputs: int, max_chars: int, shape: str = PREDICT_SHAPE
-) -> list[Item]:
+def check_inputs(inputs: object, limits: Limits, shape: str = PREDICT_SHAPE) -> list[Item]:
     """Inputs as a non-empty list of texts and pairs within the request limits."""
     if not isinstance(inputs, list) or not inputs:
         shown = orjson.dumps(inputs).decode()[:60]
         raise InvalidRequest(f"inputs must be a non-empty list, got {shown}: {shape}")
-    if len(inputs) > max_inputs:
+    if len(inputs) > limits.inputs:
         raise InvalidRequest(
-            f"{len(inputs)} inputs sent, at most {max_inputs} per request (--max-inputs); "
+            f"{len(inputs)} inputs sent, at most {limits.inputs} per request (--max-inputs); "
             "split the request",
             code="too_many_inputs",
         )
@@ -115,10 +112,10 @@ def check_inputs(
                 f"got {shown}"
             )
         for j, text in enumerate(texts):
-            if len(text) > max_chars:
+            if len(text) > limits.input_chars:
                 where = f"inputs[{i}]" + (f"[{j}]" if len(texts) == 2 else "")
                 raise InvalidRequest(
-                    f"{where} has {len(text)} characters, at most {max_chars} "
+                    f"{where} has {len(text)} characters, at most {limits.input_chars} "
                     "(--max-input-chars); shorten it (the model reads only its first tokens)",
                     code="input_too_long",
                 )

@@ -1,27 +1,20 @@
-"""`POST /tasks/{task}/predict`: authorize (headers only), read the body under its limit,
-decode, then the pipeline's stages (lease, tokenize, batch, forward) and encode."""
+"""`POST /tasks/{task}/predict` and `POST /predict` (fan-out): authorize (headers only), read
+the body under its limit, then the native adapter: decode -> pipeline -> encode."""
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Request
 
-from ....patches.patch_file import PatchError
-from ...errors import ServerError
 from ...http.bodies import read_limited
 from ...http.deps import PredictAuth, StateDep, TaskName
-from ...http.edge import status_of
+from ...http.edge import counted
 from ...http.responses import OrjsonResponse
 from ...http.schemas import FanoutRequest, FanoutResponse, PredictRequest, PredictResponse
-from .request import check_json_type, decode_fanout, decode_predict
+from ..adapter import serve
+from .adapter import FANOUT, FANOUT_LABEL, PREDICT
+from .request import check_json_type
 
 router = APIRouter()
-
-
-def task_label(registry, task: str) -> str:
-    """The task as a metric label: unknown names share one label, so the set stays bounded."""
-    return task if registry.has_task(task) else "_unknown"
 
 
 BODY_SCHEMA = {
@@ -40,19 +33,12 @@ BODY_SCHEMA = {
 )
 async def predict(task: TaskName, request: Request, state: StateDep):
     """Predict with the task's active (or a named) version; inputs are texts or [text, pair]."""
-    started = time.perf_counter()
     pipeline = state.ready()
-    label = task_label(pipeline.registry, task)
-    try:
-        s = state.settings
-        check_json_type(request.headers.get("content-type"))
-        body = await read_limited(request, s.request_limit, "--max-request-bytes")
-        result = await pipeline.predict(task, decode_predict(body, s.max_inputs, s.max_input_chars))
-    except (ServerError, PatchError) as err:
-        state.metrics.count_request("native", label, status_of(err), started)
-        raise
-    state.metrics.count_request("native", task, 200, started)
-    return OrjsonResponse(result)
+    count = counted(request, PREDICT.api, task)
+    check_json_type(request.headers.get("content-type"))
+    limits = state.settings.limits
+    body = await read_limited(request, limits.request)
+    return OrjsonResponse(await serve(PREDICT, pipeline, (task, body), limits, count))
 
 
 @router.post(
@@ -68,16 +54,9 @@ async def predict(task: TaskName, request: Request, state: StateDep):
 )
 async def fan_out(request: Request, state: StateDep):
     """Fan-out: every input through each named task's active version, in shared forwards."""
-    started = time.perf_counter()
     pipeline = state.ready()
-    try:
-        s = state.settings
-        check_json_type(request.headers.get("content-type"))
-        body = await read_limited(request, s.request_limit, "--max-request-bytes")
-        call = decode_fanout(body, s.max_inputs, s.max_input_chars)
-        result = await pipeline.fan_out(call.tasks, call.inputs)
-    except (ServerError, PatchError) as err:
-        state.metrics.count_request("native", "_fanout", status_of(err), started)
-        raise
-    state.metrics.count_request("native", "_fanout", 200, started)
-    return OrjsonResponse(result)
+    count = counted(request, FANOUT.api, FANOUT_LABEL)
+    check_json_type(request.headers.get("content-type"))
+    limits = state.settings.limits
+    body = await read_limited(request, limits.request)
+    return OrjsonResponse(await serve(FANOUT, pipeline, body, limits, count))

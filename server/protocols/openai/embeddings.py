@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import orjson
 
 from ....patches.engine import TaskHead
+from ....patches.kinds import EMBEDDING
+from ...core.pipeline import Outcome
 from ...errors import InvalidRequest
+from ...limits import Limits
+from ..adapter import Adapter, TaskCall
 from ..native.request import check_inputs, parse_json
-from ..v2.model import output_width
 
 FIELDS = {"model", "input", "encoding_format", "dimensions", "user"}
 SHAPE = '{"model": "<embedding task>", "input": "text" or ["text", ...]}'
@@ -29,7 +33,7 @@ class EmbeddingsCall:
     dimensions: int | None
 
 
-def decode_embeddings(body: bytes, max_inputs: int, max_chars: int) -> EmbeddingsCall:
+def decode_embeddings(body: bytes, limits: Limits) -> EmbeddingsCall:
     """The checked request of a `POST /v1/embeddings` body."""
     value = parse_json(body)
     if not isinstance(value, dict):
@@ -57,7 +61,7 @@ def decode_embeddings(body: bytes, max_inputs: int, max_chars: int) -> Embedding
     if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)):
         raise InvalidRequest("dimensions must be an integer", param="dimensions")
     try:
-        check_inputs(texts, max_inputs, max_chars, SHAPE)
+        check_inputs(texts, limits, SHAPE)
     except InvalidRequest as err:
         raise InvalidRequest(err.message, err.code, param="input") from None
     return EmbeddingsCall(model, texts, fmt, dimensions)
@@ -65,7 +69,7 @@ def decode_embeddings(body: bytes, max_inputs: int, max_chars: int) -> Embedding
 
 def check_embedding_task(call: EmbeddingsCall, head: TaskHead, hidden_size: int) -> None:
     """The task makes embeddings, of the dimensions asked (if asked)."""
-    if head.kind != "embedding":
+    if head.kind is not EMBEDDING:
         raise InvalidRequest(
             f"model {call.model!r} is a {head.kind} task; /v1/embeddings serves tasks of kind "
             "'embedding' (GET /v1/models lists the tasks; POST /tasks/{task}/predict serves "
@@ -73,7 +77,7 @@ def check_embedding_task(call: EmbeddingsCall, head: TaskHead, hidden_size: int)
             code="wrong_task_kind",
             param="model",
         )
-    width = output_width(head, hidden_size)
+    width = head.kind.output_width(head, hidden_size)
     if call.dimensions is not None and call.dimensions != width:
         raise InvalidRequest(
             f"dimensions is {call.dimensions}, but model {call.model!r} makes {width}-dimensional "
@@ -84,12 +88,33 @@ def check_embedding_task(call: EmbeddingsCall, head: TaskHead, hidden_size: int)
         )
 
 
-def encode_embeddings(call: EmbeddingsCall, predictions: list[dict], tokens: int) -> bytes:
+class EmbeddingsAdapter(Adapter[bytes, EmbeddingsCall, bytes]):
+    """`POST /v1/embeddings`: the body in, OpenAI's embeddings answer out; the task's kind and
+    dimensions are checked on the leased head, before its rows are queued."""
+
+    api = "openai"
+
+    def __init__(self, hidden_size: int):
+        self.hidden_size = hidden_size
+
+    def decode(self, source: bytes, limits: Limits) -> EmbeddingsCall:
+        return decode_embeddings(source, limits)
+
+    def task_call(self, call: EmbeddingsCall) -> TaskCall:
+        check = partial(check_embedding_task, call, hidden_size=self.hidden_size)
+        return TaskCall(call.model, call.texts, None, check)
+
+    def encode(self, call: EmbeddingsCall, outcome: Outcome) -> bytes:
+        return encode_embeddings(call, outcome)
+
+
+def encode_embeddings(call: EmbeddingsCall, outcome: Outcome) -> bytes:
     """The OpenAI response body."""
     data = [
         {"object": "embedding", "index": i, "embedding": vector(p["embedding"], call)}
-        for i, p in enumerate(predictions)
+        for i, p in enumerate(outcome.predictions)
     ]
+    tokens = outcome.tokens
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return orjson.dumps({"object": "list", "data": data, "model": call.model, "usage": usage})
 

@@ -3,21 +3,18 @@ Errors take OpenAI's shape (see server/http/edge.py)."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
 
-from ....patches.patch_file import PatchError
 from ...core.registry import Registry
-from ...errors import ServerError
 from ...http.bodies import read_limited
 from ...http.deps import PredictAuth, ReaderAuth, StateDep, TaskName
-from ...http.edge import status_of
+from ...http.edge import counted
 from ...http.schemas import EmbeddingsRequest
+from ..adapter import serve
 from ..native.request import check_json_type
-from ..native.routes import task_label
-from .embeddings import check_embedding_task, decode_embeddings, encode_embeddings
+from .embeddings import EmbeddingsAdapter
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
@@ -34,23 +31,13 @@ router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 )
 async def embeddings(request: Request, state: StateDep):
     """Embeddings of `input` by the embedding task named in `model`."""
-    started = time.perf_counter()
     pipeline = state.ready()
-    label = "_unknown"
-    try:
-        s = state.settings
-        check_json_type(request.headers.get("content-type"))
-        body = await read_limited(request, s.request_limit, "--max-request-bytes")
-        call = decode_embeddings(body, s.max_inputs, s.max_input_chars)
-        label = task_label(pipeline.registry, call.model)
-        _, head = await pipeline.head(call.model, None)
-        check_embedding_task(call, head, pipeline.registry.engine.backbone.spec.hidden_size)
-        outcome = await pipeline.run(call.model, call.texts, None)
-    except (ServerError, PatchError) as err:
-        state.metrics.count_request("openai", label, status_of(err, "openai"), started)
-        raise
-    content = encode_embeddings(call, outcome.predictions, outcome.tokens)
-    state.metrics.count_request("openai", call.model, 200, started)
+    adapter = EmbeddingsAdapter(pipeline.registry.engine.backbone.spec.hidden_size)
+    count = counted(request, adapter.api)
+    check_json_type(request.headers.get("content-type"))
+    limits = state.settings.limits
+    body = await read_limited(request, limits.request)
+    content = await serve(adapter, pipeline, body, limits, count)
     return Response(content, media_type="application/json")
 
 

@@ -1,58 +1,101 @@
 """The KServe v2 gRPC service (`inference.GRPCInferenceService`) on `--grpc-port`: it runs on
 the HTTP server's event loop and calls the same pipeline, so gRPC and REST rows share forwards.
-This module is the gRPC edge: domain errors become status codes here."""
+EdgeInterceptor is the gRPC edge: tokens, request metrics, and domain errors as status codes
+(from the HTTP edge's status table)."""
 
 from __future__ import annotations
 
 import logging
 import socket
-import time
 
 import grpc
 import orjson
 
 from ....patches.patch_file import PatchError
 from ... import errors
-from ...http.deps import check_bearer
+from ...auth import Access
+from ...http.edge import status_of
+from ...metrics import RequestCount
 from ...state import ServerState
-from ..native.routes import task_label
+from ..adapter import serve
+from .adapter import GRPC_INFER
 from .grpc_messages import METHODS, SERVICE, method_types
-from .model import (
-    chosen_outputs,
-    describe,
-    items_of,
-    output_tensors,
-    parse_version,
-    ready_version,
-    refuse_classification,
-    server_metadata,
-)
-from .tensors import InputTensor, check_count, unpack_bytes
+from .model import describe, parse_version, ready_version, server_metadata
 
 log = logging.getLogger(__name__)
 Code = grpc.StatusCode
-CODES: dict[type[errors.ServerError], grpc.StatusCode] = {
-    errors.InvalidRequest: Code.INVALID_ARGUMENT,
-    errors.InvalidTaskName: Code.INVALID_ARGUMENT,
-    errors.BodyTooLarge: Code.RESOURCE_EXHAUSTED,
-    errors.UnknownTask: Code.NOT_FOUND,
-    errors.UnknownVersion: Code.NOT_FOUND,
-    errors.MissingToken: Code.UNAUTHENTICATED,
-    errors.WrongToken: Code.PERMISSION_DENIED,
-    errors.Overloaded: Code.UNAVAILABLE,
-    errors.NotReady: Code.UNAVAILABLE,
-    errors.StoreUnavailable: Code.UNAVAILABLE,
+CODES = {
+    400: Code.INVALID_ARGUMENT,
+    401: Code.UNAUTHENTICATED,
+    403: Code.PERMISSION_DENIED,
+    404: Code.NOT_FOUND,
+    409: Code.FAILED_PRECONDITION,
+    413: Code.RESOURCE_EXHAUSTED,
+    415: Code.INVALID_ARGUMENT,
+    422: Code.INVALID_ARGUMENT,
+    503: Code.UNAVAILABLE,
 }
+ACCESS = {  # RPCs not named here are open
+    "ModelInfer": Access.PREDICT,
+    "ModelReady": Access.READ,
+    "ModelMetadata": Access.READ,
+    "RepositoryIndex": Access.READ,
+}
+COUNTED = {"ModelInfer"}  # predict-like RPCs, in the request metrics (api="grpc")
 
 
 def code_of(err: Exception) -> grpc.StatusCode:
-    """The gRPC status of a domain error."""
+    """The gRPC status of a domain error: its HTTP status in the edge's table, translated (a
+    patch that cannot be served is a failed precondition)."""
     if isinstance(err, PatchError):
         return Code.FAILED_PRECONDITION
-    for cls in type(err).__mro__:
-        if cls in CODES:
-            return CODES[cls]
-    return Code.INTERNAL
+    return CODES.get(status_of(err), Code.INTERNAL)
+
+
+class EdgeInterceptor(grpc.aio.ServerInterceptor):
+    """Every RPC: its token checked against the policy (from `authorization` metadata), its
+    domain errors answered as status codes with their message, predict-like RPCs counted."""
+
+    def __init__(self, state: ServerState):
+        self.state = state
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        authorization = dict(details.invocation_metadata or ()).get("authorization", "")
+        inner = handler.unary_unary
+
+        async def answer(request, context):
+            try:
+                self.state.settings.tokens.check(ACCESS.get(method, Access.OPEN), authorization)
+                if method in COUNTED:
+                    return await self.counted(inner, request, context)
+                return await inner(request, context)
+            except (errors.ServerError, PatchError) as err:
+                await context.abort(code_of(err), str(err))
+            except Exception:
+                log.exception("event=unexpected_error rpc=%s", method)
+                await context.abort(Code.INTERNAL, f"the server failed on {method}; it is logged")
+
+        return grpc.unary_unary_rpc_method_handler(
+            answer,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def counted(self, inner, request, context):
+        """`inner`, counted by the status code it answers with (once the server is ready)."""
+        pipeline = self.state.ready()
+        count = RequestCount("grpc", request.model_name)
+        try:
+            reply = await inner(request, context)
+        except (errors.ServerError, PatchError) as err:
+            self.state.metrics.count_request(count, code_of(err).name, pipeline.registry.has_task)
+            raise
+        self.state.metrics.count_request(count, "OK", pipeline.registry.has_task)
+        return reply
 
 
 class InferenceService:
@@ -61,29 +104,20 @@ class InferenceService:
     def __init__(self, state: ServerState):
         self.state = state
 
-    def authorize(self, context: grpc.aio.ServicerContext, scope: str) -> None:
-        """The predict or reader token from `authorization` metadata, as REST checks it."""
-        s = self.state.settings
-        accepted = s.read_tokens if scope == "read" or s.predict_token else ()
-        header = dict(context.invocation_metadata() or ()).get("authorization", "")
-        check_bearer(header, accepted, "predict" if scope == "predict" else "reading tasks")
-
     async def ServerLive(self, request, context):
         return self.response("ServerLive", live=True)
 
     async def ServerReady(self, request, context):
-        return self.response("ServerReady", ready=self.state.pipeline is not None)
+        return self.response("ServerReady", ready=self.state.is_ready)
 
     async def ServerMetadata(self, request, context):
         return self.response("ServerMetadata", **server_metadata())
 
     async def ModelReady(self, request, context):
-        self.authorize(context, "read")
         ready_version(self.state.ready().registry, request.name, request.version)
         return self.response("ModelReady", ready=True)
 
     async def ModelMetadata(self, request, context):
-        self.authorize(context, "read")
         task = request.name
         meta = await describe(self.state.ready(), task, parse_version(request.version, task))
         reply = self.response("ModelMetadata", name=task, versions=meta["versions"])
@@ -97,7 +131,6 @@ class InferenceService:
         return reply
 
     async def RepositoryIndex(self, request, context):
-        self.authorize(context, "read")
         registry = self.state.ready().registry
         reply = self.response("RepositoryIndex")
         for task in registry.tasks():
@@ -105,79 +138,12 @@ class InferenceService:
         return reply
 
     async def ModelInfer(self, request, context):
-        started = time.perf_counter()
-        self.authorize(context, "predict")
-        pipeline = self.state.ready()
-        task = request.model_name
-        label = task_label(pipeline.registry, task)
-        s = self.state.settings
-        try:
-            items = items_of(input_tensors(request), s.max_inputs, s.max_input_chars)
-            version = parse_version(request.model_version, task)
-            outcome = await pipeline.run(task, items, version)
-            wanted = [output_name(o) for o in request.outputs]
-            names = chosen_outputs(outcome.head, task, wanted)
-            tensors = output_tensors(outcome.head, outcome.predictions, names)
-        except (errors.ServerError, PatchError) as err:
-            self.state.metrics.count_request("grpc", label, code_of(err).name, started)
-            raise
-        reply = self.response("ModelInfer", model_name=task, model_version=str(outcome.version))
-        reply.id = request.id
-        for tensor in tensors:
-            reply.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-            reply.raw_output_contents.append(tensor.to_bytes())
-        self.state.metrics.count_request("grpc", task, "OK", started)
-        return reply
+        return await serve(GRPC_INFER, self.state.ready(), request, self.state.settings.limits)
 
     @staticmethod
     def response(method: str, **fields):
         """A new response message of `method`."""
         return method_types(method)[1](**fields)
-
-
-def input_tensors(request) -> list[InputTensor]:
-    """The request's inputs, from raw_input_contents (one per input) or typed contents."""
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
-        raise errors.InvalidRequest(
-            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per "
-            "input, in order (or typed contents for every input)"
-        )
-    tensors = []
-    for i, tensor in enumerate(request.inputs):
-        if tensor.datatype != "BYTES":
-            raise errors.InvalidRequest(
-                f"input {tensor.name!r} is {tensor.datatype}; it must be BYTES (UTF-8 text)"
-            )
-        if raw:
-            elements = unpack_bytes(raw[i], tensor.name)
-        else:
-            elements = list(tensor.contents.bytes_contents)
-        shape = tuple(tensor.shape)
-        check_count(tensor.name, shape, len(elements))
-        tensors.append(InputTensor(tensor.name, tensor.datatype, shape, elements))
-    return tensors
-
-
-def output_name(requested) -> str:
-    """A requested output's name; the classification extension is refused."""
-    refuse_classification(requested.name, requested.parameters)
-    return requested.name
-
-
-def guarded(handler, method: str):
-    """The handler, its domain errors answered as gRPC statuses with their message."""
-
-    async def call(request, context):
-        try:
-            return await handler(request, context)
-        except (errors.ServerError, PatchError) as err:
-            await context.abort(code_of(err), str(err))
-        except Exception:
-            log.exception("event=unexpected_error rpc=%s", method)
-            await context.abort(Code.INTERNAL, f"the server failed on {method}; it is logged")
-
-    return call
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -197,15 +163,15 @@ async def start_grpc(state: ServerState) -> grpc.aio.Server:
     s = state.settings
     options = [
         ("grpc.so_reuseport", 1 if s.processes > 1 else 0),
-        ("grpc.max_receive_message_length", s.request_limit),
+        ("grpc.max_receive_message_length", s.limits.request.size),
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=options, interceptors=[EdgeInterceptor(state)])
     service = InferenceService(state)
     handlers = {}
     for method in METHODS:
         request_type, response_type = method_types(method)
         handlers[method] = grpc.unary_unary_rpc_method_handler(
-            guarded(getattr(service, method), method),
+            getattr(service, method),
             request_deserializer=request_type.FromString,
             response_serializer=response_type.SerializeToString,
         )

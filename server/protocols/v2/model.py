@@ -9,7 +9,9 @@ import orjson
 from .... import __version__
 from ....patches.encoding import Item
 from ....patches.engine import TaskHead
+from ....patches.kinds import TWO_D_OUTPUTS
 from ...errors import InvalidRequest, UnknownVersion
+from ...limits import Limits
 from ..native.request import check_inputs
 from .tensors import InputTensor, OutputTensor
 
@@ -17,14 +19,6 @@ SERVER_NAME = "bitpatch"
 EXTENSIONS = ("model_repository", "binary_tensor_data")
 PLATFORM = "bitpatch"
 INPUTS = ("text", "text_pair")
-# task kind -> its outputs (name, datatype), in the order an infer answers them
-OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "classification": (("label", "BYTES"), ("scores", "FP32")),
-    "regression": (("value", "FP32"),),
-    "multi_label": (("scores", "FP32"), ("labels", "BYTES")),
-    "embedding": (("embedding", "FP32"),),
-    "token_classification": (("tokens", "BYTES"),),
-}
 
 
 def server_metadata() -> dict:
@@ -44,22 +38,15 @@ def parse_version(text: str | None, task: str) -> int | None:
     return int(text)
 
 
-def output_width(head: TaskHead, hidden_size: int) -> int:
-    """Columns of a task's 2-D output (labels, or the embedding's dimensions)."""
-    if head.kind == "embedding":
-        return head.weight.shape[0] if head.weight is not None else hidden_size
-    return len(head.labels)
-
-
 def model_metadata(task: str, versions: list[int], head: TaskHead, hidden_size: int) -> dict:
     """`GET /v2/models/{task}[/versions/{v}]`: inputs, outputs by kind, kind and labels."""
     inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     if head.takes_pairs:
         inputs.append({"name": "text_pair", "datatype": "BYTES", "shape": [-1]})
-    width = output_width(head, hidden_size)
+    width = head.kind.output_width(head, hidden_size)
     outputs = [
         {"name": name, "datatype": datatype, "shape": [-1, width] if two_d(name) else [-1]}
-        for name, datatype in OUTPUTS[head.kind]
+        for name, datatype in head.kind.v2_outputs
     ]
     return {
         "name": task,
@@ -67,7 +54,7 @@ def model_metadata(task: str, versions: list[int], head: TaskHead, hidden_size: 
         "platform": PLATFORM,
         "inputs": inputs,
         "outputs": outputs,
-        "parameters": {"kind": head.kind, "labels": list(head.labels)},
+        "parameters": {"kind": head.kind.name, "labels": list(head.labels)},
     }
 
 
@@ -98,10 +85,10 @@ def refuse_classification(name: str, parameters) -> None:
 
 def two_d(output: str) -> bool:
     """Whether an output has a column per label or dimension."""
-    return output in ("scores", "embedding")
+    return output in TWO_D_OUTPUTS
 
 
-def items_of(tensors: list[InputTensor], max_inputs: int, max_chars: int) -> list[Item]:
+def items_of(tensors: list[InputTensor], limits: Limits) -> list[Item]:
     """The predict inputs of `text` and optional `text_pair` (an empty pair: no pair)."""
     by_name: dict[str, InputTensor] = {}
     for tensor in tensors:
@@ -136,7 +123,7 @@ def items_of(tensors: list[InputTensor], max_inputs: int, max_chars: int) -> lis
         items = [[t, p] if p else t for t, p in zip(texts, pairs, strict=True)]
     if not items:
         raise InvalidRequest("'text' has no elements; send at least one")
-    return check_inputs(items, max_inputs, max_chars)
+    return check_inputs(items, limits)
 
 
 def utf8(tensor: InputTensor) -> list[str]:
@@ -149,7 +136,7 @@ def utf8(tensor: InputTensor) -> list[str]:
 
 def chosen_outputs(head: TaskHead, task: str, requested: list[str]) -> list[str]:
     """The outputs to answer: those requested (checked against the kind's), else all."""
-    names = [name for name, _ in OUTPUTS[head.kind]]
+    names = [name for name, _ in head.kind.v2_outputs]
     for name in requested:
         if name not in names:
             raise InvalidRequest(

@@ -4,30 +4,21 @@ binary tensor data. Errors take the protocol's shape (see server/http/edge.py)."
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
-from ....patches.patch_file import PatchError
-from ...errors import InvalidRequest, ServerError
+from ...errors import InvalidRequest
 from ...http.bodies import read_limited
 from ...http.deps import PredictAuth, ReaderAuth, StateDep, TaskName
-from ...http.edge import status_of
+from ...http.edge import counted
 from ...http.schemas import V2InferRequest
+from ...limits import BodyLimit
 from ...state import ServerState
-from ..native.routes import task_label
-from .model import (
-    chosen_outputs,
-    describe,
-    items_of,
-    output_tensors,
-    parse_version,
-    ready_version,
-    server_metadata,
-)
-from .request import decode_infer_request
-from .tensors import decompress, encode_response, split_body
+from ..adapter import serve
+from .adapter import HEADER_LENGTH, REST_INFER, RestSource
+from .model import describe, parse_version, ready_version, server_metadata
+from .tensors import split_body
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
 INFER_BODY = {
@@ -37,7 +28,6 @@ INFER_BODY = {
     }
 }
 ModelVersion = Annotated[str, Path(description="a stored version of the task", examples=["1"])]
-HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 @router.get("")
@@ -89,7 +79,7 @@ async def model_version_ready(task: TaskName, version: ModelVersion, state: Stat
 async def repository_index(request: Request, state: StateDep):
     """Every task with its active version, state READY (the body may be empty)."""
     registry = state.ready().registry
-    await read_index_body(request)
+    await read_index_body(request, state.settings.limits.index)
     return [
         {"name": task, "version": str(registry.active_version(task)), "state": "READY"}
         for task in registry.tasks()
@@ -112,9 +102,9 @@ async def infer_version(task: TaskName, version: ModelVersion, request: Request,
     return await run_infer(state, request, task, version)
 
 
-async def read_index_body(request: Request) -> None:
+async def read_index_body(request: Request, limit: BodyLimit) -> None:
     """The index request's optional body: `{}`, `{"ready": bool}` or nothing."""
-    body = await read_limited(request, 64 * 1024, "the repository index body limit")
+    body = await read_limited(request, limit)
     if not body.strip():
         return
     value = split_body(body, None)[0]
@@ -123,31 +113,20 @@ async def read_index_body(request: Request) -> None:
 
 
 async def run_infer(state: ServerState, request: Request, task: str, version: str | None):
-    """decode -> the pipeline's stages -> encode, counted as api="v2"."""
-    started = time.perf_counter()
+    """The REST infer adapter: decode -> pipeline -> encode, counted as api="v2"."""
     pipeline = state.ready()
-    label = task_label(pipeline.registry, task)
-    try:
-        s = state.settings
-        body = await read_limited(request, s.request_limit, "--max-request-bytes")
-        body = decompress(body, request.headers.get("content-encoding"), s.request_limit)
-        call = decode_infer_request(*split_body(body, request.headers.get(HEADER_LENGTH)))
-        items = items_of(call.inputs, s.max_inputs, s.max_input_chars)
-        outcome = await pipeline.run(task, items, parse_version(version, task))
-        names = chosen_outputs(outcome.head, task, call.output_names)
-        tensors = output_tensors(outcome.head, outcome.predictions, names)
-    except (ServerError, PatchError) as err:
-        state.metrics.count_request("v2", label, status_of(err, "v2"), started)
-        raise
-    header = {"model_name": task, "model_version": str(outcome.version)}
-    if call.request_id:
-        header["id"] = call.request_id
-    content, header_length = encode_response(header, tensors, call.binary_outputs(names))
-    state.metrics.count_request("v2", task, 200, started)
-    if header_length is None:
-        return Response(content, media_type="application/json")
+    count = counted(request, REST_INFER.api, task)
+    limits = state.settings.limits
+    body = await read_limited(request, limits.request)
+    headers = request.headers
+    source = RestSource(
+        task, version, body, headers.get("content-encoding"), headers.get(HEADER_LENGTH)
+    )
+    answer = await serve(REST_INFER, pipeline, source, limits, count)
+    if answer.header_length is None:
+        return Response(answer.content, media_type="application/json")
     return Response(
-        content,
+        answer.content,
         media_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(header_length)},
+        headers={HEADER_LENGTH: str(answer.header_length)},
     )

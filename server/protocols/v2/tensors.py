@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 
 from ...errors import BodyTooLarge, InvalidRequest
+from ...limits import BodyLimit
 
 LENGTH = struct.Struct("<I")
 WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -79,9 +80,9 @@ def unpack_bytes(raw: bytes, name: str) -> list[bytes]:
     return elements
 
 
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """The body under its `Content-Encoding` (identity, gzip or deflate), at most `limit`
-    bytes once inflated."""
+def decompress(body: bytes, encoding: str | None, limit: BodyLimit) -> bytes:
+    """The body under its `Content-Encoding` (identity, gzip or deflate), within `limit` once
+    inflated."""
     if not encoding or encoding.strip().lower() == "identity":
         return body
     wbits = WBITS.get(encoding.strip().lower())
@@ -91,11 +92,11 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         )
     inflater = zlib.decompressobj(wbits)
     try:
-        data = inflater.decompress(body, limit + 1)
+        data = inflater.decompress(body, limit.size + 1)
     except zlib.error as err:
         raise InvalidRequest(f"the body is not valid {encoding} data ({err})") from None
-    if len(data) > limit:
-        raise BodyTooLarge(f"the body inflates past {limit} bytes (--max-request-bytes)")
+    if len(data) > limit.size:
+        raise BodyTooLarge(f"the body inflates past {limit.size} bytes ({limit.setting})")
     return data
 
 

@@ -65,6 +65,7 @@ class SwapEngine(_GroupedEngine):
 
     def register(self, key: str, patch: PatchFile) -> None:
         super().register(key, patch)
+        patch = self.fitted(patch)
         dtype = self.backbone.dtype
         full = {n: patch.biases.get(n, self._base[n]).to(dtype) for n in self._base}
         self._biases[key] = full
@@ -85,6 +86,7 @@ class CopiesEngine(_GroupedEngine):
 
     def register(self, key: str, patch: PatchFile) -> None:
         super().register(key, patch)
+        patch = self.fitted(patch)
         model = copy.deepcopy(self.backbone.model)
         params = dict(model.named_parameters())
         with torch.no_grad():

@@ -14,7 +14,7 @@ from .backbone import Backbone
 from .encoding import Item, collate, encode_inputs
 from .forwards import choose_forward
 from .kinds import TaskKind, kind_named
-from .patch_file import PatchError, PatchFile, check_fits
+from .patch_file import CheckedPatch, PatchError, PatchFile, check_fits, patch_of
 from .pooling import pool
 from .task_layers import install_task_layers
 
@@ -72,10 +72,10 @@ class Engine(Protocol):
     def forward_name(self) -> str: ...
     @property
     def state(self) -> EngineState: ...
-    def register(self, key: str, patch: PatchFile) -> None: ...
+    def register(self, key: str, patch: PatchFile | CheckedPatch) -> None: ...
     def unregister(self, key: str) -> None: ...
     def is_registered(self, key: str) -> bool: ...
-    def check_outputs(self, patch: PatchFile) -> None: ...
+    def check_outputs(self, patch: PatchFile | CheckedPatch) -> None: ...
     def warm_up(self) -> None: ...
     def forward_by_task(
         self, batch: Mapping[str, torch.Tensor], keys: list[str]
@@ -129,9 +129,9 @@ class MultiTaskEngine:
         """Whether `key` is served."""
         return key in self._state.vectors
 
-    def register(self, key: str, patch: PatchFile) -> None:
+    def register(self, key: str, patch: PatchFile | CheckedPatch) -> None:
         """Add or replace the patch served under `key`; forwards in flight are unaffected."""
-        check_fits(patch, self.backbone.spec)
+        patch = self.fitted(patch)
         unknown = set(patch.biases) - self.patchable
         if unknown:
             raise ValueError(f"biases {sorted(unknown)} are not Linear/LayerNorm biases")
@@ -215,10 +215,18 @@ class MultiTaskEngine:
             pooled = self._pool(out, inputs["attention_mask"], [heads[k] for k in keys])
             return self._apply_heads(pooled, out.last_hidden_state, keys, heads)
 
-    def check_outputs(self, patch: PatchFile) -> None:
+    def fitted(self, patch: PatchFile | CheckedPatch) -> PatchFile:
+        """The decoded patch, checked against this backbone unless it was checked already."""
+        if isinstance(patch, CheckedPatch) and patch.backbone_sha256 == self.backbone.spec.sha256:
+            return patch.patch
+        patch = patch_of(patch)
+        check_fits(patch, self.backbone.spec)
+        return patch
+
+    def check_outputs(self, patch: PatchFile | CheckedPatch) -> None:
         """Run a patch (not registered) on two short inputs; PatchError if any output is not
         finite (e.g. finite but huge biases that overflow a LayerNorm)."""
-        check_fits(patch, self.backbone.spec)
+        patch = self.fitted(patch)
         items: list[Item] = ["a short check sentence", ["a short check", "sentence pair"]]
         rows = encode_inputs(self.backbone.tokenizer, items, patch.max_length)
         batch = collate(rows, self.backbone.tokenizer.pad_token_id)

@@ -155,9 +155,37 @@ def read_patch(source: bytes | str | Path, spec: BackboneSpec | None = None) -> 
     return patch
 
 
+@dataclass(frozen=True)
+class CheckedPatch:
+    """A patch file validated once against one backbone: its bytes, their sha256, the metadata
+    block and the decoded patch. The store and the engine take it as it is."""
+
+    data: bytes
+    sha256: str
+    meta: dict[str, str]
+    patch: PatchFile
+    backbone_sha256: str  # the backbone it was checked against
+
+
+def check_patch(data: bytes, spec: BackboneSpec) -> CheckedPatch:
+    """Decode, validate and fit-check a patch file's bytes once, hashing them once."""
+    tensors, meta = _load_raw(data)
+    patch = _decoded(tensors, meta)
+    check_fits(patch, spec)
+    return CheckedPatch(data, sha256_bytes(data), meta, patch, spec.sha256)
+
+
+def patch_of(patch: PatchFile | CheckedPatch) -> PatchFile:
+    """The decoded patch of either form."""
+    return patch.patch if isinstance(patch, CheckedPatch) else patch
+
+
 def decode_patch(data: bytes) -> PatchFile:
     """Structural validation: safetensors, metadata, tensor names, finiteness, head shape."""
-    tensors, meta = _load_raw(data)
+    return _decoded(*_load_raw(data))
+
+
+def _decoded(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> PatchFile:
     fields = _parse_metadata(meta)
     biases, head_weight, head_bias = _split_tensors(tensors, fields["kind"])
     patch = PatchFile(biases=biases, head_weight=head_weight, head_bias=head_bias, **fields)

@@ -9,11 +9,12 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, DistilBertConfig, DistilBertModel
 
-from bitpatch.patches.backbone import default_backbone_path, load_backbone
+from bitpatch.patches.backbone import backbone_from_model, default_backbone_path, load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
+from bitpatch.patches.patch_file import PatchError, check_patch
 
-from tiny import make_tokenizer, patched_model, random_patch, random_sentence
+from tiny import make_model, make_tokenizer, patched_model, random_patch, random_sentence
 
 # (labels, pooling, fraction of bias terms patched): 2/3/5 labels, one regression, 3 poolings
 TASK_SHAPES = [
@@ -230,3 +231,13 @@ def test_register_during_forward_leaves_that_forward_unchanged(tiny_bert_dir, fo
     thread.join(10)
     for got, exp in zip(result["out"], want, strict=True):
         torch.testing.assert_close(got, exp, atol=0, rtol=0)
+
+
+def test_a_patch_checked_for_another_backbone_is_checked_again():
+    serving = backbone_from_model(*make_model("bert"), "serving")
+    other = backbone_from_model(*make_model("roberta"), "other")
+    checked = check_patch(random_patch(other.model, "t", 2, "cls", seed=3).to_bytes(), other.spec)
+    engine = MultiTaskEngine(serving)
+    with pytest.raises(PatchError):
+        engine.register("t", checked)
+    assert not engine.is_registered("t")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -9,7 +10,14 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from bitpatch.patches.backbone import backbone_from_model
-from bitpatch.patches.patch_file import PatchError, decode_patch, read_patch, serialize
+from bitpatch.patches.patch_file import (
+    PatchError,
+    check_patch,
+    decode_patch,
+    patch_metadata,
+    read_patch,
+    serialize,
+)
 
 from tiny import make_model, random_patch
 
@@ -188,3 +196,16 @@ def test_decode_without_backbone_checks_structure_only(patch):
     tensors, meta = parts(patch)
     meta["backbone_sha256"] = "f" * 64
     assert decode_patch(serialize(tensors, meta)).backbone_sha256 == "f" * 64
+
+
+def test_a_checked_patch_carries_its_digest_metadata_and_fit(backbone, patch):
+    data = patch.to_bytes()
+    checked = check_patch(data, backbone.spec)
+    assert checked.sha256 == hashlib.sha256(data).hexdigest()
+    assert checked.meta == patch_metadata(data)
+    assert checked.backbone_sha256 == backbone.spec.sha256
+    assert torch.equal(checked.patch.head_weight, patch.head_weight)
+    other = backbone_from_model(*make_model("roberta"), "other")
+    with pytest.raises(PatchError) as info:
+        check_patch(data, other.spec)
+    assert info.value.code == "backbone_mismatch"

@@ -20,7 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ...patches.engine import Engine, TaskHead
-from ...patches.patch_file import PatchError, PatchFile, patch_metadata, read_patch, sha256_bytes
+from ...patches.patch_file import (
+    PatchError,
+    PatchFile,
+    check_patch,
+    patch_metadata,
+    read_patch,
+    sha256_bytes,
+)
 from ..errors import InvalidTaskName, UnknownTask, UnknownVersion, VersionActive
 from ..store.base import Changes, PatchStore, TaskRecord, valid_task_name
 
@@ -211,28 +218,28 @@ class Registry:
 
     # ---- writes (serialised; each leaves the store and engine consistent) -----------------
     def upload(self, task: str, data: bytes) -> tuple[VersionInfo, bool]:
-        """Validate and store a new active version; identical bytes return the existing one."""
-        check_task_name(task)
-        patch = read_patch(data, self.engine.backbone.spec)
-        if patch.task != task:
+        """Validate and store a new active version; identical bytes return the existing one.
+        The bytes are decoded, fit-checked and hashed once; the store and the engine take the
+        checked patch as it is (the task name was checked at the edge)."""
+        checked = check_patch(data, self.engine.backbone.spec)
+        if checked.patch.task != task:
             raise PatchError(
-                f"metadata 'task' is {patch.task!r} but the upload is for {task!r}; "
-                f"PUT it to /tasks/{patch.task}/patch or retrain with --task {task}",
+                f"metadata 'task' is {checked.patch.task!r} but the upload is for {task!r}; "
+                f"PUT it to /tasks/{checked.patch.task}/patch or retrain with --task {task}",
                 key="task",
             )
-        digest = sha256_bytes(data)
-        if (same := self._same_bytes(task, digest)) is not None:
+        if (same := self._same_bytes(task, checked.sha256)) is not None:
             return same, False
-        self.engine.check_outputs(patch)
+        self.engine.check_outputs(checked)
         with self._writes:
-            if (same := self._same_bytes(task, digest)) is not None:
+            if (same := self._same_bytes(task, checked.sha256)) is not None:
                 return same, False
-            version, created = self.store.add_version(task, data)
+            version, created = self.store.add_version(task, data, checked.sha256)
             if not created:  # another process stored these bytes first
                 self._refresh(task, self.store.record(task))
                 return self.version(task, version), False
-            info = summarize(version, data)
-            self.engine.register(engine_key(task, version), patch)
+            info = VersionInfo(version, checked.sha256, len(data), checked.meta)
+            self.engine.register(engine_key(task, version), checked)
             self.store.set_active(task, version)
             with self._lock:
                 self._versions.setdefault(task, {})[version] = info

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ...patches.patch_file import PatchError
-from ..core.registry import Registry, VersionInfo, check_task_name
+from ..core.registry import Registry, VersionInfo
 from ..errors import InvalidRequest, UnsupportedMediaType
 from ..limits import BodyLimit
 from .bodies import read_limited
@@ -87,7 +87,6 @@ PATCH_BODY = {
 async def upload_patch(task: TaskName, request: Request, response: Response, state: StateDep):
     """Upload a bitpatch/1 file: a new immutable version that becomes active (200 if known)."""
     registry = state.ready().registry
-    check_task_name(task)
     data = await read_patch_body(request, state.settings.limits.upload)
     try:
         info, created = await run_in_threadpool(registry.upload, task, data)

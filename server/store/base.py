@@ -80,9 +80,10 @@ class PatchStore(ABC):
         """Bytes of one version; `UnknownVersion` when it is gone."""
 
     @abstractmethod
-    def add_version(self, task: str, data: bytes) -> tuple[int, bool]:
-        """Store `data` as a new immutable version (not yet active): (its number, True); or,
-        if a version of the task already holds these bytes, (that number, False)."""
+    def add_version(self, task: str, data: bytes, sha256: str = "") -> tuple[int, bool]:
+        """Store `data` as a new immutable version, not yet active: (its number, True); or, if
+        a version of the task already holds these bytes, (that number, False). `sha256`: the
+        bytes' hex digest where the caller has it (else it is computed)."""
 
     @abstractmethod
     def set_active(self, task: str, version: int) -> None:

@@ -136,10 +136,10 @@ class FolderStore(PatchStore):
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def add_version(self, task: str, data: bytes) -> tuple[int, bool]:
+    def add_version(self, task: str, data: bytes, sha256: str = "") -> tuple[int, bool]:
         """Write a new immutable version under the first free number past every one used."""
         folder = self._dir(task)
-        marker = folder / f".sha256-{digest_of(data)}"
+        marker = folder / f".sha256-{sha256 or digest_of(data)}"
         tmp = None
         with self._locked():
             folder.mkdir(exist_ok=True)

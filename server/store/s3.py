@@ -177,9 +177,9 @@ class S3Store(PatchStore):
             raise UnknownVersion(f"task {task!r} has no version {version} (it was deleted)")
         return found[0]
 
-    def add_version(self, task: str, data: bytes) -> tuple[int, bool]:
+    def add_version(self, task: str, data: bytes, sha256: str = "") -> tuple[int, bool]:
         """Claim a number with If-None-Match, then the bytes marker, then the pointer."""
-        marker = self._key(task, f"sha256/{digest_of(data)}")
+        marker = self._key(task, f"sha256/{sha256 or digest_of(data)}")
         if (same := self._marked(task, marker)) is not None:
             return same, False
         record = self.record(task)

@@ -7,7 +7,6 @@ machine noise hits every variant alike.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import threading
 import time
@@ -17,7 +16,6 @@ import torch
 
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.engine import MultiTaskEngine
-from bitpatch.patches.packed import _TokenBiases
 from bitpatch.patches.patch_file import PatchFile
 
 from .workload import glue_sentences
@@ -159,9 +157,6 @@ def _micro_one(dtype: str, batch: int, length: int, n_tasks: int, reps: int) -> 
             "bitpatch single-task": lambda: engine.forward(inputs, ["t0"] * batch),
             f"bitpatch mixed {n_tasks}-task": lambda: engine.forward(inputs, mixed_keys),
             "bitpatch mixed 5 task kinds": lambda: engine.forward(inputs, kind_keys),
-            f"mixed {n_tasks}-task, bias adds skipped (bound)": lambda: _adds_skipped(
-                engine, inputs, mixed_keys
-            ),
             "padded forward, single-task": lambda: padded.forward(inputs, ["t0"] * batch),
             f"padded forward, mixed {n_tasks}-task": lambda: padded.forward(inputs, mixed_keys),
             "swap biases per task group": lambda: swapper.run(inputs, groups),
@@ -169,23 +164,6 @@ def _micro_one(dtype: str, batch: int, length: int, n_tasks: int, reps: int) -> 
         },
         reps,
     )
-
-
-@contextlib.contextmanager
-def _token_bias_adds_skipped():
-    """Timing only (wrong answers): mixed packed forwards leave out the per-token bias adds."""
-    original = _TokenBiases.add_
-    _TokenBiases.add_ = lambda self, out, name: out
-    try:
-        yield
-    finally:
-        _TokenBiases.add_ = original
-
-
-def _adds_skipped(engine, inputs, keys):
-    """The bound on what any cheaper per-token bias scheme could save in a mixed forward."""
-    with _token_bias_adds_skipped():
-        return engine.forward(inputs, keys)
 
 
 def _plain(model, inputs):

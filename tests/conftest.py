@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.launcher import MotoServer
+from bitpatch.testing import MotoServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 

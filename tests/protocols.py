@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from bench.launcher import ServerProcess, free_port
+from bitpatch.testing import ServerProcess, free_port
+
 from tiny import kind_patch, make_model, random_patch
 
 ADMIN = "protocol-admin-token"

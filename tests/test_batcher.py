@@ -114,28 +114,6 @@ def test_pick_rows_keeps_the_oldest_and_its_nearest_lengths():
     assert pick_rows([7], 32) == [0]
 
 
-def test_bench_queue_batches_take_every_row_once():
-    from bench.offline import queue_batches
-
-    rows = [{"input_ids": [0] * n} for n in [5, 9, 30, 6, 31, 8, 12, 29, 7, 10] * 13]
-    batches = queue_batches(rows, batch_size=8, queue_rows=24)
-    taken = [id(r) for b in batches for r in b]
-    assert sorted(taken) == sorted(id(r) for r in rows) and len(set(taken)) == len(rows)
-    assert all(len(b) <= 8 for b in batches) and batches[0][0] is rows[0]
-
-
-def test_bench_replay_rows_have_the_recorded_lengths(engine):
-    from bench.offline import synthetic_rows
-
-    tokenizer = engine.backbone.tokenizer
-    lengths = [2, 3, 17, 128, 5]
-    rows = synthetic_rows(lengths, tokenizer, seed=1)
-    assert [len(r["input_ids"]) for r in rows] == lengths
-    assert all(r["input_ids"][0] == tokenizer.cls_token_id for r in rows)
-    assert all(r["input_ids"][-1] == tokenizer.sep_token_id for r in rows)
-    assert all(max(r["input_ids"]) < tokenizer.vocab_size for r in rows)
-
-
 def test_queue_full_is_503_with_retry_after(engine):
     async def scenario():
         batcher = Batcher(engine, Metrics(), BatchPlan(4, 0, 3))

@@ -8,8 +8,8 @@ import pytest
 
 from bitpatch.cli import build_parser
 from bitpatch.cli import main as cli_main
+from bitpatch.testing import ServerProcess
 
-from bench.launcher import ServerProcess
 from tiny import make_model, random_patch
 
 

@@ -15,7 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from bench.launcher import ServerProcess, free_port
+from bitpatch.testing import ServerProcess, free_port
+
 from tiny import make_model, random_patch
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.launcher import ServerProcess
+from bitpatch.testing import ServerProcess
+
 from tiny import make_model, random_patch
 
 TOKEN = "fuzz-admin-token"

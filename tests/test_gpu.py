@@ -16,10 +16,10 @@ from transformers import AutoModel
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.patch_file import read_patch
+from bitpatch.testing import ServerProcess
 from bitpatch.trainer.evaluate import evaluate_patch
 from bitpatch.trainer.train import train
 
-from bench.launcher import ServerProcess
 from test_engine import TASK_SHAPES, mixed_rows, reference_logits, run_mixed
 from test_server_api import ITEMS, Expected, assert_same
 from test_trainer import settings_for, toy_sentiment

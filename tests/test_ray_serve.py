@@ -14,7 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from bench.launcher import free_port
+from bitpatch.testing import free_port
+
 from tiny import make_model, random_patch
 
 pytest.importorskip("ray.serve", reason="needs the ray extra: pip install 'bitpatch[ray]'")

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from bench.launcher import ServerProcess, started_together
+from bitpatch.testing import ServerProcess, started_together
+
 from tiny import make_model, random_patch
 
 SYNC = "0.3"

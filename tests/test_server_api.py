@@ -15,8 +15,8 @@ import pytest
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.outputs import to_prediction
+from bitpatch.testing import ServerProcess
 
-from bench.launcher import ServerProcess
 from tiny import make_model, random_patch, random_sentence
 
 TOKEN = "admin-token-123"

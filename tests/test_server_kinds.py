@@ -15,8 +15,8 @@ from bitpatch.patches.encoding import encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.outputs import to_predictions
 from bitpatch.patches.patch_file import serialize
+from bitpatch.testing import ServerProcess
 
-from bench.launcher import ServerProcess
 from tiny import kind_patch, make_model
 
 TOKEN = "kinds-admin-token"

@@ -10,7 +10,8 @@ import httpx
 import pytest
 import torch
 
-from bench.launcher import ServerProcess
+from bitpatch.testing import ServerProcess
+
 from tiny import make_model, random_patch
 
 ADMIN = "admin-token-123"

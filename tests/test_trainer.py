@@ -232,7 +232,7 @@ def test_results_table_from_saved_runs(tmp_path):
 
 
 def test_cli_train_push_uses_the_environment_token(tiny_bert_dir, tmp_path, monkeypatch, capsys):
-    from bench.launcher import ServerProcess
+    from bitpatch.testing import ServerProcess
 
     data = toy_sentiment(seed=3)
     lines = [json.dumps({"text": e.text, "label": e.label}) for e in data.train + data.dev]

@@ -132,9 +132,6 @@ class MultiTaskEngine:
     def register(self, key: str, patch: PatchFile | CheckedPatch) -> None:
         """Add or replace the patch served under `key`; forwards in flight are unaffected."""
         patch = self.fitted(patch)
-        unknown = set(patch.biases) - self.patchable
-        if unknown:
-            raise ValueError(f"biases {sorted(unknown)} are not Linear/LayerNorm biases")
         vector, head = self._vector_of(patch.biases), self._head_of(patch)
         with self._lock:
             state = self._state
@@ -216,11 +213,16 @@ class MultiTaskEngine:
             return self._apply_heads(pooled, out.last_hidden_state, keys, heads)
 
     def fitted(self, patch: PatchFile | CheckedPatch) -> PatchFile:
-        """The decoded patch, checked against this backbone unless it was checked already."""
+        """The decoded patch, checked against this backbone unless it was checked already;
+        ValueError for a bias the engine cannot patch."""
         if isinstance(patch, CheckedPatch) and patch.backbone_sha256 == self.backbone.spec.sha256:
-            return patch.patch
-        patch = patch_of(patch)
-        check_fits(patch, self.backbone.spec)
+            patch = patch.patch
+        else:
+            patch = patch_of(patch)
+            check_fits(patch, self.backbone.spec)
+        unknown = set(patch.biases) - self.patchable
+        if unknown:
+            raise ValueError(f"biases {sorted(unknown)} are not Linear/LayerNorm biases")
         return patch
 
     def check_outputs(self, patch: PatchFile | CheckedPatch) -> None:

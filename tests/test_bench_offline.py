@@ -16,7 +16,7 @@ def test_bench_queue_batches_take_every_row_once():
 
 
 def test_bench_replay_rows_have_the_recorded_lengths():
-    tokenizer = make_tokenizer()
+    tokenizer = make_tokenizer("bert")
     lengths = [2, 3, 17, 128, 5]
     rows = synthetic_rows(lengths, tokenizer, seed=1)
     assert [len(r["input_ids"]) for r in rows] == lengths

@@ -148,10 +148,10 @@ class GatedStore(FolderStore):
         self.gate, self.entered = threading.Event(), threading.Event()
         self.gate.set()
 
-    def add_version(self, task, data, sha256=""):
+    def add_version(self, task, data, sha256="", activate=False):
         self.entered.set()
         self.gate.wait(10)
-        return super().add_version(task, data, sha256)
+        return super().add_version(task, data, sha256, activate)
 
 
 def test_leases_and_reads_never_wait_for_store_io(backbone, tmp_path):

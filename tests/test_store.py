@@ -34,6 +34,17 @@ def test_versions_pointer_and_record(location):
     assert store.tasks() == ["t"] and store.record("absent") is None
 
 
+def test_a_version_stored_active_moves_the_pointer_in_the_same_write(location):
+    store = open_store(location)
+    store.add_version("t", b"one", activate=True)
+    first = store.changes(None)
+    assert store.add_version("t", b"two", sha256="", activate=True) == (2, True)
+    assert store.record("t").active == 2
+    later = store.changes(first)
+    assert later.tasks == {"t"} and later.generation == first.generation + 1  # one log entry
+    assert store.add_version("t", b"three") == (3, True) and store.record("t").active == 2
+
+
 def test_identical_bytes_are_one_version(location):
     store = open_store(location)
     assert store.add_version("t", b"same") == (1, True)

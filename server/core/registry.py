@@ -234,13 +234,14 @@ class Registry:
         with self._writes:
             if (same := self._same_bytes(task, checked.sha256)) is not None:
                 return same, False
-            version, created = self.store.add_version(task, data, checked.sha256)
+            # stored and made active in one store write: the check forward above ran every
+            # check that registering does
+            version, created = self.store.add_version(task, data, checked.sha256, activate=True)
             if not created:  # another process stored these bytes first
                 self._refresh(task, self.store.record(task))
                 return self.version(task, version), False
             info = VersionInfo(version, checked.sha256, len(data), checked.meta)
             self.engine.register(engine_key(task, version), checked)
-            self.store.set_active(task, version)
             with self._lock:
                 self._versions.setdefault(task, {})[version] = info
                 self._switch_active(task, version)

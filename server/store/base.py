@@ -80,10 +80,13 @@ class PatchStore(ABC):
         """Bytes of one version; `UnknownVersion` when it is gone."""
 
     @abstractmethod
-    def add_version(self, task: str, data: bytes, sha256: str = "") -> tuple[int, bool]:
-        """Store `data` as a new immutable version, not yet active: (its number, True); or, if
-        a version of the task already holds these bytes, (that number, False). `sha256`: the
-        bytes' hex digest where the caller has it (else it is computed)."""
+    def add_version(
+        self, task: str, data: bytes, sha256: str = "", activate: bool = False
+    ) -> tuple[int, bool]:
+        """Store `data` as a new immutable version: (its number, True); or, if a version of the
+        task already holds these bytes, (that number, False). `sha256`: the bytes' hex digest
+        where the caller has it (else it is computed); `activate`: the task points at the new
+        version in the same pointer write (one write and one change-log entry, not two)."""
 
     @abstractmethod
     def set_active(self, task: str, version: int) -> None:

@@ -136,7 +136,9 @@ class FolderStore(PatchStore):
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def add_version(self, task: str, data: bytes, sha256: str = "") -> tuple[int, bool]:
+    def add_version(
+        self, task: str, data: bytes, sha256: str = "", activate: bool = False
+    ) -> tuple[int, bool]:
         """Write a new immutable version under the first free number past every one used."""
         folder = self._dir(task)
         marker = folder / f".sha256-{sha256 or digest_of(data)}"
@@ -159,7 +161,8 @@ class FolderStore(PatchStore):
                 tmp.unlink(missing_ok=True)
             _fsync_dir(folder)
             atomic_write(marker, str(version).encode())
-            self._write_pointer(task, self._pointer(task).get("active"), version + 1)
+            active = version if activate else self._pointer(task).get("active")
+            self._write_pointer(task, active, version + 1)
             self._announce(task)
         return version, True
 

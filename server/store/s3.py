@@ -177,7 +177,9 @@ class S3Store(PatchStore):
             raise UnknownVersion(f"task {task!r} has no version {version} (it was deleted)")
         return found[0]
 
-    def add_version(self, task: str, data: bytes, sha256: str = "") -> tuple[int, bool]:
+    def add_version(
+        self, task: str, data: bytes, sha256: str = "", activate: bool = False
+    ) -> tuple[int, bool]:
         """Claim a number with If-None-Match, then the bytes marker, then the pointer."""
         marker = self._key(task, f"sha256/{sha256 or digest_of(data)}")
         if (same := self._marked(task, marker)) is not None:
@@ -192,7 +194,7 @@ class S3Store(PatchStore):
         if not self._create(marker, str(version).encode()):  # identical bytes, another writer
             self._call("delete_object", Key=self._key(task, f"v{version}.safetensors"))
             return self._marked(task, marker), False
-        self._swap(self._key(task, "task.json"), lambda p: _bumped(p, version))
+        self._swap(self._key(task, "task.json"), lambda p: _bumped(p, version, activate))
         self._announce(task)
         return version, True
 
@@ -244,9 +246,9 @@ class S3Store(PatchStore):
         return log_changes(json.loads(value), None if since is None else since.generation, etag)
 
 
-def _bumped(pointer: dict | None, version: int) -> dict:
-    """The pointer with its next number past `version` (the active one unchanged)."""
+def _bumped(pointer: dict | None, version: int, activate: bool) -> dict:
+    """The pointer with its next number past `version`, active on it when `activate`."""
     pointer = dict(pointer or {})
     pointer["next_version"] = max(int(pointer.get("next_version", 1)), version + 1)
-    pointer.setdefault("active", None)
+    pointer["active"] = version if activate else pointer.get("active")
     return pointer

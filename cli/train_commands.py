@@ -65,6 +65,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 def load_data(args: argparse.Namespace):
     """The TaskData the arguments point at, or a clear error."""
     from bitpatch.trainer.data import Columns, DataError, load_glue, load_hf_dataset, load_user_data
+    from bitpatch.trainer.kinds import training_kind
 
     label_columns = tuple(c.strip() for c in (args.label_columns or "").split(",") if c.strip())
     columns = Columns(
@@ -72,9 +73,10 @@ def load_data(args: argparse.Namespace):
     )
     if args.glue and not args.data:
         raise DataError("--glue needs --data DIR (the task's folder with train.tsv, dev.tsv)")
-    if args.kind == "embedding":
+    kind = training_kind(args.kind) if args.kind else None
+    if kind and kind.pairwise:
         return _load_pairs(args, columns)
-    if args.kind == "token_classification" or (args.file and args.file.suffix == ".conll"):
+    if (kind and kind.per_token) or (args.file and args.file.suffix == ".conll"):
         return _load_tagged(args)
     if args.glue:
         return load_glue(args.glue, args.data)

@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from .backbone import Backbone
-from .kinds import kind_named
+from .kinds import EMBEDDING, KINDS, TaskKind, kind_named
 from .patch_file import PatchError, PatchFile
 
 
@@ -45,7 +45,7 @@ def _config_for(backbone: Backbone, patch: PatchFile):
 def export_folder(backbone: Backbone, patch: PatchFile, out: Path) -> None:
     """Write the patch as the standard folder of its kind, with the backbone's tokenizer."""
     out = Path(out)
-    if patch.kind == "embedding":
+    if kind_named(patch.kind) is EMBEDDING:
         write_sentence_transformer(backbone, patch, out)
     else:
         export_patch(backbone, patch).save_pretrained(out)
@@ -122,9 +122,10 @@ def _write_json(path: Path, value) -> None:
 def export_patch(backbone: Backbone, patch: PatchFile):
     """A float32 transformers model that computes the patch's logits: sequence classification
     (classification, regression, multi_label) or token classification."""
-    if patch.kind == "token_classification":
+    kind = kind_named(patch.kind)
+    if kind.per_token:
         return export_tagger(backbone, patch)
-    if patch.kind == "embedding":
+    if kind is EMBEDDING:
         raise PatchError(
             "an embedding patch exports as a sentence-transformers folder (export_folder)", "kind"
         )
@@ -198,11 +199,12 @@ def import_model(backbone: Backbone, model, task: str, max_length: int) -> Patch
             )
     config = model.config
     kind = imported_kind(config, tagger)
-    labels = [] if kind == "regression" else [config.id2label[i] for i in range(config.num_labels)]
-    thresholds = getattr(config, "bitpatch_thresholds", None) if kind == "multi_label" else None
+    labels = [config.id2label[i] for i in range(config.num_labels)] if kind.labelled else []
+    own = "thresholds" in kind.options
+    thresholds = getattr(config, "bitpatch_thresholds", None) if own else None
     return PatchFile(
         task=task,
-        kind=kind,
+        kind=kind.name,
         labels=[str(x) for x in labels],
         pooling="none" if tagger else "pooler",
         thresholds=[float(t) for t in thresholds] if thresholds else None,
@@ -216,15 +218,13 @@ def import_model(backbone: Backbone, model, task: str, max_length: int) -> Patch
     )
 
 
-def imported_kind(config, tagger: bool) -> str:
+def imported_kind(config, tagger: bool) -> TaskKind:
     """The patch kind of an imported model, from its class and problem type."""
     if tagger:
-        return "token_classification"
-    if config.problem_type == "regression" or config.num_labels == 1:
-        return "regression"
-    if config.problem_type == "multi_label_classification":
-        return "multi_label"
-    return "classification"
+        return next(kind for kind in KINDS.values() if kind.per_token)
+    problem = "regression" if config.num_labels == 1 else config.problem_type
+    found = [kind for kind in KINDS.values() if kind.hf_problem_type == problem]
+    return found[0] if found else kind_named("classification")
 
 
 def load_for_import(model_dir: str):

@@ -9,9 +9,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DataError
+from .kinds import is_number, training_kind
 
-class DataError(ValueError):
-    """Bad training data; the message names the file and line."""
+__all__ = ["Columns", "DataError", "Example", "TaskData", "load_glue", "load_user_data"]
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ def load_user_file(path: str | Path, columns: Columns) -> list[Example]:
 def infer_kind(examples: list[Example], path: str | Path) -> str:
     """classification for strings/ints, regression when labels are numbers with fractions."""
     types = {type(e.label) for e in examples}
-    numeric = types <= {int, float} or all(_is_number(e.label) for e in examples)
+    numeric = types <= {int, float} or all(is_number(e.label) for e in examples)
     if len(types) > 1 and not types <= {int, float}:
         first = next(e for e in examples if type(e.label) is not type(examples[0].label))
         raise DataError(
@@ -221,29 +222,14 @@ def _flag(value, path, line: int, column: str) -> bool:
     raise DataError(f"{path}:{line}: column {column!r} must be 0 or 1, got {value!r}")
 
 
-def _is_number(value) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def type_labels(examples: list[Example], kind: str, path, sep: str = ",") -> list[Example]:
-    """Labels as floats (regression), strings (classification) or tuples (multi_label)."""
-    out = []
-    for e in examples:
-        if kind == "multi_label":
-            names = e.label if isinstance(e.label, (tuple, list)) else str(e.label).split(sep)
-            label = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
-        elif kind == "regression":
-            if not _is_number(e.label):
-                raise DataError(f"{path}:{e.line}: expected a numeric label, got {e.label!r}")
-            label = float(e.label)
-        else:
-            label = str(int(e.label)) if isinstance(e.label, (int, float)) else str(e.label)
-        out.append(Example(e.text, e.pair, label, e.line))
-    return out
+    """Labels as the kind reads them: floats (regression), strings (classification) or tuples
+    (multi_label)."""
+    reader = training_kind(kind)
+    return [
+        Example(e.text, e.pair, reader.label_of(e.label, path, e.line, sep), e.line)
+        for e in examples
+    ]
 
 
 def load_user_data(
@@ -262,28 +248,10 @@ def load_user_data(
         dev = type_labels(load_user_file(dev_file, columns), kind, dev_file, columns.label_sep)
     else:
         train, dev = split_dev(train, dev_split, seed)
-    labels = label_names(train, kind, columns)
-    if kind == "classification":
-        check_dev_labels(dev, labels, dev_file or train_path)
-    if kind == "multi_label":
-        check_multi_labels(dev, labels, dev_file or train_path)
+    reader = training_kind(kind)
+    labels = reader.label_names(train, tuple(columns.label_columns))
+    reader.check_dev(dev, labels, dev_file or train_path)
     return TaskData(Path(train_path).stem, kind, labels, train, dev)
-
-
-def label_names(train: list[Example], kind: str, columns: Columns) -> list[str]:
-    """The label set in head-row order: sorted (or the label columns' order)."""
-    if kind == "classification":
-        return sorted({e.label for e in train})
-    if kind == "multi_label":
-        return list(columns.label_columns) or sorted({n for e in train for n in e.label})
-    return []
-
-
-def check_multi_labels(dev: list[Example], labels: list[str], path) -> None:
-    """Every dev label is one the training data has."""
-    unknown = sorted({n for e in dev for n in e.label} - set(labels))
-    if unknown:
-        raise DataError(f"{path}: dev labels {unknown} never occur in the training data")
 
 
 def split_dev(examples: list[Example], fraction: float, seed: int):
@@ -294,16 +262,6 @@ def split_dev(examples: list[Example], fraction: float, seed: int):
     random.Random(seed).shuffle(shuffled)
     n_dev = max(1, int(len(shuffled) * fraction))
     return shuffled[n_dev:], shuffled[:n_dev]
-
-
-def check_dev_labels(dev: list[Example], labels: list[str], path) -> None:
-    """Every dev label must occur in train."""
-    for e in dev:
-        if e.label not in labels:
-            raise DataError(
-                f"{path}:{e.line}: label {e.label!r} does not occur in the training "
-                f"data (labels seen: {labels})"
-            )
 
 
 def _named(label, names: list[str]):
@@ -350,7 +308,7 @@ def load_hf_dataset(
     kind = kind or infer_kind(splits[train_split], name)
     train = type_labels(splits[train_split], kind, name, columns.label_sep)
     dev = type_labels(splits[dev_split], kind, name, columns.label_sep)
-    labels = names if names and kind == "classification" else label_names(train, kind, columns)
-    if kind == "multi_label":
-        check_multi_labels(dev, labels, name)
+    reader = training_kind(kind)
+    labels = reader.label_names(train, tuple(columns.label_columns), tuple(names or ()))
+    reader.check_dev(dev, labels, name)
     return TaskData(name.split("/")[-1], kind, list(labels), train, dev)

@@ -10,25 +10,13 @@ from ..patches.encoding import encode_inputs
 from ..patches.engine import MultiTaskEngine
 from ..patches.patch_file import PatchFile
 from .data import TaskData
-from .metrics import embedding_metrics, has_bio_tags, score, tagging_metrics
+from .kinds import training_kind
+from .metrics import embedding_metrics, has_bio_tags, tagging_metrics
 
 
 def gold_labels(patch: PatchFile, data: TaskData) -> list:
-    """Dev labels as the patch's label ids (or floats for regression)."""
-    if patch.kind == "regression":
-        return [float(e.label) for e in data.dev]
-    if patch.kind == "multi_label":
-        unknown = sorted({n for e in data.dev for n in e.label} - set(patch.labels))
-        if unknown:
-            raise ValueError(
-                f"dev labels {unknown} are not among the patch's labels {patch.labels}"
-            )
-        return [[int(label in e.label) for label in patch.labels] for e in data.dev]
-    index = {label: i for i, label in enumerate(patch.labels)}
-    missing = sorted({e.label for e in data.dev} - index.keys())
-    if missing:
-        raise ValueError(f"dev labels {missing} are not among the patch's labels {patch.labels}")
-    return [index[e.label] for e in data.dev]
+    """Dev labels as the patch's label ids (or floats for regression, multi-hot rows)."""
+    return training_kind(patch.kind).gold(list(patch.labels), data.dev)
 
 
 def evaluate_patch(
@@ -42,16 +30,17 @@ def evaluate_patch(
     """Dev metrics of a patch, computed by the multi-task engine (float32 by default)."""
     engine = MultiTaskEngine(load_backbone(backbone, dtype=dtype, device=device))
     engine.register(patch.task, patch)
-    if patch.kind == "embedding":
+    kind = training_kind(patch.kind)
+    if kind.pairwise:
         return {k: round(v, 4) for k, v in _pair_scores(engine, patch, data, batch_size).items()}
-    if patch.kind == "token_classification":
+    if kind.per_token:
         return {k: round(v, 4) for k, v in _tagging_scores(engine, patch, data).items()}
     items = [e.text if e.pair is None else (e.text, e.pair) for e in data.dev]
     logits = engine.predict_logits(patch.task, items, batch_size=batch_size)
     matrix = torch.stack(logits).numpy().astype(np.float64)  # (N, n)
-    own = patch.threshold is not None or patch.thresholds is not None
-    thresholds = patch.label_thresholds() if patch.kind == "multi_label" and own else None
-    metrics = score(data.name, patch.kind, matrix, gold_labels(patch, data), thresholds)
+    own = patch.threshold is not None or patch.thresholds is not None  # multi_label only
+    thresholds = patch.label_thresholds() if own else None
+    metrics = kind.score(data.name, matrix, gold_labels(patch, data), thresholds)
     return {k: round(v, 4) for k, v in metrics.items()}
 
 

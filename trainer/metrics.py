@@ -13,17 +13,6 @@ MAIN_METRIC = {"cola": "mcc", "mrpc": "f1", "qqp": "f1", "stsb": "spearman"}
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)  # searched on dev for multi_label
 
 
-def main_metric(task: str, kind: str, labels: list[str] = (), scored: bool = True) -> str:
-    """The headline metric of a task (accuracy, spearman, micro F1 or entity F1 for user
-    data; for embeddings spearman of the cosine, or in-batch retrieval without scores)."""
-    if kind == "embedding":
-        return "spearman" if scored else "retrieval_accuracy"
-    if kind == "token_classification":
-        return "entity_f1" if has_bio_tags(labels) else "accuracy"
-    default = {"regression": "spearman", "multi_label": "micro_f1"}.get(kind, "accuracy")
-    return MAIN_METRIC.get(task, default)
-
-
 def has_bio_tags(labels) -> bool:
     """Whether a tag set uses a B-/I- scheme (entities can be read off it)."""
     return any(label[:2] in ("B-", "I-") for label in labels)
@@ -123,19 +112,3 @@ def embedding_metrics(cosine, best_other, gold) -> dict[str, float]:
     if (gold < 0).any():
         return {"retrieval_accuracy": 100 * float(np.mean(np.asarray(cosine) > best_other))}
     return {"spearman": regression_metrics(cosine, gold)["spearman"]}
-
-
-def score(
-    task: str, kind: str, logits: np.ndarray, gold, thresholds=None, labels=()
-) -> dict[str, float]:
-    """Metrics from (N, n) logits and gold label ids (floats for regression, multi-hot rows
-    for multi_label)."""
-    if kind == "regression":
-        return regression_metrics(logits[:, 0], gold)
-    if kind == "multi_label":
-        return multi_label_metrics(logits, gold, thresholds)
-    if kind == "token_classification":
-        return token_metrics(logits, np.asarray(gold), list(labels))
-    if kind == "embedding":  # logits: (N, 2) pair cosine, best other cosine
-        return embedding_metrics(logits[:, 0], logits[:, 1], gold)
-    return classification_metrics(task, logits.argmax(-1).tolist(), list(gold))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..patches.pooling import pool
+from .kinds import TrainingKind
 
 # The paper's component names (Table 4) -> pattern over BERT/RoBERTa parameter names
 COMPONENTS = {
@@ -55,7 +56,7 @@ def bias_names(backbone: nn.Module, components: list[str]) -> list[str]:
 class PatchModel(nn.Module):
     """Backbone, pooling and head; forward returns loss and logits for transformers' Trainer."""
 
-    def __init__(self, backbone: nn.Module, num_outputs: int, pooling: str, kind: str):
+    def __init__(self, backbone: nn.Module, num_outputs: int, pooling: str, kind: TrainingKind):
         super().__init__()
         self.backbone = backbone
         self.pooling = pooling
@@ -70,26 +71,14 @@ class PatchModel(nn.Module):
         """(B, T) inputs -> {'loss', 'logits' (B, n), or (B, T, n) for token tasks}."""
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        if self.kind == "token_classification":  # every token: (B, T, n)
+        if self.kind.per_token:  # every token: (B, T, n)
             logits = self.head(self.dropout(out.last_hidden_state))
         else:
             pooled = pool(out, attention_mask, self.pooling)  # (B, H)
             logits = self.head(self.dropout(pooled))  # (B, n)
         result = {"logits": logits}
         if labels is not None:
-            if self.kind == "token_classification":  # labels: (B, T), -100 where no word starts
-                loss = nn.functional.cross_entropy(
-                    logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100
-                )
-            elif self.kind == "regression":
-                loss = nn.functional.mse_loss(logits[:, 0].float(), labels.float())
-            elif self.kind == "multi_label":  # labels: (B, n) multi-hot
-                loss = nn.functional.binary_cross_entropy_with_logits(
-                    logits.float(), labels.float()
-                )
-            else:
-                loss = nn.functional.cross_entropy(logits.float(), labels)
-            result["loss"] = loss
+            result["loss"] = self.kind.loss(logits, labels)
         return result
 
 

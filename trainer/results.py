@@ -11,7 +11,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from .metrics import main_metric
+from .metrics import MAIN_METRIC
 
 TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]
 SMALL_TASKS = TASKS[:4]
@@ -62,7 +62,7 @@ def cell(runs: list[dict], task: str) -> tuple[str, float | None]:
     """'mean ± std (n)' of the task's headline metric."""
     if not runs:
         return "-", None
-    metric = main_metric(task, "regression" if task == "stsb" else "classification")
+    metric = MAIN_METRIC.get(task, "accuracy")
     values = [r["metrics"][metric] for r in runs]
     mean = statistics.mean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -28,7 +28,7 @@ from ..patches.patch_file import PatchFile
 from ..patches.tuning import cpu_has_bf16
 from .data import TaskData
 from .evaluate import evaluate_patch
-from .metrics import main_metric, score
+from .kinds import training_kind
 from .model import (
     PairModel,
     PatchModel,
@@ -102,23 +102,18 @@ class RowsDataset(torch.utils.data.Dataset):
 def tokenize(tokenizer, data: TaskData, examples, max_length: int) -> RowsDataset:
     """Examples -> tokenized rows; labels as ids (classification), floats, multi-hot rows, or
     (token tasks) one tag id per word's first sub-token."""
-    if data.kind == "token_classification":
+    kind = training_kind(data.kind)
+    if kind.per_token:
         return tokenize_words(tokenizer, data, examples, max_length)
-    if data.kind == "embedding":
+    if kind.pairwise:
         return tokenize_pairs(tokenizer, examples, max_length)
     texts = [e.text for e in examples]
     pairs = [e.pair for e in examples] if examples[0].pair is not None else None
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-    index = {label: i for i, label in enumerate(data.labels)}
     rows = []
     for i, e in enumerate(examples):
         row = {k: enc[k][i] for k in enc}
-        if data.kind == "multi_label":
-            row["labels"] = [float(label in e.label) for label in data.labels]
-        elif data.kind == "regression":
-            row["labels"] = float(e.label)
-        else:
-            row["labels"] = index[e.label]
+        row["labels"] = kind.row_label(e, data.labels)
         rows.append(row)
     return RowsDataset(rows)
 
@@ -171,7 +166,7 @@ class PairCollator:
 def headline(data: TaskData) -> str:
     """The dev metric that picks the best checkpoint and learning rate."""
     scored = not data.dev or data.dev[0].label is not None
-    return main_metric(data.name, data.kind, data.labels, scored)
+    return training_kind(data.kind).main_metric(data.name, data.labels, scored)
 
 
 def train(settings: TrainSettings, data: TaskData) -> TrainResult:
@@ -209,7 +204,7 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
     sha256 = fingerprint(backbone)
     model = build_model(backbone, settings, data)
     trained = set_trainable(model, settings.method, parse_bias_terms(settings.bias_terms))
-    if data.kind == "embedding" and settings.method == "frozen":  # nothing to train
+    if training_kind(data.kind).pairwise and settings.method == "frozen":  # nothing to train
         return _frozen_embedding(settings, data, model, sha256, time.perf_counter() - started)
     train_rows = (
         data.train[: settings.max_train_examples] if settings.max_train_examples else data.train
@@ -230,7 +225,7 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
         )
     patch = _to_patch(settings, data, model, trained, sha256, seconds, pct, len(train_rows))
     patch.metrics = evaluate_patch(patch, data, settings.backbone)
-    if data.kind == "multi_label":  # chosen on dev (evaluate_patch searched for it)
+    if "threshold" in patch.metrics:  # multi_label: chosen on dev (evaluate_patch searched)
         patch.threshold = patch.metrics.pop("threshold")
     patch.save(settings.out)
     log.info("wrote %s metrics=%s seconds=%.0f", settings.out, patch.metrics, seconds)
@@ -312,13 +307,18 @@ def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:
         dataloader_num_workers=0,
     )
 
-    def compute_metrics(pred):
-        return score(data.name, data.kind, pred.predictions, pred.label_ids, labels=data.labels)
+    kind = training_kind(data.kind)
 
-    collator = {
-        "token_classification": DataCollatorForTokenClassification,
-        "embedding": PairCollator,
-    }.get(data.kind, DataCollatorWithPadding)
+    def compute_metrics(pred):
+        return kind.score(data.name, pred.predictions, pred.label_ids, labels=data.labels)
+
+    collator = (
+        DataCollatorForTokenClassification
+        if kind.per_token
+        else PairCollator
+        if kind.pairwise
+        else DataCollatorWithPadding
+    )
     return Trainer(
         model=model,
         args=args,
@@ -331,11 +331,10 @@ def _make_trainer(settings, data, model, tokenizer, train_rows) -> Trainer:
 
 def build_model(backbone, settings: TrainSettings, data: TaskData):
     """The model a kind trains: a pair model for embeddings, else backbone + pooling + head."""
-    if data.kind == "embedding":
+    kind = training_kind(data.kind)
+    if kind.pairwise:
         return PairModel(backbone, settings.pooling)
-    labelled = ("classification", "multi_label", "token_classification")
-    n_out = len(data.labels) if data.kind in labelled else 1
-    return PatchModel(backbone, n_out, pooling_for(settings, data), data.kind)
+    return PatchModel(backbone, kind.outputs(data.labels), pooling_for(settings, data), kind)
 
 
 def _frozen_embedding(settings, data, model, sha256, seconds) -> TrainResult:
@@ -388,13 +387,13 @@ def _head_tensor(model, name: str):
 
 def patch_inputs(data: TaskData) -> str:
     """What a request row of the task is: pairs only for pair-trained per-text tasks."""
-    pairs = data.kind != "embedding" and any(ex.pair is not None for ex in data.train)
+    pairs = not training_kind(data.kind).pairwise and any(ex.pair is not None for ex in data.train)
     return "text_pair" if pairs else "text"
 
 
 def pooling_for(settings: TrainSettings, data: TaskData) -> str:
     """Token tasks pool nothing (every token has its tag); the others as settings say."""
-    return "none" if data.kind == "token_classification" else settings.pooling
+    return "none" if training_kind(data.kind).per_token else settings.pooling
 
 
 def training_hardware() -> str:

@@ -193,12 +193,12 @@ class Batcher:
             except Exception as err:  # a failed forward fails its requests, not the server
                 log.exception("event=forward_failed rows=%d", len(batch))
                 outcome = err
-            self._loop.call_soon_threadsafe(_resolve, batch, outcome)
-            with self._ready:
-                self._busy.discard(worker)
+            with self._ready:  # idle before the answers go out: a request that follows
+                self._busy.discard(worker)  # them finds no worker busy (and may run widened)
                 if lone:  # the other workers may take batches again
                     self._lone = False
                 self._ready.notify_all()
+            self._loop.call_soon_threadsafe(_resolve, batch, outcome)
 
     def _next_batch(self, worker: int) -> tuple[list[Row], bool] | None:
         """Wait for rows (None once stopping with nothing left), let the batch fill, take it;

@@ -1,4 +1,5 @@
-"""Decode stage of predict: the body's bytes (already size-limited) into a checked call.
+"""The native protocol: decode a predict or fan-out body (already size-limited) into a checked
+call, and the adapters that run it and encode the answer.
 
 Parsed with orjson and checked by hand, not through pydantic: the predict route runs this for
 every request, and each message says exactly which input is wrong and what to send.
@@ -11,8 +12,10 @@ from dataclasses import dataclass
 import orjson
 
 from ....patches.encoding import Item
+from ...core.pipeline import Outcome, PredictPipeline
 from ...errors import InvalidRequest, UnsupportedMediaType
 from ...limits import Limits
+from ..adapter import Adapter, TaskCall
 
 PREDICT_SHAPE = '{"inputs": ["text" or ["text", "text_pair"], ...], "version": optional int}'
 FIELDS = ("inputs", "version")
@@ -135,3 +138,53 @@ def _version(version: object) -> int | None:
         shown = orjson.dumps(version).decode()[:40]
         raise InvalidRequest(f"version must be an integer >= 1 (or left out), got {shown}")
     return version
+
+
+FANOUT_LABEL = "_fanout"  # fan-out requests share one metrics label
+
+
+def encode_outcome(outcome: Outcome) -> dict:
+    """One task's part of a response body."""
+    return {"task": outcome.task, "version": outcome.version, "predictions": outcome.predictions}
+
+
+class PredictAdapter(Adapter[tuple[str, bytes], tuple[str, PredictCall], dict]):
+    """`POST /tasks/{task}/predict`: (task, body) -> one task's predictions."""
+
+    api = "native"
+
+    def decode(self, source: tuple[str, bytes], limits: Limits) -> tuple[str, PredictCall]:
+        task, body = source
+        return task, decode_predict(body, limits)
+
+    def task_call(self, call: tuple[str, PredictCall]) -> TaskCall:
+        task, predict = call
+        return TaskCall(task, predict.inputs, predict.version)
+
+    def encode(self, call: tuple[str, PredictCall], outcome: Outcome) -> dict:
+        return encode_outcome(outcome)
+
+
+class FanoutAdapter(Adapter[bytes, FanoutCall, dict]):
+    """`POST /predict`: every input through each named task, in shared forwards."""
+
+    api = "native"
+
+    def decode(self, source: bytes, limits: Limits) -> FanoutCall:
+        return decode_fanout(source, limits)
+
+    def task_call(self, call: FanoutCall) -> TaskCall:
+        raise TypeError("a fan-out call asks many tasks; run() serves it")
+
+    def label(self, call: FanoutCall) -> str:
+        return FANOUT_LABEL
+
+    async def run(self, pipeline: PredictPipeline, call: FanoutCall) -> list[Outcome]:
+        return await pipeline.fan_out(call.tasks, call.inputs)
+
+    def encode(self, call: FanoutCall, outcome: list[Outcome]) -> dict:
+        return {"results": {o.task: encode_outcome(o) for o in outcome}}
+
+
+PREDICT = PredictAdapter()
+FANOUT = FanoutAdapter()

@@ -11,8 +11,7 @@ from ...http.edge import counted
 from ...http.responses import OrjsonResponse
 from ...http.schemas import FanoutRequest, FanoutResponse, PredictRequest, PredictResponse
 from ..adapter import serve
-from .adapter import FANOUT, FANOUT_LABEL, PREDICT
-from .request import check_json_type
+from .request import FANOUT, FANOUT_LABEL, PREDICT, check_json_type
 
 router = APIRouter()
 

@@ -71,9 +71,9 @@ class TrainingKind:
         """Rows of the head."""
         return len(labels)
 
-    def row_label(self, example, labels: list[str]):
-        """An example's training target: the label's id."""
-        return labels.index(example.label)
+    def row_label(self, example, index: dict[str, int]):
+        """An example's training target: the label's id (`index`: label -> id, head order)."""
+        return index[example.label]
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """logits (B, n), labels (B,) ids: cross-entropy."""
@@ -111,7 +111,7 @@ class Regression(TrainingKind):
     def outputs(self, labels):
         return 1
 
-    def row_label(self, example, labels):
+    def row_label(self, example, index):
         return float(example.label)
 
     def loss(self, logits, labels):
@@ -140,8 +140,8 @@ class MultiLabel(TrainingKind):
         if unknown:
             raise DataError(f"{path}: dev labels {unknown} never occur in the training data")
 
-    def row_label(self, example, labels):
-        return [float(label in example.label) for label in labels]
+    def row_label(self, example, index):
+        return [float(label in example.label) for label in index]
 
     def loss(self, logits, labels):  # labels: (B, n) multi-hot
         return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())

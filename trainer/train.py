@@ -110,10 +110,11 @@ def tokenize(tokenizer, data: TaskData, examples, max_length: int) -> RowsDatase
     texts = [e.text for e in examples]
     pairs = [e.pair for e in examples] if examples[0].pair is not None else None
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    index = {label: i for i, label in enumerate(data.labels)}
     rows = []
     for i, e in enumerate(examples):
         row = {k: enc[k][i] for k in enc}
-        row["labels"] = kind.row_label(e, data.labels)
+        row["labels"] = kind.row_label(e, index)
         rows.append(row)
     return RowsDataset(rows)
 

@@ -14,8 +14,7 @@ from .. import __version__
 from ..patches.tuning import freeze_heap
 from .core.follow import follow_store
 from .http import ops, tasks
-from .http.edge import install_error_handlers
-from .http.responses import OrjsonResponse
+from .http.edge import OrjsonResponse, install_error_handlers
 from .metrics import watch_gc
 from .protocols.native import routes as native_routes
 from .protocols.openai import routes as openai_routes

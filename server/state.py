@@ -94,6 +94,10 @@ class ServerState:
             raise NotReady(f"server not ready: {reason}; retry shortly", {"Retry-After": "2"})
         return self.pipeline
 
+    def has_task(self, task: str | None) -> bool:
+        """Whether the task is served (False while loading): request metrics label by it."""
+        return self.pipeline is not None and self.pipeline.registry.has_task(task)
+
 
 def seed_demo_patches(registry: Registry) -> None:
     """Upload the packaged demo patches into an empty store (skipped for other backbones)."""

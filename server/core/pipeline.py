@@ -27,6 +27,17 @@ INLINE_CHARS = 2048
 
 
 @dataclass(frozen=True)
+class TaskCall:
+    """What a request asks of one task: its inputs, the version asked for (None: the active
+    one), and a check of what the request needs from the task, run on the leased head."""
+
+    task: str
+    inputs: list[Item]
+    version: int | None = None
+    check: HeadCheck = None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What one task computed for a call's inputs: the version and head used, the predictions
     in input order, and the tokens read (special tokens included, after truncation)."""
@@ -51,16 +62,14 @@ class PredictPipeline:
             initargs=("bp-tokenize",),
         )
 
-    async def run(
-        self, task: str, inputs: list[Item], version: int | None, check: HeadCheck = None
-    ) -> Outcome:
-        """The inputs through one task version (the active one when `version` is None);
-        `check` sees the leased version's head before any row is queued (what a protocol's
-        request asks of the task: outputs, kind, dimensions)."""
-        lease = await self.lease(task, version)
+    async def run(self, asked: TaskCall) -> Outcome:
+        """The inputs through one task version; the call's check sees the leased version's
+        head before any row is queued (what a protocol's request asks of the task)."""
+        inputs = asked.inputs
+        lease = await self.lease(asked.task, asked.version)
         try:
-            if check is not None:
-                check(lease.head)
+            if asked.check is not None:
+                asked.check(lease.head)
             check_inputs_fit(lease, inputs)
             self.batcher.admit(len(inputs))
         except BaseException:
@@ -76,7 +85,7 @@ class PredictPipeline:
         # is cancelled meanwhile (its rows may already be in a forward)
         done = self.batcher.submit(lease, rows, on_done=lambda: self.registry.release(lease))
         predictions = await done
-        return Outcome(task, lease.version, lease.head, predictions, count_tokens(rows))
+        return Outcome(asked.task, lease.version, lease.head, predictions, count_tokens(rows))
 
     async def fan_out(self, tasks: list[str], inputs: list[Item]) -> list[Outcome]:
         """Every input through each task's active version, all rows batched together; every

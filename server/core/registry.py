@@ -200,8 +200,8 @@ class Registry:
             return self._require_version(task, version)
 
     def _require_task(self, task: str) -> None:
-        check_task_name(task)
         if task not in self._active:
+            check_task_name(task)  # a name that could never be stored says so
             raise UnknownTask(
                 f"no task named {task!r}; GET /tasks lists tasks, PUT "
                 f"/tasks/{task}/patch creates it"
@@ -386,9 +386,8 @@ class Registry:
         """Pin the active (or a named) version for one request; None if that version is
         stored but not resident (`make_resident` it off the event loop, then lease again)."""
         with self._lock:
-            self._require_task(task)
-            version = self._active[task] if version is None else version
-            self._require_version(task, version)
+            version = self._active.get(task) if version is None else version
+            self._require_version(task, version)  # UnknownTask or UnknownVersion
             key = engine_key(task, version)
             head = self.engine.state.heads.get(key)
             if head is None:

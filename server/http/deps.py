@@ -1,7 +1,9 @@
-"""FastAPI dependencies: the server state and the token policy per route.
+"""What a route takes from its request: the server state, the token policy per route, and the
+body under its size limit.
 
-All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hand-off per
-request. Tokens are checked from the headers alone, before any body is read.
+The dependencies are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a
+hand-off per request. Tokens are checked from the headers alone, before any body is read; a
+body is refused as soon as its size passes the limit, before it is buffered.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from ..auth import Access
+from ..errors import BodyTooLarge
+from ..limits import BodyLimit
 from ..state import ServerState
 from ..store.base import TASK_NAME
 
@@ -48,3 +52,20 @@ def requires(access: Access):
 AdminAuth = requires(Access.ADMIN)
 PredictAuth = requires(Access.PREDICT)
 ReaderAuth = requires(Access.READ)
+
+
+async def read_limited(request: Request, limit: BodyLimit) -> bytes:
+    """The body, or BodyTooLarge as soon as its declared or received size passes the limit
+    (chunked bodies are counted as they arrive)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit.size:
+        raise BodyTooLarge(
+            f"the body is {declared} bytes; the limit is {limit.size} ({limit.setting})"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit.size:
+            raise BodyTooLarge(f"the body exceeds {limit.size} bytes ({limit.setting})")
+        chunks.append(chunk)
+    return b"".join(chunks)

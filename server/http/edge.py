@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,9 +25,17 @@ from ...patches.patch_file import PatchError
 from .. import errors
 from ..core.registry import invalid_task_name
 from ..metrics import RequestCount
-from .responses import OrjsonResponse
 
 log = logging.getLogger(__name__)
+
+
+class OrjsonResponse(JSONResponse):
+    """application/json, serialised by orjson (fast on the predict path)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 REPLICA = f"{socket.gethostname()}-{os.getpid()}"  # which server process answered
 REPLICA_HEADER = (b"x-bitpatch-replica", REPLICA.encode("latin-1", "replace"))
 COUNT_KEY = "bitpatch.count"  # where a predict-like route leaves its RequestCount
@@ -157,8 +167,7 @@ def count_answer(scope: Scope, status: int) -> None:
     if count is None:
         return
     state = scope["app"].state.server
-    known = state.pipeline.registry.has_task if state.pipeline else (lambda _: False)
-    state.metrics.count_request(count, status, known)
+    state.metrics.count_request(count, status, state.has_task)
 
 
 class EdgeMiddleware:

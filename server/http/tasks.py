@@ -11,8 +11,7 @@ from ...patches.patch_file import PatchError
 from ..core.registry import Registry, VersionInfo
 from ..errors import InvalidRequest, UnsupportedMediaType
 from ..limits import BodyLimit
-from .bodies import read_limited
-from .deps import AdminAuth, ReaderAuth, StateDep, TaskName, VersionNumber
+from .deps import AdminAuth, ReaderAuth, StateDep, TaskName, VersionNumber, read_limited
 from .schemas import TaskPublic, TasksPublic, UploadPublic, VersionPublic
 
 router = APIRouter()

@@ -1,62 +1,53 @@
-"""The protocol seam: a protocol decodes its request into a call, the pipeline runs the call's
-task (or tasks), and the protocol encodes what came back. What a call asks of a task (outputs,
-kind, dimensions) is checked on the leased version's head before any row is queued."""
+"""The protocol seam: a protocol decodes its request into a call, the pipeline runs the task
+the call asks for (`call.asked`), and the protocol encodes what came back. What a call asks of
+its task (outputs, kind, dimensions) is checked on the leased version's head before any row is
+queued."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
-from ...patches.encoding import Item
-from ..core.pipeline import HeadCheck, Outcome, PredictPipeline
+from ..core.pipeline import Outcome, PredictPipeline, TaskCall
 from ..limits import Limits
 from ..metrics import RequestCount
 
+
+class Call(Protocol):
+    """A decoded, checked request: what it asks of its task."""
+
+    asked: TaskCall
+
+
 Source = TypeVar("Source")  # what the transport hands over: a body, a protobuf message
-Call = TypeVar("Call")  # the decoded, checked request
+CallT = TypeVar("CallT")  # the decoded, checked request
 Answer = TypeVar("Answer")  # what the transport sends back
 
 
-@dataclass(frozen=True)
-class TaskCall:
-    """One task's share of a call: its inputs, the version asked for, and the head check."""
-
-    task: str
-    inputs: list[Item]
-    version: int | None = None
-    check: HeadCheck = None
-
-
-class Adapter(ABC, Generic[Source, Call, Answer]):
+class Adapter(ABC, Generic[Source, CallT, Answer]):
     """decode -> pipeline -> encode for one protocol; `api` names it in the request metrics."""
 
     api: ClassVar[str]
 
     @abstractmethod
-    def decode(self, source: Source, limits: Limits) -> Call:
+    def decode(self, source: Source, limits: Limits) -> CallT:
         """The checked call of a request, or a domain error saying what to send."""
 
     @abstractmethod
-    def task_call(self, call: Call) -> TaskCall:
-        """What the call asks of its task."""
-
-    @abstractmethod
-    def encode(self, call: Call, outcome) -> Answer:
+    def encode(self, call: CallT, outcome) -> Answer:
         """The answer to the call."""
 
-    def label(self, call: Call) -> str:
+    def label(self, call: CallT) -> str:
         """The call's task as a metrics label."""
-        return self.task_call(call).task
+        return call.asked.task
 
-    async def run(self, pipeline: PredictPipeline, call: Call) -> Outcome | list[Outcome]:
+    async def run(self, pipeline: PredictPipeline, call: CallT) -> Outcome | list[Outcome]:
         """The call through the pipeline's stages (lease, tokenize, batch, forward)."""
-        asked = self.task_call(call)
-        return await pipeline.run(asked.task, asked.inputs, asked.version, asked.check)
+        return await pipeline.run(call.asked)
 
 
 async def serve(
-    adapter: Adapter[Source, Call, Answer],
+    adapter: Adapter[Source, CallT, Answer],
     pipeline: PredictPipeline,
     source: Source,
     limits: Limits,

@@ -64,6 +64,68 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def version_file(folder: Path, version: int) -> Path:
+    """The file of one version in a task's folder."""
+    return folder / f"v{version}.safetensors"
+
+
+def read_pointer(folder: Path) -> dict:
+    """A task folder's pointer (active version, next number); {} when absent or unreadable."""
+    path = folder / "task.json"
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        log.error("event=store_pointer_unreadable path=%s error=%s", path, err)
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def write_pointer(folder: Path, active: int | None, next_version: int) -> None:
+    """Replace a task folder's pointer atomically."""
+    body = json.dumps({"active": active, "next_version": next_version}).encode()
+    atomic_write(folder / "task.json", body)
+
+
+def next_number(pointer: dict) -> int:
+    """The pointer's next version number (1 when it has none)."""
+    value = pointer.get("next_version", 1)
+    return value if isinstance(value, int) and value >= 1 else 1
+
+
+def first_free_number(folder: Path, pointer: dict) -> int:
+    """A number past every version ever used: the pointer's next and every file present."""
+    present = (int(m.group(1)) for n in os.listdir(folder) if (m := VERSION_FILE.fullmatch(n)))
+    return max([next_number(pointer), *(v + 1 for v in present)])
+
+
+def marked_version(folder: Path, marker: Path) -> int | None:
+    """The stored version a bytes marker names, if it is still there."""
+    try:
+        version = int(marker.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return version if version_file(folder, version).exists() else None
+
+
+def link_new_version(folder: Path, data: bytes, version: int) -> int:
+    """Write `data` durably as the first free version from `version` on (hard links never
+    replace a file, so two writers never share a number); the number written."""
+    tmp = _write_temporary(folder, "upload", data)
+    try:
+        while True:
+            try:
+                os.link(tmp, version_file(folder, version))
+                break
+            except FileExistsError:
+                version += 1
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(folder)
+    return version
+
+
 class FolderStore(PatchStore):
     """Patch files under one root folder."""
 
@@ -90,7 +152,7 @@ class FolderStore(PatchStore):
 
     def path(self, task: str, version: int) -> Path:
         """File of one version."""
-        return self._dir(task) / f"v{version}.safetensors"
+        return version_file(self._dir(task), version)
 
     def tasks(self) -> list[str]:
         """Task folders present (names that are valid task names)."""
@@ -98,24 +160,14 @@ class FolderStore(PatchStore):
 
     def record(self, task: str) -> TaskRecord | None:
         """The task's versions and pointer, or None when the task has no folder."""
+        folder = self._dir(task)
         try:
-            names = os.listdir(self._dir(task))
+            names = os.listdir(folder)
         except FileNotFoundError:
             return None
         versions = sorted(int(m.group(1)) for n in names if (m := VERSION_FILE.fullmatch(n)))
-        active = self._pointer(task).get("active")
+        active = read_pointer(folder).get("active")
         return TaskRecord(task, versions, active if active in versions else None)
-
-    def _pointer(self, task: str) -> dict:
-        path = self._dir(task) / "task.json"
-        try:
-            value = json.loads(path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as err:
-            log.error("event=store_pointer_unreadable path=%s error=%s", path, err)
-            return {}
-        return value if isinstance(value, dict) else {}
 
     def read(self, task: str, version: int) -> bytes:
         """Bytes of one version."""
@@ -142,57 +194,30 @@ class FolderStore(PatchStore):
         """Write a new immutable version under the first free number past every one used."""
         folder = self._dir(task)
         marker = folder / f".sha256-{sha256 or digest_of(data)}"
-        tmp = None
         with self._locked():
             folder.mkdir(exist_ok=True)
-            if (same := self._marked_version(task, marker)) is not None:
+            if (same := marked_version(folder, marker)) is not None:
                 return same, False
-            record = self.record(task)
-            version = max([self._next_number(task), *(v + 1 for v in record.versions)])
-            tmp = _write_temporary(folder, "upload", data)
-            try:
-                while True:
-                    try:
-                        os.link(tmp, self.path(task, version))  # fails if the file exists
-                        break
-                    except FileExistsError:
-                        version += 1
-            finally:
-                tmp.unlink(missing_ok=True)
-            _fsync_dir(folder)
+            pointer = read_pointer(folder)
+            version = link_new_version(folder, data, first_free_number(folder, pointer))
             atomic_write(marker, str(version).encode())
-            active = version if activate else self._pointer(task).get("active")
-            self._write_pointer(task, active, version + 1)
+            active = version if activate else pointer.get("active")
+            write_pointer(folder, active, version + 1)
             self._announce(task)
         return version, True
 
-    def _marked_version(self, task: str, marker: Path) -> int | None:
-        """The stored version a bytes marker names, if it is still there."""
-        try:
-            version = int(marker.read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        return version if self.path(task, version).exists() else None
-
-    def _next_number(self, task: str) -> int:
-        value = self._pointer(task).get("next_version", 1)
-        return value if isinstance(value, int) and value >= 1 else 1
-
-    def _write_pointer(self, task: str, active: int | None, next_version: int) -> None:
-        body = json.dumps({"active": active, "next_version": next_version}).encode()
-        atomic_write(self._dir(task) / "task.json", body)
-
     def set_active(self, task: str, version: int) -> None:
         """Point the task at `version` (the next number is kept)."""
+        folder = self._dir(task)
         with self._locked():
-            self._write_pointer(task, version, self._next_number(task))
+            write_pointer(folder, version, next_number(read_pointer(folder)))
             self._announce(task)
 
     def delete_version(self, task: str, version: int) -> None:
         """Remove one (non-active) version's file and its bytes marker."""
         folder = self._dir(task)
         with self._locked():
-            path = self.path(task, version)
+            path = version_file(folder, version)
             if path.exists():
                 (folder / f".sha256-{digest_of(path.read_bytes())}").unlink(missing_ok=True)
             path.unlink(missing_ok=True)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import orjson
 
 from ....patches.encoding import Item
-from ...core.pipeline import Outcome, PredictPipeline
+from ...core.pipeline import Outcome, PredictPipeline, TaskCall
 from ...errors import InvalidRequest, UnsupportedMediaType
 from ...limits import Limits
-from ..adapter import Adapter, TaskCall
+from ..adapter import Adapter
 
 PREDICT_SHAPE = '{"inputs": ["text" or ["text", "text_pair"], ...], "version": optional int}'
 FIELDS = ("inputs", "version")
@@ -24,10 +24,9 @@ FANOUT_SHAPE = '{"tasks": ["task", ...], "inputs": ["text" or ["text", "text_pai
 
 @dataclass(frozen=True)
 class PredictCall:
-    """What a predict request asks: its inputs and an optional pinned version."""
+    """What a predict request asks of its task: its inputs and an optional pinned version."""
 
-    inputs: list[Item]
-    version: int | None
+    asked: TaskCall
 
 
 def check_json_type(content_type: str | None) -> None:
@@ -51,15 +50,16 @@ def parse_json(body: bytes) -> object:
         raise InvalidRequest(f"the body is {reason}; send UTF-8 JSON: {PREDICT_SHAPE}") from None
 
 
-def decode_predict(body: bytes, limits: Limits) -> PredictCall:
-    """Checked inputs and version of a predict body."""
+def decode_predict(task: str, body: bytes, limits: Limits) -> PredictCall:
+    """Checked inputs and version of a predict body for `task`."""
     value = parse_json(body)
     if not isinstance(value, dict):
         raise InvalidRequest(f"the body must be a JSON object: {PREDICT_SHAPE}")
     extra = sorted(set(value) - set(FIELDS))
     if extra:
         raise InvalidRequest(f"unknown field(s) {extra}; the body is {PREDICT_SHAPE}")
-    return PredictCall(check_inputs(value.get("inputs"), limits), _version(value.get("version")))
+    inputs = check_inputs(value.get("inputs"), limits)
+    return PredictCall(TaskCall(task, inputs, _version(value.get("version"))))
 
 
 @dataclass(frozen=True)
@@ -148,20 +148,15 @@ def encode_outcome(outcome: Outcome) -> dict:
     return {"task": outcome.task, "version": outcome.version, "predictions": outcome.predictions}
 
 
-class PredictAdapter(Adapter[tuple[str, bytes], tuple[str, PredictCall], dict]):
+class PredictAdapter(Adapter[tuple[str, bytes], PredictCall, dict]):
     """`POST /tasks/{task}/predict`: (task, body) -> one task's predictions."""
 
     api = "native"
 
-    def decode(self, source: tuple[str, bytes], limits: Limits) -> tuple[str, PredictCall]:
-        task, body = source
-        return task, decode_predict(body, limits)
+    def decode(self, source: tuple[str, bytes], limits: Limits) -> PredictCall:
+        return decode_predict(*source, limits)
 
-    def task_call(self, call: tuple[str, PredictCall]) -> TaskCall:
-        task, predict = call
-        return TaskCall(task, predict.inputs, predict.version)
-
-    def encode(self, call: tuple[str, PredictCall], outcome: Outcome) -> dict:
+    def encode(self, call: PredictCall, outcome: Outcome) -> dict:
         return encode_outcome(outcome)
 
 
@@ -172,9 +167,6 @@ class FanoutAdapter(Adapter[bytes, FanoutCall, dict]):
 
     def decode(self, source: bytes, limits: Limits) -> FanoutCall:
         return decode_fanout(source, limits)
-
-    def task_call(self, call: FanoutCall) -> TaskCall:
-        raise TypeError("a fan-out call asks many tasks; run() serves it")
 
     def label(self, call: FanoutCall) -> str:
         return FANOUT_LABEL

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ...http.bodies import read_limited
-from ...http.deps import PredictAuth, StateDep, TaskName
-from ...http.edge import counted
-from ...http.responses import OrjsonResponse
+from ...http.deps import PredictAuth, StateDep, TaskName, read_limited
+from ...http.edge import OrjsonResponse, counted
 from ...http.schemas import FanoutRequest, FanoutResponse, PredictRequest, PredictResponse
 from ..adapter import serve
 from .request import FANOUT, FANOUT_LABEL, PREDICT, check_json_type

@@ -12,10 +12,10 @@ import orjson
 
 from ....patches.engine import TaskHead
 from ....patches.kinds import EMBEDDING
-from ...core.pipeline import Outcome
+from ...core.pipeline import Outcome, TaskCall
 from ...errors import InvalidRequest
 from ...limits import Limits
-from ..adapter import Adapter, TaskCall
+from ..adapter import Adapter
 from ..native.request import check_inputs, parse_json
 
 FIELDS = {"model", "input", "encoding_format", "dimensions", "user"}
@@ -25,15 +25,14 @@ FORMATS = ("float", "base64")
 
 @dataclass(frozen=True)
 class EmbeddingsCall:
-    """What an embeddings request asks."""
+    """What an embeddings request asks; its task call checks the task's kind and width."""
 
     model: str
-    texts: list[str]
     encoding_format: str
-    dimensions: int | None
+    asked: TaskCall
 
 
-def decode_embeddings(body: bytes, limits: Limits) -> EmbeddingsCall:
+def decode_embeddings(body: bytes, limits: Limits, hidden_size: int) -> EmbeddingsCall:
     """The checked request of a `POST /v1/embeddings` body."""
     value = parse_json(body)
     if not isinstance(value, dict):
@@ -64,23 +63,26 @@ def decode_embeddings(body: bytes, limits: Limits) -> EmbeddingsCall:
         check_inputs(texts, limits, SHAPE)
     except InvalidRequest as err:
         raise InvalidRequest(err.message, err.code, param="input") from None
-    return EmbeddingsCall(model, texts, fmt, dimensions)
+    check = partial(check_embedding_task, model, dimensions, hidden_size=hidden_size)
+    return EmbeddingsCall(model, fmt, TaskCall(model, texts, None, check))
 
 
-def check_embedding_task(call: EmbeddingsCall, head: TaskHead, hidden_size: int) -> None:
+def check_embedding_task(
+    model: str, dimensions: int | None, head: TaskHead, hidden_size: int
+) -> None:
     """The task makes embeddings, of the dimensions asked (if asked)."""
     if head.kind is not EMBEDDING:
         raise InvalidRequest(
-            f"model {call.model!r} is a {head.kind} task; /v1/embeddings serves tasks of kind "
+            f"model {model!r} is a {head.kind} task; /v1/embeddings serves tasks of kind "
             "'embedding' (GET /v1/models lists the tasks; POST /tasks/{task}/predict serves "
             "every kind)",
             code="wrong_task_kind",
             param="model",
         )
     width = head.kind.output_width(head, hidden_size)
-    if call.dimensions is not None and call.dimensions != width:
+    if dimensions is not None and dimensions != width:
         raise InvalidRequest(
-            f"dimensions is {call.dimensions}, but model {call.model!r} makes {width}-dimensional "
+            f"dimensions is {dimensions}, but model {model!r} makes {width}-dimensional "
             "embeddings and cannot shorten them; leave dimensions out or send "
             f"{width}",
             code="unsupported_dimensions",
@@ -98,11 +100,7 @@ class EmbeddingsAdapter(Adapter[bytes, EmbeddingsCall, bytes]):
         self.hidden_size = hidden_size
 
     def decode(self, source: bytes, limits: Limits) -> EmbeddingsCall:
-        return decode_embeddings(source, limits)
-
-    def task_call(self, call: EmbeddingsCall) -> TaskCall:
-        check = partial(check_embedding_task, call, hidden_size=self.hidden_size)
-        return TaskCall(call.model, call.texts, None, check)
+        return decode_embeddings(source, limits, self.hidden_size)
 
     def encode(self, call: EmbeddingsCall, outcome: Outcome) -> bytes:
         return encode_embeddings(call, outcome)

@@ -8,8 +8,7 @@ from datetime import datetime
 from fastapi import APIRouter, Request, Response
 
 from ...core.registry import Registry
-from ...http.bodies import read_limited
-from ...http.deps import PredictAuth, ReaderAuth, StateDep, TaskName
+from ...http.deps import PredictAuth, ReaderAuth, StateDep, TaskName, read_limited
 from ...http.edge import counted
 from ...http.schemas import EmbeddingsRequest
 from ..adapter import serve

@@ -14,13 +14,24 @@ import orjson
 from ....patches.patch_file import PatchError
 from ... import errors
 from ...auth import Access
+from ...core.pipeline import Outcome
 from ...http.edge import status_of
+from ...limits import Limits
 from ...metrics import RequestCount
 from ...state import ServerState
-from ..adapter import serve
-from .adapter import GRPC_INFER
+from ..adapter import Adapter, serve
 from .grpc_messages import METHODS, SERVICE, method_types
-from .model import describe, parse_version, ready_version, server_metadata
+from .model import (
+    InferCall,
+    describe,
+    infer_call,
+    items_of,
+    parse_version,
+    ready_version,
+    refuse_classification,
+    server_metadata,
+)
+from .tensors import InputTensor, check_count, unpack_bytes
 
 log = logging.getLogger(__name__)
 Code = grpc.StatusCode
@@ -86,16 +97,72 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         )
 
     async def counted(self, inner, request, context):
-        """`inner`, counted by the status code it answers with (once the server is ready)."""
-        pipeline = self.state.ready()
+        """`inner`, counted by the status code it answers with (not while loading)."""
         count = RequestCount("grpc", request.model_name)
         try:
             reply = await inner(request, context)
-        except (errors.ServerError, PatchError) as err:
-            self.state.metrics.count_request(count, code_of(err).name, pipeline.registry.has_task)
+        except errors.NotReady:
             raise
-        self.state.metrics.count_request(count, "OK", pipeline.registry.has_task)
+        except (errors.ServerError, PatchError) as err:
+            self.state.metrics.count_request(count, code_of(err).name, self.state.has_task)
+            raise
+        self.state.metrics.count_request(count, "OK", self.state.has_task)
         return reply
+
+
+class GrpcInferAdapter(Adapter[object, InferCall, object]):
+    """`ModelInfer`: a ModelInferRequest in, a ModelInferResponse out (raw output contents)."""
+
+    api = "grpc"
+    reply_type = method_types("ModelInfer")[1]
+
+    def decode(self, source, limits: Limits) -> InferCall:
+        items = items_of(input_tensors(source), limits)
+        version = parse_version(source.model_version, source.model_name)
+        outputs = [output_name(o) for o in source.outputs]
+        return infer_call(source.model_name, version, items, outputs, source)
+
+    def encode(self, call: InferCall, outcome: Outcome):
+        reply = self.reply_type(
+            model_name=call.asked.task, model_version=str(outcome.version), id=call.request.id
+        )
+        for tensor in call.tensors(outcome):
+            reply.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+            reply.raw_output_contents.append(tensor.to_bytes())
+        return reply
+
+
+def input_tensors(request) -> list[InputTensor]:
+    """The request's inputs, from raw_input_contents (one per input) or typed contents."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise errors.InvalidRequest(
+            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per "
+            "input, in order (or typed contents for every input)"
+        )
+    tensors = []
+    for i, tensor in enumerate(request.inputs):
+        if tensor.datatype != "BYTES":
+            raise errors.InvalidRequest(
+                f"input {tensor.name!r} is {tensor.datatype}; it must be BYTES (UTF-8 text)"
+            )
+        if raw:
+            elements = unpack_bytes(raw[i], tensor.name)
+        else:
+            elements = list(tensor.contents.bytes_contents)
+        shape = tuple(tensor.shape)
+        check_count(tensor.name, shape, len(elements))
+        tensors.append(InputTensor(tensor.name, tensor.datatype, shape, elements))
+    return tensors
+
+
+def output_name(requested) -> str:
+    """A requested output's name; the classification extension is refused."""
+    refuse_classification(requested.name, requested.parameters)
+    return requested.name
+
+
+GRPC_INFER = GrpcInferAdapter()
 
 
 class InferenceService:

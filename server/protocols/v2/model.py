@@ -4,12 +4,16 @@ optional `text_pair` (BYTES [N]); outputs by task kind."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+
 import orjson
 
 from .... import __version__
 from ....patches.encoding import Item
 from ....patches.engine import TaskHead
 from ....patches.kinds import TWO_D_OUTPUTS
+from ...core.pipeline import Outcome, TaskCall
 from ...errors import InvalidRequest, UnknownVersion
 from ...limits import Limits
 from ..native.request import check_inputs
@@ -19,6 +23,29 @@ SERVER_NAME = "bitpatch"
 EXTENSIONS = ("model_repository", "binary_tensor_data")
 PLATFORM = "bitpatch"
 INPUTS = ("text", "text_pair")
+
+
+@dataclass(frozen=True)
+class InferCall:
+    """What an infer request asks, in either transport: its task call (the requested outputs
+    checked on the leased head) and the transport's own request (ids, binary choices)."""
+
+    asked: TaskCall
+    outputs: list[str]  # requested output names; empty: every output of the task's kind
+    request: object
+
+    def tensors(self, outcome: Outcome) -> list[OutputTensor]:
+        """The output tensors answered."""
+        names = chosen_outputs(outcome.head, self.asked.task, self.outputs)
+        return output_tensors(outcome.head, outcome.predictions, names)
+
+
+def infer_call(
+    task: str, version: int | None, items: list[Item], outputs: list[str], request: object
+) -> InferCall:
+    """An infer request's call: its outputs are checked on the head before the forward."""
+    check = partial(chosen_outputs, task=task, requested=outputs)
+    return InferCall(TaskCall(task, items, version, check), outputs, request)
 
 
 def server_metadata() -> dict:

@@ -4,21 +4,32 @@ binary tensor data. Errors take the protocol's shape (see server/http/edge.py)."
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
+from ...core.pipeline import Outcome
 from ...errors import InvalidRequest
-from ...http.bodies import read_limited
-from ...http.deps import PredictAuth, ReaderAuth, StateDep, TaskName
+from ...http.deps import PredictAuth, ReaderAuth, StateDep, TaskName, read_limited
 from ...http.edge import counted
 from ...http.schemas import V2InferRequest
-from ...limits import BodyLimit
+from ...limits import BodyLimit, Limits
 from ...state import ServerState
-from ..adapter import serve
-from .adapter import HEADER_LENGTH, REST_INFER, RestSource
-from .model import describe, parse_version, ready_version, server_metadata
-from .tensors import split_body
+from ..adapter import Adapter, serve
+from .model import (
+    InferCall,
+    describe,
+    infer_call,
+    items_of,
+    parse_version,
+    ready_version,
+    server_metadata,
+)
+from .request import InferRequest, decode_infer_request
+from .tensors import decompress, encode_response, split_body
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
 INFER_BODY = {
@@ -130,3 +141,47 @@ async def run_infer(state: ServerState, request: Request, task: str, version: st
         media_type="application/octet-stream",
         headers={HEADER_LENGTH: str(answer.header_length)},
     )
+
+
+@dataclass(frozen=True)
+class RestSource:
+    """A REST infer request as the route read it."""
+
+    task: str
+    version: str | None
+    body: bytes
+    content_encoding: str | None
+    header_length: str | None
+
+
+@dataclass(frozen=True)
+class RestAnswer:
+    """A REST infer answer: the body and its `Inference-Header-Content-Length` (None: JSON)."""
+
+    content: bytes
+    header_length: int | None
+
+
+class RestInferAdapter(Adapter[RestSource, InferCall, RestAnswer]):
+    """`POST /v2/models/{task}[/versions/{v}]/infer`: a JSON header and binary tensor data."""
+
+    api = "v2"
+
+    def decode(self, source: RestSource, limits: Limits) -> InferCall:
+        body = decompress(source.body, source.content_encoding, limits.request)
+        request = decode_infer_request(*split_body(body, source.header_length))
+        items = items_of(request.inputs, limits)
+        version = parse_version(source.version, source.task)
+        return infer_call(source.task, version, items, request.output_names, request)
+
+    def encode(self, call: InferCall, outcome: Outcome) -> RestAnswer:
+        request: InferRequest = call.request
+        header = {"model_name": call.asked.task, "model_version": str(outcome.version)}
+        if request.request_id:
+            header["id"] = request.request_id
+        tensors = call.tensors(outcome)
+        binary = request.binary_outputs([t.name for t in tensors])
+        return RestAnswer(*encode_response(header, tensors, binary))
+
+
+REST_INFER = RestInferAdapter()

@@ -14,7 +14,7 @@ LIMITS = Limits(4, 10, BodyLimit(1 << 20, "--max-request-bytes"), BodyLimit(1 <<
 
 
 def decode(value, raw: bytes | None = None):
-    return decode_predict(raw if raw is not None else orjson.dumps(value), LIMITS)
+    return decode_predict("t", raw if raw is not None else orjson.dumps(value), LIMITS).asked
 
 
 def test_valid_bodies():

@@ -1,5 +1,5 @@
 """`python -m bench SUITE [--quick]` from the repository root: micro, server, replicas,
-protocols, peers, gpu."""
+protocols, peers, uploads, rollouts, gpu."""
 
 from __future__ import annotations
 
@@ -21,17 +21,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
         "suite",
-        choices=["micro", "server", "cost", "replicas", "protocols", "peers", "uploads", "gpu"],
+        choices=[
+            "micro",
+            "server",
+            "cost",
+            "replicas",
+            "protocols",
+            "peers",
+            "uploads",
+            "rollouts",
+            "gpu",
+        ],
         help="micro: offline forwards (every forward backend on GLUE batches, then mixed vs single "
         "task and bias swapping); server: HTTP load on real servers; replicas: servers "
         "sharing a store (folder, S3); cost: server CPU per request (a section of server); "
         "protocols: the native API, v2 REST and v2 gRPC under "
         "one load; peers: bitpatch beside PEFT LoRA and Infinity; uploads: patch uploads/s of "
-        "8 clients and where an upload's time goes; gpu: a CUDA host",
+        "8 clients and where an upload's time goes; rollouts: the cost of a 100% shadow; gpu: a "
+        "CUDA host",
     )
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
     parser.add_argument("--reps", type=int, default=20, help="micro: repetitions")
-    parser.add_argument("--dtype", default="auto", help="server, cost: dtype of the servers")
+    parser.add_argument(
+        "--dtype", default="auto", help="server, cost, rollouts: dtype of the servers"
+    )
     parser.add_argument("--threads", type=int, default=None, help="micro: torch threads")
     parser.add_argument("--out", type=Path, default=None, help="folder for JSON (and PNG)")
     parser.add_argument(
@@ -67,6 +80,12 @@ def main() -> None:
         results = run_uploads(args.quick)
         print(uploads_markdown(results))
         save(args.out, "uploads.json", results)
+    elif args.suite == "rollouts":
+        from .rollouts import rollouts_markdown, run_rollouts
+
+        results = run_rollouts(args.quick, args.dtype)
+        print(rollouts_markdown(results))
+        save(args.out, "rollouts.json", results)
     elif args.suite == "protocols":
         from .protocols import protocols_markdown, run_protocols
 

@@ -1,4 +1,4 @@
-"""The `bitpatch` command: serve, push, train, eval, inspect, export, import."""
+"""The `bitpatch` command: serve, push, rollout, train, eval, inspect, export, import."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import httpx
 
 from . import __version__
 from .model_commands import add_export_parser, add_import_parser, add_push_parser
+from .rollout_commands import add_rollout_parser
 from .serve_command import add_serve_parser
 from .train_commands import add_eval_parser, add_inspect_parser, add_train_parser
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (
         add_serve_parser,
         add_push_parser,
+        add_rollout_parser,
         add_train_parser,
         add_eval_parser,
         add_inspect_parser,

@@ -1,4 +1,5 @@
-"""A small Python client for a bitpatch server: predict, push, list, activate, delete."""
+"""A small Python client for a bitpatch server: predict, push, list, activate, delete, and a
+task's rollout (canary, shadow, guard, promote, evaluate)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,11 @@ class Client:
         body = {"inputs": inputs} | ({"version": version} if version is not None else {})
         return self._call("POST", f"/tasks/{task}/predict", json=body)
 
-    def push(self, patch: str | Path | bytes, task: str | None = None) -> dict:
-        """PUT /tasks/{task}/patch with the file's bytes (task defaults to the patch's own)."""
+    def push(
+        self, patch: str | Path | bytes, task: str | None = None, activate: bool = True
+    ) -> dict:
+        """PUT /tasks/{task}/patch with the file's bytes (task defaults to the patch's own);
+        `activate=False` stores a candidate for a rollout."""
         data = patch if isinstance(patch, bytes) else Path(patch).read_bytes()
         if task is None:
             from bitpatch.patches.patch_file import decode_patch
@@ -55,6 +59,7 @@ class Client:
             f"/tasks/{task}/patch",
             content=data,
             headers={"Content-Type": "application/octet-stream"},
+            params={} if activate else {"activate": "false"},
         )
 
     def tasks(self) -> list[dict]:
@@ -81,6 +86,28 @@ class Client:
             error = reply.json()["error"]
             raise BitpatchError(reply.status_code, error["code"], error["message"])
         return reply.content
+
+    def rollout(self, task: str) -> dict:
+        """GET /tasks/{task}/rollout: the rollout and the replica's figures."""
+        return self._call("GET", f"/tasks/{task}/rollout")
+
+    def set_rollout(self, task: str, rollout: dict) -> dict:
+        """PUT /tasks/{task}/rollout with {"canary"?, "shadow"?, "guard"?}."""
+        return self._call("PUT", f"/tasks/{task}/rollout", json=rollout)
+
+    def end_rollout(self, task: str) -> dict:
+        """DELETE /tasks/{task}/rollout."""
+        return self._call("DELETE", f"/tasks/{task}/rollout")
+
+    def promote(self, task: str) -> dict:
+        """POST /tasks/{task}/rollout/promote."""
+        return self._call("POST", f"/tasks/{task}/rollout/promote")
+
+    def evaluate(self, task: str, inputs: list, labels: list) -> dict:
+        """POST /tasks/{task}/evaluate: this call's figures per version."""
+        return self._call(
+            "POST", f"/tasks/{task}/evaluate", json={"inputs": inputs, "labels": labels}
+        )
 
     def close(self) -> None:
         """Close the connection pool."""

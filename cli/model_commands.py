@@ -8,13 +8,18 @@ from pathlib import Path
 
 
 def add_push_parser(sub) -> None:
-    """`bitpatch push FILE --url URL [--task T] [--token T]`."""
+    """`bitpatch push FILE --url URL [--task T] [--token T] [--candidate]`."""
     p = sub.add_parser("push", help="upload a patch file to a running server")
     p.add_argument("file", type=Path, help="the patch file (.safetensors) to upload")
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
     p.add_argument("--task", default=None, help="task to upload to (default: the patch's own)")
     p.add_argument(
         "--token", default=None, help="admin token (default: $BITPATCH_ADMIN_TOKEN, if set)"
+    )
+    p.add_argument(
+        "--candidate",
+        action="store_true",
+        help="store the version without making it active (for `bitpatch rollout`)",
     )
     p.set_defaults(func=run_push)
 
@@ -23,7 +28,8 @@ def run_push(args: argparse.Namespace) -> int:
     """Upload and print the server's answer."""
     from bitpatch.client import Client, admin_token
 
-    print(json.dumps(Client(args.url, token=admin_token(args.token)).push(args.file, args.task)))
+    client = Client(args.url, token=admin_token(args.token))
+    print(json.dumps(client.push(args.file, args.task, activate=not args.candidate)))
     return 0
 
 

@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """Starts the server as a subprocess and waits for /readyz; `url` and `client` once up."""
+    """Starts the server as a subprocess and waits for /readyz; its `url` once up."""
 
     def __init__(
         self,

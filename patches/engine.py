@@ -12,10 +12,13 @@ import torch
 
 from .backbone import Backbone
 from .encoding import Item, collate, encode_inputs
+from .examples import first_difference, tolerance_for
 from .forwards import choose_forward
 from .kinds import TaskKind, kind_named
+from .outputs import to_predictions
 from .patch_file import CheckedPatch, PatchError, PatchFile, check_fits, patch_of
 from .pooling import pool
+from .row_encoder import RowEncoder
 from .task_layers import install_task_layers
 
 
@@ -226,9 +229,50 @@ class MultiTaskEngine:
         return patch
 
     def check_outputs(self, patch: PatchFile | CheckedPatch) -> None:
-        """Run a patch (not registered) on two short inputs; PatchError if any output is not
-        finite (e.g. finite but huge biases that overflow a LayerNorm)."""
+        """Run a patch (not registered) on two short inputs, then on its golden examples;
+        PatchError if any output is not finite (e.g. finite but huge biases that overflow a
+        LayerNorm) or an example's answer is not the one the patch carries."""
         patch = self.fitted(patch)
+        self._check_finite(patch)
+        if patch.examples:
+            self._check_examples(patch)
+
+    def _check_examples(self, patch: PatchFile) -> None:
+        """PatchError (parity_failed) naming the first example answered otherwise."""
+        items = [e["input"] for e in patch.examples]
+        answers = self._answers(items, self._vector_of(patch.biases), self._head_of(patch))
+        tolerance = tolerance_for(self.backbone.dtype)
+        for i, (example, got) in enumerate(zip(patch.examples, answers, strict=True)):
+            difference = first_difference(example["output"], got, tolerance)
+            if difference is not None:
+                raise PatchError(
+                    f"examples[{i}] (input {example['input']!r}) is answered otherwise here: "
+                    f"{difference}; the patch carries {example['output']} and this server "
+                    f"computes {got}. It was trained against another backbone, tokenizer or "
+                    "engine: retrain it against this server's backbone, or drop its examples",
+                    key="examples",
+                    code="parity_failed",
+                )
+
+    def predict(self, key: str, items: list[Item]) -> list[dict]:
+        """One registered task's predictions of `items`, exactly as the server answers them
+        (one forward: keep `items` to a batch)."""
+        state = self._state
+        return self._answers(items, state.vectors[key], state.heads[key])
+
+    def _answers(self, items: list[Item], vector: torch.Tensor, head: TaskHead) -> list[dict]:
+        """Predictions of `items` through one bias vector and head, encoded as the server
+        encodes requests."""
+        rows = RowEncoder(self.backbone.tokenizer).encode(
+            items, head.max_length, head.wants_offsets
+        )
+        batch = collate(rows, self.backbone.tokenizer.pad_token_id)
+        key = "one"
+        (group,) = self._forward(batch, [key] * len(rows), {key: vector}, {key: head})
+        return to_predictions(head, group.logits, rows)
+
+    def _check_finite(self, patch: PatchFile) -> None:
+        """PatchError unless the patch's outputs on two short inputs are finite."""
         items: list[Item] = ["a short check sentence", ["a short check", "sentence pair"]]
         rows = encode_inputs(self.backbone.tokenizer, items, patch.max_length)
         batch = collate(rows, self.backbone.tokenizer.pad_token_id)

@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
 from .backbone import BackboneSpec
+from .examples import check_examples_shape
 from .kinds import KINDS, kind_named
 
 FORMAT = "bitpatch/1"
@@ -55,6 +56,8 @@ class PatchFile:
     normalize: bool = True  # embedding: L2-normalise the output
     metrics: dict = field(default_factory=dict)
     trainer: dict = field(default_factory=dict)
+    # golden inputs and the predictions the trainer computed (see patches/examples.py)
+    examples: list = field(default_factory=list)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     @property
@@ -100,6 +103,8 @@ class PatchFile:
         for key in JSON_OBJECT_KEYS:
             if getattr(self, key):
                 meta[key] = json.dumps(getattr(self, key), sort_keys=True)
+        if self.examples:
+            meta["examples"] = json.dumps(self.examples)
         return meta
 
     def to_bytes(self) -> bytes:
@@ -245,8 +250,9 @@ def _require(meta: dict[str, str], key: str) -> str:
 def _json_field(meta: dict[str, str], key: str, expected: type):
     try:
         value = json.loads(meta[key])
-    except json.JSONDecodeError as err:
-        raise PatchError(f"metadata '{key}' is not valid JSON: {meta[key]!r}", key) from err
+    except (json.JSONDecodeError, RecursionError) as err:
+        shown = meta[key][:200]
+        raise PatchError(f"metadata '{key}' is not valid JSON: {shown!r}", key) from err
     if not isinstance(value, expected) or isinstance(value, bool):
         name = expected.__name__ if isinstance(expected, type) else "number"
         raise PatchError(f"metadata '{key}' must be a JSON {name}, got {meta[key]!r}", key)
@@ -295,6 +301,11 @@ def _parse_metadata(meta: dict[str, str]) -> dict:
     }
     for key in JSON_OBJECT_KEYS:
         fields[key] = _json_field(meta, key, dict) if key in meta else {}
+    if "examples" in meta:
+        fields["examples"] = _json_field(meta, "examples", list)
+        problem = check_examples_shape(fields["examples"])
+        if problem is not None:
+            raise PatchError(f"metadata 'examples' {problem}", key="examples")
     return fields
 
 

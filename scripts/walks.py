@@ -25,6 +25,7 @@ import httpx
 
 PRODUCT = ("cli/", "server/", "patches/")
 QUIET = ("server/core/follow.py",)  # the store follower: a background loop
+QUIET_CALLS = ("on_collection",)  # the garbage collector's timing callback
 
 
 def point_package_at(root: Path) -> None:
@@ -49,8 +50,8 @@ def serve_traced(root: Path, dump: Path, argv: list[str]) -> None:
         path = frame.f_code.co_filename
         if path.startswith(prefix):
             rel = path[len(prefix) :]
-            if rel.startswith(PRODUCT) and rel not in QUIET:
-                name = frame.f_code.co_name
+            name = frame.f_code.co_name
+            if rel.startswith(PRODUCT) and rel not in QUIET and name not in QUIET_CALLS:
                 events.append((time.perf_counter_ns(), threading.get_ident(), rel, name))
 
     def start(*_):

@@ -91,3 +91,13 @@ class StoreUnavailable(ServerError):
     """The patch store cannot be reached; what is loaded keeps serving."""
 
     code = "store_unavailable"
+
+
+class RolloutConflict(ServerError):
+    """The rollout or the versions it names forbid the operation now (`code` says which)."""
+
+    code = "rollout_conflict"
+
+    def __init__(self, message: str, code: str = "rollout_conflict"):
+        super().__init__(message)
+        self.code = code

@@ -109,6 +109,25 @@ class Metrics:
         self.rejections = Counter(
             "bitpatch_rejections", "Rejected uploads and requests by reason", ["reason"], registry=r
         )
+        self.rollout_figure = Gauge(
+            "bitpatch_rollout_figure",
+            "This replica's figures of each version of a task with a rollout: served, "
+            "shadow_rows, agreement (percent), evaluated, value (the labelled metric)",
+            ["task", "version", "figure"],
+            registry=r,
+        )
+        self.rollouts_aborted = Counter(
+            "bitpatch_rollouts_aborted",
+            "Rollouts ended by their guard (the candidate fell behind the active version)",
+            ["task"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "bitpatch_shadow_rows_dropped",
+            "Shadow rows not run, by reason (queue_full, not_resident, failed)",
+            ["reason"],
+            registry=r,
+        )
         self.gc_pause = Histogram(
             "bitpatch_gc_pause_seconds",
             "Python garbage collections by generation (each holds the interpreter lock, so "

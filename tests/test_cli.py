@@ -56,3 +56,37 @@ def test_unreachable_server_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         cli_main(["push", str(path), "--url", "http://127.0.0.1:9"])
     assert done.value.code == 1 and "cannot reach the server" in capsys.readouterr().err
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        cli_main(argv)
+    out, err = capsys.readouterr()
+    return done.value.code, out, err
+
+
+def test_push_a_candidate_roll_it_out_and_promote_it(tiny_bert_dir, tmp_path, capsys):
+    import json
+
+    model = make_model("bert")[0]
+    paths = []
+    for seed in (1, 2):
+        paths.append(tmp_path / f"v{seed}.safetensors")
+        random_patch(model, "roll", 2, "cls", seed=seed).save(paths[-1])
+    with ServerProcess(tiny_bert_dir, tmp_path / "store", "--no-demo-patches") as srv:
+        url = ["--url", srv.url]
+        assert run_cli(["push", str(paths[0]), *url], capsys)[0] == 0
+        code, out, _ = run_cli(["push", str(paths[1]), "--candidate", *url], capsys)
+        assert code == 0 and json.loads(out)["active"] is False
+        code, _, err = run_cli(["rollout", "roll", "--canary", "2", *url], capsys)
+        assert code == 2 and "--percent" in err
+        code, out, _ = run_cli(
+            ["rollout", "roll", "--canary", "2", "--percent", "30", *url], capsys
+        )
+        assert code == 0 and json.loads(out)["canary"] == {"version": 2, "percent": 30.0}
+        code, out, _ = run_cli(["rollout", "roll", "--status", *url], capsys)
+        assert json.loads(out)["active"] == 1
+        code, out, _ = run_cli(["rollout", "roll", "--promote", *url], capsys)
+        assert code == 0 and json.loads(out)["active"] == 2
+        code, _, err = run_cli(["rollout", "roll", "--promote", *url], capsys)
+        assert code == 1 and "409" in err and "no rollout" in err

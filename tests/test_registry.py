@@ -116,6 +116,26 @@ def test_keep_versions_prunes_the_oldest(backbone, tmp_path):
     assert registry.engine.registered_keys() == ["t@4"]
 
 
+def test_keep_versions_keeps_a_new_candidate_and_the_rollouts_versions(backbone, tmp_path):
+    from bitpatch.server.core.rollouts import parse_rollout
+
+    registry = Registry(FolderStore(tmp_path), MultiTaskEngine(backbone), keep_versions=1)
+    registry.load()
+    registry.upload("t", patch(backbone, "t", 1))
+    registry.upload("t", patch(backbone, "t", 2), activate=False)
+    assert sorted(registry.versions("t")) == [1, 2] and registry.active_version("t") == 1
+    registry.set_rollout("t", parse_rollout({"canary": {"version": 2, "percent": 5}}))
+    registry.upload("t", patch(backbone, "t", 3), activate=False)
+    assert sorted(registry.versions("t")) == [1, 2, 3]  # active, canary, the new candidate
+    registry.promote("t")
+    assert registry.active_version("t") == 2 and not registry.rollout("t").live
+    reloaded = Registry(FolderStore(tmp_path), MultiTaskEngine(backbone))
+    reloaded.load()
+    assert reloaded.active_version("t") == 2 and reloaded.rollout("t").ended.reason.startswith(
+        "promoted"
+    )
+
+
 def test_version_numbers_are_claimed_exclusively(tmp_path):
     store = FolderStore(tmp_path)
     (tmp_path / "t").mkdir()

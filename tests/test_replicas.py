@@ -201,3 +201,37 @@ def test_processes_share_one_port_and_converge(tiny_bert_dir, tmp_path, model):
         assert put(srv.url, "proc", data).status_code == 201
         # new connections land on either process: both serve it within the bound
         wait_for(lambda: all(served_version(srv.url, "proc") == 1 for _ in range(10)))
+
+
+def test_a_rollout_reaches_every_replica_and_survives_a_restart(
+    tiny_bert_dir, tmp_path, store, model
+):
+    v1, v2 = (random_patch(model, "t", 2, "cls", seed=s).to_bytes() for s in (31, 32))
+    keys = [f"key-{i}" for i in range(30)]
+
+    def versions(url: str) -> list[int | None]:
+        return [keyed_version(url, "t", key) for key in keys]
+
+    with replicas(tiny_bert_dir, store, tmp_path) as servers:
+        urls = [s.url for s in servers]
+        assert put(urls[0], "t", v1).status_code == 201
+        reply = httpx.put(f"{urls[1]}/tasks/t/patch?activate=false", content=v2, timeout=30)
+        assert reply.status_code == 201 and reply.json()["active"] is False
+        wait_for(lambda: all(served_version(u, "t") == 1 for u in urls))
+        canary = {"canary": {"version": 2, "percent": 50}}
+        assert httpx.put(f"{urls[2]}/tasks/t/rollout", json=canary, timeout=30).is_success
+        want = versions(urls[2])
+        assert set(want) == {1, 2}
+        wait_for(lambda: all(versions(u) == want for u in urls[:2]))
+        assert all(httpx.get(f"{u}/tasks/t/rollout").json()["canary"] for u in urls)
+    with replicas(tiny_bert_dir, store, tmp_path, 1) as (restarted,):
+        assert versions(restarted.url) == want
+        promoted = httpx.post(f"{restarted.url}/tasks/t/rollout/promote", timeout=30)
+        assert promoted.json()["active"] == 2
+        assert set(versions(restarted.url)) == {2}
+
+
+def keyed_version(url: str, task: str, key: str) -> int | None:
+    body = {"inputs": ["a b c"]}
+    reply = httpx.post(f"{url}/tasks/{task}/predict", json=body, headers={"X-Bitpatch-Key": key})
+    return reply.json()["version"] if reply.status_code == 200 else None

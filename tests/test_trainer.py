@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import httpx
 import pytest
 import torch
 from transformers import AutoModel, TrainerCallback
@@ -254,8 +255,17 @@ def test_cli_train_push_uses_the_environment_token(tiny_bert_dir, tmp_path, monk
         assert pushed.value.code == 0
         reply = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert reply["task"] == "pushed" and reply["version"] == 1
-        assert reply["created"] is True
-    assert read_patch(tmp_path / "p.safetensors").inputs == "text"  # trained on single texts
+        assert reply["created"] is True  # its golden examples agreed with the server's answers
+        pushed = read_patch(tmp_path / "p.safetensors")
+        examples = pushed.examples
+        texts = {e.text for e in data.train + data.dev}
+        assert len(examples) == 8 and all(e["input"] in texts for e in examples)
+        body = {"inputs": [examples[0]["input"]]}
+        answer = httpx.post(f"{srv.url}/tasks/pushed/predict", json=body, timeout=30)
+        got, want = answer.json()["predictions"][0], examples[0]["output"]
+        assert got["label"] == want["label"]
+        assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+    assert pushed.inputs == "text"  # trained on single texts
 
 
 TOPICS = {"animal": ["cat", "dog"], "color": ["red", "blue", "green"], "sky": ["sun", "moon"]}
@@ -345,6 +355,7 @@ def test_cli_trains_a_tagger_from_conll_and_eval_agrees(tiny_bert_dir, tmp_path,
     assert patch.kind == "token_classification" and patch.pooling == "none"
     assert patch.labels[0] == "O" and {"B-PER", "I-PER", "B-LOC", "I-LOC"} <= set(patch.labels)
     assert patch.metrics["entity_f1"] > 70, patch.metrics  # chance: near 0
+    assert patch.examples and all("tokens" in e["output"] for e in patch.examples)
     with pytest.raises(SystemExit) as done:
         cli_main(["eval", str(out), *common])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -8,10 +8,25 @@ import torch
 from ..patches.backbone import load_backbone
 from ..patches.encoding import encode_inputs
 from ..patches.engine import MultiTaskEngine
+from ..patches.examples import TRAINER_EXAMPLES
 from ..patches.patch_file import PatchFile
 from .data import TaskData
 from .kinds import training_kind
 from .metrics import embedding_metrics, has_bio_tags, tagging_metrics
+
+
+def golden_examples(patch: PatchFile, data: TaskData, backbone: str) -> list[dict]:
+    """Up to 8 dev inputs and the predictions a float32 server answers for them, in the
+    patch's `examples` metadata (a server checks them on upload)."""
+    engine = MultiTaskEngine(load_backbone(backbone, dtype="float32", device="cpu"))
+    engine.register(patch.task, patch)
+    per_text = training_kind(patch.kind).pairwise or patch.inputs != "text_pair"
+    items = [
+        e.text if per_text or e.pair is None else [e.text, e.pair]
+        for e in data.dev[:TRAINER_EXAMPLES]
+    ]
+    answers = engine.predict(patch.task, items)
+    return [{"input": item, "output": answer} for item, answer in zip(items, answers, strict=True)]
 
 
 def gold_labels(patch: PatchFile, data: TaskData) -> list:

@@ -27,7 +27,7 @@ from ..patches.backbone import DEFAULT_BACKBONE, fingerprint, resolve_source
 from ..patches.patch_file import PatchFile
 from ..patches.tuning import cpu_has_bf16
 from .data import TaskData
-from .evaluate import evaluate_patch
+from .evaluate import evaluate_patch, golden_examples
 from .kinds import training_kind
 from .model import (
     PairModel,
@@ -228,6 +228,7 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
     patch.metrics = evaluate_patch(patch, data, settings.backbone)
     if "threshold" in patch.metrics:  # multi_label: chosen on dev (evaluate_patch searched)
         patch.threshold = patch.metrics.pop("threshold")
+    patch.examples = golden_examples(patch, data, settings.backbone)
     patch.save(settings.out)
     log.info("wrote %s metrics=%s seconds=%.0f", settings.out, patch.metrics, seconds)
     return TrainResult(

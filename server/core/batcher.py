@@ -88,6 +88,7 @@ class Job:
     on_done: Callable[[], None]
     predictions: list = field(default_factory=list)
     pending: int = 0  # rows not yet computed (or failed)
+    shadow: bool = False  # a rollout's shadow rows: they ride along, nobody waits for them
 
 
 @dataclass(frozen=True)
@@ -169,12 +170,17 @@ class Batcher:
             self._ready.notify_all()
 
     def submit(
-        self, lease: Lease, rows: list[EncodedRow], on_done: Callable[[], None] = lambda: None
+        self,
+        lease: Lease,
+        rows: list[EncodedRow],
+        on_done: Callable[[], None] = lambda: None,
+        shadow: bool = False,
     ) -> asyncio.Future:
-        """Queue an admitted request's rows; `on_done` runs on the event loop once they are
+        """Queue an admitted request's rows (`shadow`: a rollout's shadow rows, which do not
+        count toward widening a lone forward); `on_done` runs on the event loop once they are
         computed (or failed)."""
         future = asyncio.get_running_loop().create_future()
-        job = Job(lease, rows, future, on_done, [None] * len(rows), len(rows))
+        job = Job(lease, rows, future, on_done, [None] * len(rows), len(rows), shadow)
         with self._ready:
             self._incoming -= 1
             self._queue.extend(Row(job, i, len(row["input_ids"])) for i, row in enumerate(rows))
@@ -253,7 +259,8 @@ class Batcher:
         self._queue = [r for r in self._queue if id(r) not in taken]
         self.metrics.queue_rows.set(len(self._queue))
         idle = not self._queue and self._incoming == 0 and not self._busy
-        self._lone = idle and self._lone_threads is not None and len(chosen) <= WIDEN_ROWS
+        served = sum(not r.job.shadow for r in chosen)  # shadow rows ride along
+        self._lone = idle and self._lone_threads is not None and served <= WIDEN_ROWS
         self._busy.add(worker)
         if self._queue:
             self._ready.notify_all()  # the next idle worker may take the rows left

@@ -5,19 +5,24 @@ gives back exactly what the earlier stages took."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
+import orjson
+
 from ...patches.encoding import EncodedRow, Item
 from ...patches.engine import TaskHead
 from ...patches.row_encoder import RowEncoder
 from ...patches.tuning import name_os_thread
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, Overloaded
 from .batcher import Batcher
 from .registry import Lease, Registry
+from .watch import RolloutWatch
 
+log = logging.getLogger(__name__)
 PAIR_SHAPES = {"text": ("single texts", '"text"'), "text_pair": ("pairs", '["text", "text_pair"]')}
 HeadCheck = Callable[[TaskHead], None] | None
 LEASE_TRIES = 3  # a version evicted between loading it and leasing it is loaded again
@@ -35,6 +40,13 @@ class TaskCall:
     inputs: list[Item]
     version: int | None = None
     check: HeadCheck = None
+    key: str | None = None  # who asks (X-Bitpatch-Key): a rollout's split is by key
+
+    def route_key(self) -> str:
+        """The key a rollout splits by: the caller's, else the request's inputs."""
+        if self.key is not None:
+            return self.key
+        return orjson.dumps(self.inputs).decode()
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Outcome:
     head: TaskHead
     predictions: list[dict]
     tokens: int
+    routed: bool = False  # the version was chosen by the task's live rollout
 
 
 class PredictPipeline:
@@ -54,6 +67,8 @@ class PredictPipeline:
 
     def __init__(self, registry: Registry, batcher: Batcher, tokenize_threads: int = 2):
         self.registry, self.batcher = registry, batcher
+        self.watch = RolloutWatch(registry, batcher.metrics)
+        self._shadows: set[asyncio.Task] = set()  # comparisons in flight (kept referenced)
         self.encoder = RowEncoder(registry.engine.backbone.tokenizer)
         self.tokenize_pool = ThreadPoolExecutor(
             tokenize_threads,
@@ -63,10 +78,12 @@ class PredictPipeline:
         )
 
     async def run(self, asked: TaskCall) -> Outcome:
-        """The inputs through one task version; the call's check sees the leased version's
-        head before any row is queued (what a protocol's request asks of the task)."""
+        """The inputs through one task version (pinned, else the one the task's rollout routes
+        the call to); the call's check sees the leased version's head before any row is
+        queued (what a protocol's request asks of the task). A shadowed call's rows also run
+        through the shadow version in the same forward, compared once both are computed."""
         inputs = asked.inputs
-        lease = await self.lease(asked.task, asked.version)
+        lease = await self.lease(asked.task, asked.version, asked.route_key)
         try:
             if asked.check is not None:
                 asked.check(lease.head)
@@ -75,22 +92,85 @@ class PredictPipeline:
         except BaseException:
             self.registry.release(lease)
             raise
+        shadow = lease.shadow
+        shadow_lease = self.shadow_lease(asked.task, shadow, len(inputs)) if shadow else None
         try:
             rows = await self.tokenize(lease, inputs)
         except BaseException:
             self.batcher.withdraw()
             self.registry.release(lease)
+            if shadow_lease is not None:
+                self.batcher.withdraw()
+                self.registry.release(shadow_lease)
             raise
         # the batcher gives the lease back once the rows are computed, even if this request
         # is cancelled meanwhile (its rows may already be in a forward)
         done = self.batcher.submit(lease, rows, on_done=lambda: self.registry.release(lease))
+        if shadow_lease is not None:
+            self.shadow(shadow_lease, lease, inputs, rows, done)
         predictions = await done
-        return Outcome(asked.task, lease.version, lease.head, predictions, count_tokens(rows))
+        if lease.routed:
+            self.watch.served(asked.task, lease.version)
+        tokens = count_tokens(rows)
+        return Outcome(asked.task, lease.version, lease.head, predictions, tokens, lease.routed)
 
-    async def fan_out(self, tasks: list[str], inputs: list[Item]) -> list[Outcome]:
-        """Every input through each task's active version, all rows batched together; every
-        task is leased and checked before any work, so a bad one fails the call at once."""
-        leases = await self.lease_all(tasks, inputs)
+    def shadow_lease(self, task: str, version: int, n_rows: int) -> Lease | None:
+        """A lease on the shadow version with room for its rows, or None (counted): a shadow
+        never waits for a load and never fills the queue."""
+        lease = self.registry.lease(task, version)
+        if lease is None:  # stored, not resident: load it for the next shadowed request
+            self.batcher.metrics.shadow_dropped.labels("not_resident").inc()
+            self._keep(asyncio.to_thread(self.registry.make_resident, task, version))
+            return None
+        try:
+            self.batcher.admit(n_rows)
+        except Overloaded:
+            self.batcher.metrics.shadow_dropped.labels("queue_full").inc()
+            self.registry.release(lease)
+            return None
+        return lease
+
+    def shadow(self, lease: Lease, served: Lease, inputs, rows, done: asyncio.Future) -> None:
+        """Queue the shadow rows beside the served ones; compare once both are computed."""
+        if shape_of(lease) != shape_of(served):
+            rows = self.encoder.encode(inputs, lease.head.max_length, lease.head.wants_offsets)
+        release = lambda: self.registry.release(lease)  # noqa: E731
+        shadowed = self.batcher.submit(lease, rows, on_done=release, shadow=True)
+        self._keep(self.watch.compare(served, lease, done, shadowed))
+
+    def _keep(self, work) -> None:
+        """Run a background coroutine, logging its failure."""
+        task = asyncio.ensure_future(work)
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def fan_out(self, tasks: list[str], inputs: list[Item], key: str | None = None):
+        """Every input through each task's active version (or the one its rollout routes the
+        key to), all rows batched together."""
+        route_key = TaskCall("", inputs, key=key).route_key
+        outcomes = await self.run_all([(t, None) for t in tasks], inputs, route_key=route_key)
+        for outcome in outcomes:
+            if outcome.routed:
+                self.watch.served(outcome.task, outcome.version)
+        return outcomes
+
+    async def evaluate(self, task: str, inputs: list[Item], check: HeadCheck) -> list[Outcome]:
+        """The inputs through the task's active version and its rollout's canary and shadow,
+        in shared forwards; `check` sees each version's head first (the labels fit)."""
+        versions = self.registry.compared_versions(task)
+        return await self.run_all([(task, v) for v in versions], inputs, check)
+
+    async def run_all(
+        self,
+        wanted: list[tuple[str, int | None]],
+        inputs: list[Item],
+        check: HeadCheck = None,
+        route_key: Callable[[], str] | None = None,
+    ) -> list[Outcome]:
+        """Every input through each (task, version; None: as the task's rollout routes
+        `route_key`), all rows batched together; every version is leased and checked before
+        any work, so a bad one fails the call at once."""
+        leases = await self.lease_all(wanted, inputs, check, route_key)
         admitted = 0
         try:
             for _ in leases:
@@ -110,17 +190,30 @@ class PredictPipeline:
         predictions = await asyncio.gather(*done)
         return [
             Outcome(
-                lease.task, lease.version, lease.head, found, count_tokens(rows[shape_of(lease)])
+                lease.task,
+                lease.version,
+                lease.head,
+                found,
+                count_tokens(rows[shape_of(lease)]),
+                lease.routed,
             )
             for lease, found in zip(leases, predictions, strict=True)
         ]
 
-    async def lease_all(self, tasks: list[str], inputs: list[Item]) -> list[Lease]:
-        """A lease on each task's active version, its inputs checked; all or none."""
+    async def lease_all(
+        self,
+        wanted: list[tuple[str, int | None]],
+        inputs: list[Item],
+        check: HeadCheck,
+        route_key: Callable[[], str] | None = None,
+    ) -> list[Lease]:
+        """A lease on each (task, version), its inputs checked; all or none."""
         leases: list[Lease] = []
         try:
-            for task in tasks:
-                leases.append(await self.lease(task, None))
+            for task, version in wanted:
+                leases.append(await self.lease(task, version, route_key))
+                if check is not None:
+                    check(leases[-1].head)
                 check_inputs_fit(leases[-1], inputs)
         except BaseException:
             for lease in leases:
@@ -142,13 +235,16 @@ class PredictPipeline:
         self.registry.release(lease)
         return lease.version, lease.head
 
-    async def lease(self, task: str, version: int | None) -> Lease:
-        """Pin the version; one that is stored but not resident is loaded off the event loop."""
+    async def lease(
+        self, task: str, version: int | None, route_key: Callable[[], str] | None = None
+    ) -> Lease:
+        """Pin the version (None: the one the task's rollout routes `route_key` to, else the
+        active one); one that is stored but not resident is loaded off the event loop."""
         for _ in range(LEASE_TRIES):
-            lease = self.registry.lease(task, version)
+            lease = self.registry.lease(task, version, route_key)
             if lease is not None:
                 return lease
-            wanted = version if version is not None else self.registry.active_version(task)
+            wanted = version if version is not None else self.registry.route(task, route_key)[0]
             await asyncio.to_thread(self.registry.make_resident, task, wanted)
         raise RuntimeError(f"version {version} of {task!r} could not be kept resident")
 

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ...patches.engine import Engine, TaskHead
@@ -28,8 +28,15 @@ from ...patches.patch_file import (
     read_patch,
     sha256_bytes,
 )
-from ..errors import InvalidTaskName, UnknownTask, UnknownVersion, VersionActive
+from ..errors import (
+    InvalidTaskName,
+    RolloutConflict,
+    UnknownTask,
+    UnknownVersion,
+    VersionActive,
+)
 from ..store.base import Changes, PatchStore, TaskRecord, valid_task_name
+from .rollouts import Rollout
 
 log = logging.getLogger(__name__)
 RECENT_VERSIONS = 16  # non-active versions kept resident after a pinned request used them
@@ -73,6 +80,8 @@ class Lease:
     version: int
     key: str
     head: TaskHead
+    shadow: int | None = None  # the version the task's rollout runs beside this request
+    routed: bool = False  # the version was chosen by a live rollout
 
 
 def engine_key(task: str, version: int) -> str:
@@ -105,6 +114,7 @@ class Registry:
         self._active: dict[str, int] = {}
         self._leases: dict[str, int] = {}  # engine key -> requests holding it
         self._recent: OrderedDict[str, None] = OrderedDict()  # resident non-active keys
+        self._rollouts: dict[str, Rollout] = {}  # as the store holds them (live or ended)
         self.changes = Changes(0, set())  # where this process stands in the store's log
         self.skipped = 0  # stored objects refused (corrupt, foreign, half-written)
         self.synced_at = time.time()  # when this process last caught up with the store
@@ -131,6 +141,7 @@ class Registry:
                 )
             self._versions[task] = infos
             self._active[task] = active
+            self._apply_rollout(task, record.rollout)
         log.info("event=registry_loaded tasks=%d", len(self._active))
 
     def _index(self, task: str, versions: list[int], known: dict) -> dict[int, VersionInfo]:
@@ -188,6 +199,33 @@ class Registry:
         self._require_task(task)
         return self._active[task]
 
+    def rollout(self, task: str) -> Rollout | None:
+        """The task's rollout as the store holds it (live or ended), or None."""
+        self._require_task(task)
+        return self._rollouts.get(task)
+
+    def current_rollout(self, task: str) -> Rollout | None:
+        """The task's rollout, unchecked (the request path's read)."""
+        return self._rollouts.get(task)
+
+    def compared_versions(self, task: str) -> list[int]:
+        """The active version, then the live rollout's canary and shadow."""
+        active = self.active_version(task)
+        rollout = self._rollouts.get(task)
+        if rollout is None or not rollout.live:
+            return [active]
+        return [active, *(s.version for s in (rollout.canary, rollout.shadow) if s is not None)]
+
+    def route(self, task: str, key: Callable[[], str] | None) -> tuple[int | None, int | None]:
+        """For a request that pins no version: the version that answers it (the active one,
+        or the canary) and the version that shadows it (None: none); `key` is asked only while
+        the task has a live rollout."""
+        rollout = self._rollouts.get(task)
+        active = self._active.get(task)
+        if rollout is None or not rollout.live or active is None or key is None:
+            return active, None
+        return rollout.route(task, key(), active)
+
     def versions(self, task: str) -> dict[int, VersionInfo]:
         """All stored versions of a task."""
         with self._lock:
@@ -217,8 +255,9 @@ class Registry:
         return info
 
     # ---- writes (serialised; each leaves the store and engine consistent) -----------------
-    def upload(self, task: str, data: bytes) -> tuple[VersionInfo, bool]:
-        """Validate and store a new active version; identical bytes return the existing one.
+    def upload(self, task: str, data: bytes, activate: bool = True) -> tuple[VersionInfo, bool]:
+        """Validate and store a new version, active unless `activate` is False (a candidate;
+        a task's first version is always active); identical bytes return the existing one.
         The bytes are decoded, fit-checked and hashed once; the store and the engine take the
         checked patch as it is (the task name was checked at the edge)."""
         checked = check_patch(data, self.engine.backbone.spec)
@@ -236,16 +275,22 @@ class Registry:
                 return same, False
             # stored and made active in one store write: the check forward above ran every
             # check that registering does
-            version, created = self.store.add_version(task, data, checked.sha256, activate=True)
+            if not activate and task not in self._active:  # another replica may have made it
+                self._refresh(task, self.store.record(task))
+            activate = activate or task not in self._active
+            version, created = self.store.add_version(task, data, checked.sha256, activate)
             if not created:  # another process stored these bytes first
                 self._refresh(task, self.store.record(task))
                 return self.version(task, version), False
             info = VersionInfo(version, checked.sha256, len(data), checked.meta)
-            self.engine.register(engine_key(task, version), checked)
+            if activate:
+                self.engine.register(engine_key(task, version), checked)
             with self._lock:
                 self._versions.setdefault(task, {})[version] = info
-                self._switch_active(task, version)
-            self._prune(task)
+                if activate:
+                    self._switch_active(task, version)
+                    self._rollouts.pop(task, None)  # activation ends a rollout
+            self._prune(task, keep=version)
         return info, True
 
     def _current(self, task: str, version: int | None = None) -> VersionInfo | None:
@@ -275,7 +320,69 @@ class Registry:
                 self.store.set_active(task, version)
                 with self._lock:
                     self._switch_active(task, version)
+                    self._rollouts.pop(task, None)  # activation ends a rollout
         return info
+
+    def set_rollout(self, task: str, rollout: Rollout) -> Rollout:
+        """Store the task's rollout (replacing any); its versions are stored and not active."""
+        with self._writes:
+            self._current(task)
+            for split in (rollout.canary, rollout.shadow):
+                if split is not None:
+                    self._check_candidate(task, split.version)
+            self.store.set_rollout(task, rollout.to_json())
+            with self._lock:
+                self._rollouts[task] = rollout
+        log.info("event=rollout_set task=%s rollout=%s", task, rollout.id)
+        return rollout
+
+    def _check_candidate(self, task: str, version: int) -> None:
+        self._current(task, version)  # UnknownVersion
+        if self._active[task] == version:
+            raise VersionActive(
+                f"version {version} is the active version of {task!r}; a canary or shadow is "
+                f"another stored version (PUT /tasks/{task}/patch?activate=false stores one)"
+            )
+
+    def end_rollout(self, task: str, reason: str, rollout_id: str | None = None) -> Rollout | None:
+        """End the task's live rollout (only the one with `rollout_id`, when given); the
+        rollout as it now stands."""
+        with self._writes:
+            self._current(task)
+            current = self._rollouts.get(task)
+            if current is None or not current.live:
+                return current
+            if rollout_id is not None and current.id != rollout_id:
+                return current
+            ended = current.end(reason)
+            self.store.set_rollout(task, ended.to_json())
+            with self._lock:
+                self._rollouts[task] = ended
+        log.info("event=rollout_ended task=%s rollout=%s reason=%r", task, ended.id, reason)
+        return ended
+
+    def promote(self, task: str) -> tuple[VersionInfo, Rollout]:
+        """Make the rollout's canary (else its shadow) active and end the rollout, in one
+        store write."""
+        with self._writes:
+            self._current(task)
+            current = self._rollouts.get(task)
+            if current is None or not current.live:
+                raise RolloutConflict(
+                    f"task {task!r} has no rollout to promote; PUT /tasks/{task}/rollout "
+                    "starts one",
+                    code="no_rollout",
+                )
+            version = current.candidate.version
+            info = self._current(task, version)
+            ended = current.end(f"promoted version {version}")
+            self.make_resident(task, version)
+            self.store.set_active(task, version, ended.to_json())
+            with self._lock:
+                self._switch_active(task, version)
+                self._rollouts[task] = ended
+        log.info("event=rollout_promoted task=%s version=%d", task, version)
+        return info, ended
 
     def _switch_active(self, task: str, version: int) -> None:
         """Caller holds _lock."""
@@ -294,6 +401,12 @@ class Registry:
                     f"version {version} is the active version of {task!r}; activate "
                     f"another version first, or DELETE /tasks/{task} to remove the task"
                 )
+            if version in self._rollout_versions(task):
+                raise RolloutConflict(
+                    f"version {version} is in the rollout of {task!r}; end it first "
+                    f"(DELETE /tasks/{task}/rollout)",
+                    code="version_in_rollout",
+                )
             self.store.delete_version(task, version)
             with self._lock:
                 del self._versions[task][version]
@@ -308,22 +421,40 @@ class Registry:
             with self._lock:
                 versions = self._versions.pop(task)
                 del self._active[task]
+                self._rollouts.pop(task, None)
                 for version in versions:
                     self._recent.pop(engine_key(task, version), None)
                     self._drop_if_unused(task, version)
 
-    def _prune(self, task: str) -> None:
-        """Delete the oldest versions beyond --keep-versions (never the active one)."""
+    def _prune(self, task: str, keep: int) -> None:
+        """Delete the oldest versions beyond --keep-versions (never the active one, the
+        rollout's, or `keep`: the version just uploaded)."""
         if self.keep_versions is None:
             return
         stored = sorted(self._versions[task])
         excess = len(stored) - self.keep_versions
-        for version in [v for v in stored if v != self._active[task]][: max(0, excess)]:
+        kept = {self._active[task], keep, *self._rollout_versions(task)}
+        for version in [v for v in stored if v not in kept][: max(0, excess)]:
             self.store.delete_version(task, version)
             with self._lock:
                 del self._versions[task][version]
                 self._drop_if_unused(task, version)
             log.info("event=version_pruned task=%s version=%d", task, version)
+
+    def _rollout_versions(self, task: str) -> set[int]:
+        rollout = self._rollouts.get(task)
+        return rollout.versions() if rollout is not None else set()
+
+    def _apply_rollout(self, task: str, stored: dict | None) -> None:
+        """Take the rollout the store holds for a task (an unreadable one is logged, dropped)."""
+        if stored is None:
+            self._rollouts.pop(task, None)
+            return
+        try:
+            self._rollouts[task] = Rollout.from_json(stored)
+        except (KeyError, TypeError, ValueError) as err:
+            log.error("event=rollout_unreadable task=%s error=%s", task, err)
+            self._rollouts.pop(task, None)
 
     def _drop_if_unused(self, task: str, version: int) -> None:
         """Caller holds _lock."""
@@ -365,6 +496,7 @@ class Registry:
             gone = set(self._versions.get(task, {})) - set(infos)
             self._versions[task] = infos
             self._switch_active(task, active)
+            self._apply_rollout(task, record.rollout)
             for version in gone:
                 self._recent.pop(engine_key(task, version), None)
                 self._drop_if_unused(task, version)
@@ -376,17 +508,25 @@ class Registry:
         with self._lock:
             versions = self._versions.pop(task, {})
             self._active.pop(task, None)
+            self._rollouts.pop(task, None)
             for version in versions:
                 self._recent.pop(engine_key(task, version), None)
                 self._drop_if_unused(task, version)
         log.info("event=synced task=%s deleted=true", task)
 
     # ---- leases ---------------------------------------------------------------------------
-    def lease(self, task: str, version: int | None = None) -> Lease | None:
-        """Pin the active (or a named) version for one request; None if that version is
-        stored but not resident (`make_resident` it off the event loop, then lease again)."""
+    def lease(
+        self, task: str, version: int | None = None, route_key: Callable[[], str] | None = None
+    ) -> Lease | None:
+        """Pin a named version for one request, else the one the task's rollout routes
+        `route_key` to (the active one without a rollout); None if that version is stored
+        but not resident (`make_resident` it off the event loop, then lease again)."""
         with self._lock:
-            version = self._active.get(task) if version is None else version
+            shadow, routed = None, False
+            if version is None:
+                version, shadow = self.route(task, route_key)
+                rollout = self._rollouts.get(task)
+                routed = route_key is not None and rollout is not None and rollout.live
             self._require_version(task, version)  # UnknownTask or UnknownVersion
             key = engine_key(task, version)
             head = self.engine.state.heads.get(key)
@@ -395,7 +535,7 @@ class Registry:
             self._leases[key] = self._leases.get(key, 0) + 1
             if key in self._recent:
                 self._recent.move_to_end(key)
-            return Lease(task, version, key, head)
+            return Lease(task, version, key, head, shadow, routed)
 
     def make_resident(self, task: str, version: int) -> None:
         """Blocking: read, validate and serve a stored version; it stays while recently used."""

@@ -50,6 +50,7 @@ STATUS: dict[type[errors.ServerError], int] = {
     errors.UnknownTask: 404,
     errors.UnknownVersion: 404,
     errors.VersionActive: 409,
+    errors.RolloutConflict: 409,
     errors.Overloaded: 503,
     errors.NotReady: 503,
     errors.StoreUnavailable: 503,

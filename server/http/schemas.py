@@ -123,3 +123,39 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: str | None = Field(None, examples=["float", "base64"])
     dimensions: int | None = None
     user: str | None = None
+
+
+class SplitBody(BaseModel):
+    """A version and the percent of requests it takes (canary) or shadows (shadow)."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: StrictInt = Field(ge=1)
+    percent: float = Field(gt=0, le=100)
+
+
+class GuardBody(BaseModel):
+    """End the rollout when the candidate falls more than max_drop behind the active version."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str = Field(description="accuracy (from evaluate calls) or agreement (shadow rows)")
+    min_rows: StrictInt = Field(ge=1)
+    max_drop: float = Field(ge=0, le=100)
+
+
+class RolloutRequest(BaseModel):
+    """`PUT /tasks/{task}/rollout` (checked by hand in server/core/rollouts.py; this model
+    documents it): a canary, a shadow or both, and an optional guard."""
+
+    model_config = ConfigDict(extra="forbid")
+    canary: SplitBody | None = None
+    shadow: SplitBody | None = None
+    guard: GuardBody | None = None
+
+
+class EvaluateRequest(BaseModel):
+    """`POST /tasks/{task}/evaluate`: inputs and their labels as the task's kind takes them (a
+    label name, a number, a list of labels, a tag per word)."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[str | Pair] = Field(min_length=1)
+    labels: list = Field(min_length=1)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ...patches.patch_file import PatchError
@@ -83,12 +84,25 @@ PATCH_BODY = {
     dependencies=[AdminAuth],
     openapi_extra=PATCH_BODY,
 )
-async def upload_patch(task: TaskName, request: Request, response: Response, state: StateDep):
-    """Upload a bitpatch/1 file: a new immutable version that becomes active (200 if known)."""
+async def upload_patch(
+    task: TaskName,
+    request: Request,
+    response: Response,
+    state: StateDep,
+    activate: Annotated[
+        bool,
+        Query(
+            description="make the new version active (false: store a candidate for a "
+            "rollout; a task's first version is always active)"
+        ),
+    ] = True,
+):
+    """Upload a bitpatch/1 file: a new immutable version, active unless activate=false (200
+    if these bytes are stored already)."""
     registry = state.ready().registry
     data = await read_patch_body(request, state.settings.limits.upload)
     try:
-        info, created = await run_in_threadpool(registry.upload, task, data)
+        info, created = await run_in_threadpool(registry.upload, task, data, activate)
     except PatchError as err:
         state.metrics.rejections.labels(err.code).inc()
         log.warning("event=upload_rejected task=%s code=%s error=%s", task, err.code, err)

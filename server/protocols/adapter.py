@@ -19,6 +19,7 @@ class Call(Protocol):
     asked: TaskCall
 
 
+KEY_HEADER = "x-bitpatch-key"  # who asks: a rollout splits requests by it (HTTP and gRPC)
 Source = TypeVar("Source")  # what the transport hands over: a body, a protobuf message
 CallT = TypeVar("CallT")  # the decoded, checked request
 Answer = TypeVar("Answer")  # what the transport sends back

@@ -23,11 +23,39 @@ def valid_task_name(task: str) -> bool:
 
 @dataclass(frozen=True)
 class TaskRecord:
-    """What the store knows of a task: its stored versions and the active one."""
+    """What the store knows of a task: its stored versions, the active one, and its rollout
+    (the JSON the registry wrote; None: none was ever set or an activation cleared it)."""
 
     task: str
     versions: list[int]
     active: int | None
+    rollout: dict | None = None
+
+
+def pointer_rollout(pointer: dict) -> dict | None:
+    """The rollout a task pointer holds (None when absent or not an object)."""
+    rollout = pointer.get("rollout")
+    return rollout if isinstance(rollout, dict) else None
+
+
+def with_active(pointer: dict | None, version: int, rollout: dict | None) -> dict:
+    """The pointer moved to `version`; activation replaces the rollout (None: no rollout)."""
+    moved = {**(pointer or {}), "active": version}
+    if rollout is None:
+        moved.pop("rollout", None)
+    else:
+        moved["rollout"] = rollout
+    return moved
+
+
+def with_rollout(pointer: dict | None, rollout: dict | None) -> dict:
+    """The pointer with its rollout replaced (None: removed); the active version kept."""
+    changed = dict(pointer or {})
+    if rollout is None:
+        changed.pop("rollout", None)
+    else:
+        changed["rollout"] = rollout
+    return changed
 
 
 @dataclass(frozen=True)
@@ -86,11 +114,17 @@ class PatchStore(ABC):
         """Store `data` as a new immutable version: (its number, True); or, if a version of the
         task already holds these bytes, (that number, False). `sha256`: the bytes' hex digest
         where the caller has it (else it is computed); `activate`: the task points at the new
-        version in the same pointer write (one write and one change-log entry, not two)."""
+        version in the same pointer write (one write and one change-log entry, not two), and
+        any rollout of the task ends."""
 
     @abstractmethod
-    def set_active(self, task: str, version: int) -> None:
-        """Point the task at a stored version."""
+    def set_active(self, task: str, version: int, rollout: dict | None = None) -> None:
+        """Point the task at a stored version; the rollout is replaced in the same write
+        (None: the task has none)."""
+
+    @abstractmethod
+    def set_rollout(self, task: str, rollout: dict | None) -> None:
+        """Replace the task's rollout (None: remove it); the active version is kept."""
 
     @abstractmethod
     def delete_version(self, task: str, version: int) -> None:

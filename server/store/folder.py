@@ -31,7 +31,10 @@ from .base import (
     log_append,
     log_changes,
     new_log,
+    pointer_rollout,
     valid_task_name,
+    with_active,
+    with_rollout,
 )
 
 log = logging.getLogger(__name__)
@@ -82,10 +85,9 @@ def read_pointer(folder: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def write_pointer(folder: Path, active: int | None, next_version: int) -> None:
+def write_pointer(folder: Path, pointer: dict) -> None:
     """Replace a task folder's pointer atomically."""
-    body = json.dumps({"active": active, "next_version": next_version}).encode()
-    atomic_write(folder / "task.json", body)
+    atomic_write(folder / "task.json", json.dumps(pointer).encode())
 
 
 def next_number(pointer: dict) -> int:
@@ -166,8 +168,10 @@ class FolderStore(PatchStore):
         except FileNotFoundError:
             return None
         versions = sorted(int(m.group(1)) for n in names if (m := VERSION_FILE.fullmatch(n)))
-        active = read_pointer(folder).get("active")
-        return TaskRecord(task, versions, active if active in versions else None)
+        pointer = read_pointer(folder)
+        active = pointer.get("active")
+        active = active if active in versions else None
+        return TaskRecord(task, versions, active, pointer_rollout(pointer))
 
     def read(self, task: str, version: int) -> bytes:
         """Bytes of one version."""
@@ -201,16 +205,24 @@ class FolderStore(PatchStore):
             pointer = read_pointer(folder)
             version = link_new_version(folder, data, first_free_number(folder, pointer))
             atomic_write(marker, str(version).encode())
-            active = version if activate else pointer.get("active")
-            write_pointer(folder, active, version + 1)
+            if activate:
+                pointer = with_active(pointer, version, None)
+            write_pointer(folder, {**pointer, "next_version": version + 1})
             self._announce(task)
         return version, True
 
-    def set_active(self, task: str, version: int) -> None:
-        """Point the task at `version` (the next number is kept)."""
+    def set_active(self, task: str, version: int, rollout: dict | None = None) -> None:
+        """Point the task at `version` (the next number is kept), its rollout replaced."""
         folder = self._dir(task)
         with self._locked():
-            write_pointer(folder, version, next_number(read_pointer(folder)))
+            write_pointer(folder, with_active(read_pointer(folder), version, rollout))
+            self._announce(task)
+
+    def set_rollout(self, task: str, rollout: dict | None) -> None:
+        """Replace the task's rollout in its pointer."""
+        folder = self._dir(task)
+        with self._locked():
+            write_pointer(folder, with_rollout(read_pointer(folder), rollout))
             self._announce(task)
 
     def delete_version(self, task: str, version: int) -> None:

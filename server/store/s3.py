@@ -27,7 +27,10 @@ from .base import (
     log_append,
     log_changes,
     new_log,
+    pointer_rollout,
     valid_task_name,
+    with_active,
+    with_rollout,
 )
 
 log = logging.getLogger(__name__)
@@ -159,7 +162,8 @@ class S3Store(PatchStore):
             return None
         pointer = self._pointer(task)
         active = pointer.get("active")
-        return TaskRecord(task, sorted(versions), active if active in versions else None)
+        active = active if active in versions else None
+        return TaskRecord(task, sorted(versions), active, pointer_rollout(pointer))
 
     def _pointer(self, task: str) -> dict:
         found = self._get(self._key(task, "task.json"))
@@ -205,9 +209,14 @@ class S3Store(PatchStore):
         version = int(found[0])
         return version if self._get(self._key(task, f"v{version}.safetensors")) else None
 
-    def set_active(self, task: str, version: int) -> None:
-        """Move the pointer by compare-and-swap."""
-        self._swap(self._key(task, "task.json"), lambda p: {**(p or {}), "active": version})
+    def set_active(self, task: str, version: int, rollout: dict | None = None) -> None:
+        """Move the pointer by compare-and-swap, its rollout replaced."""
+        self._swap(self._key(task, "task.json"), lambda p: with_active(p, version, rollout))
+        self._announce(task)
+
+    def set_rollout(self, task: str, rollout: dict | None) -> None:
+        """Replace the task's rollout in its pointer by compare-and-swap."""
+        self._swap(self._key(task, "task.json"), lambda p: with_rollout(p, rollout))
         self._announce(task)
 
     def delete_version(self, task: str, version: int) -> None:
@@ -250,5 +259,4 @@ def _bumped(pointer: dict | None, version: int, activate: bool) -> dict:
     """The pointer with its next number past `version`, active on it when `activate`."""
     pointer = dict(pointer or {})
     pointer["next_version"] = max(int(pointer.get("next_version", 1)), version + 1)
-    pointer["active"] = version if activate else pointer.get("active")
-    return pointer
+    return with_active(pointer, version, None) if activate else pointer

@@ -50,8 +50,8 @@ def parse_json(body: bytes) -> object:
         raise InvalidRequest(f"the body is {reason}; send UTF-8 JSON: {PREDICT_SHAPE}") from None
 
 
-def decode_predict(task: str, body: bytes, limits: Limits) -> PredictCall:
-    """Checked inputs and version of a predict body for `task`."""
+def decode_predict(task: str, body: bytes, limits: Limits, key: str | None = None) -> PredictCall:
+    """Checked inputs and version of a predict body for `task` (`key`: X-Bitpatch-Key)."""
     value = parse_json(body)
     if not isinstance(value, dict):
         raise InvalidRequest(f"the body must be a JSON object: {PREDICT_SHAPE}")
@@ -59,7 +59,7 @@ def decode_predict(task: str, body: bytes, limits: Limits) -> PredictCall:
     if extra:
         raise InvalidRequest(f"unknown field(s) {extra}; the body is {PREDICT_SHAPE}")
     inputs = check_inputs(value.get("inputs"), limits)
-    return PredictCall(TaskCall(task, inputs, _version(value.get("version"))))
+    return PredictCall(TaskCall(task, inputs, _version(value.get("version")), key=key))
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,10 @@ class FanoutCall:
 
     tasks: list[str]
     inputs: list[Item]
+    key: str | None = None  # X-Bitpatch-Key: a rollout's split
 
 
-def decode_fanout(body: bytes, limits: Limits) -> FanoutCall:
+def decode_fanout(body: bytes, limits: Limits, key: str | None = None) -> FanoutCall:
     """Checked tasks and inputs of a `POST /predict` body; tasks x inputs <= max_inputs."""
     value = parse_json(body)
     if not isinstance(value, dict):
@@ -92,7 +93,7 @@ def decode_fanout(body: bytes, limits: Limits) -> FanoutCall:
             f"most {limits.inputs} per request (--max-inputs); split the request",
             code="too_many_inputs",
         )
-    return FanoutCall(tasks, inputs)
+    return FanoutCall(tasks, inputs, key)
 
 
 def check_inputs(inputs: object, limits: Limits, shape: str = PREDICT_SHAPE) -> list[Item]:
@@ -148,31 +149,44 @@ def encode_outcome(outcome: Outcome) -> dict:
     return {"task": outcome.task, "version": outcome.version, "predictions": outcome.predictions}
 
 
-class PredictAdapter(Adapter[tuple[str, bytes], PredictCall, dict]):
-    """`POST /tasks/{task}/predict`: (task, body) -> one task's predictions."""
+@dataclass(frozen=True)
+class NativeSource:
+    """A native request as its route read it: the path's task (None: fan-out), the body,
+    its Content-Type, and X-Bitpatch-Key (what a rollout splits by)."""
+
+    task: str | None
+    body: bytes
+    content_type: str | None
+    key: str | None
+
+
+class PredictAdapter(Adapter[NativeSource, PredictCall, dict]):
+    """`POST /tasks/{task}/predict`: one task's predictions."""
 
     api = "native"
 
-    def decode(self, source: tuple[str, bytes], limits: Limits) -> PredictCall:
-        return decode_predict(*source, limits)
+    def decode(self, source: NativeSource, limits: Limits) -> PredictCall:
+        check_json_type(source.content_type)
+        return decode_predict(source.task, source.body, limits, source.key)
 
     def encode(self, call: PredictCall, outcome: Outcome) -> dict:
         return encode_outcome(outcome)
 
 
-class FanoutAdapter(Adapter[bytes, FanoutCall, dict]):
+class FanoutAdapter(Adapter[NativeSource, FanoutCall, dict]):
     """`POST /predict`: every input through each named task, in shared forwards."""
 
     api = "native"
 
-    def decode(self, source: bytes, limits: Limits) -> FanoutCall:
-        return decode_fanout(source, limits)
+    def decode(self, source: NativeSource, limits: Limits) -> FanoutCall:
+        check_json_type(source.content_type)
+        return decode_fanout(source.body, limits, source.key)
 
     def label(self, call: FanoutCall) -> str:
         return FANOUT_LABEL
 
     async def run(self, pipeline: PredictPipeline, call: FanoutCall) -> list[Outcome]:
-        return await pipeline.fan_out(call.tasks, call.inputs)
+        return await pipeline.fan_out(call.tasks, call.inputs, call.key)
 
     def encode(self, call: FanoutCall, outcome: list[Outcome]) -> dict:
         return {"results": {o.task: encode_outcome(o) for o in outcome}}

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request
 from ...http.deps import PredictAuth, StateDep, TaskName, read_limited
 from ...http.edge import OrjsonResponse, counted
 from ...http.schemas import FanoutRequest, FanoutResponse, PredictRequest, PredictResponse
-from ..adapter import serve
-from .request import FANOUT, FANOUT_LABEL, PREDICT, check_json_type
+from ...limits import Limits
+from ..adapter import KEY_HEADER, serve
+from .request import FANOUT, FANOUT_LABEL, PREDICT, NativeSource
 
 router = APIRouter()
 
@@ -32,10 +33,9 @@ async def predict(task: TaskName, request: Request, state: StateDep):
     """Predict with the task's active (or a named) version; inputs are texts or [text, pair]."""
     pipeline = state.ready()
     count = counted(request, PREDICT.api, task)
-    check_json_type(request.headers.get("content-type"))
     limits = state.settings.limits
-    body = await read_limited(request, limits.request)
-    return OrjsonResponse(await serve(PREDICT, pipeline, (task, body), limits, count))
+    source = await native_source(request, task, limits)
+    return OrjsonResponse(await serve(PREDICT, pipeline, source, limits, count))
 
 
 @router.post(
@@ -53,7 +53,13 @@ async def fan_out(request: Request, state: StateDep):
     """Fan-out: every input through each named task's active version, in shared forwards."""
     pipeline = state.ready()
     count = counted(request, FANOUT.api, FANOUT_LABEL)
-    check_json_type(request.headers.get("content-type"))
     limits = state.settings.limits
+    source = await native_source(request, None, limits)
+    return OrjsonResponse(await serve(FANOUT, pipeline, source, limits, count))
+
+
+async def native_source(request: Request, task: str | None, limits: Limits) -> NativeSource:
+    """The body (under its limit) and the headers the native adapters read."""
+    headers = request.headers
     body = await read_limited(request, limits.request)
-    return OrjsonResponse(await serve(FANOUT, pipeline, body, limits, count))
+    return NativeSource(task, body, headers.get("content-type"), headers.get(KEY_HEADER))

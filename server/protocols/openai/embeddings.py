@@ -32,7 +32,9 @@ class EmbeddingsCall:
     asked: TaskCall
 
 
-def decode_embeddings(body: bytes, limits: Limits, hidden_size: int) -> EmbeddingsCall:
+def decode_embeddings(
+    body: bytes, limits: Limits, hidden_size: int, key: str | None = None
+) -> EmbeddingsCall:
     """The checked request of a `POST /v1/embeddings` body."""
     value = parse_json(body)
     if not isinstance(value, dict):
@@ -64,7 +66,7 @@ def decode_embeddings(body: bytes, limits: Limits, hidden_size: int) -> Embeddin
     except InvalidRequest as err:
         raise InvalidRequest(err.message, err.code, param="input") from None
     check = partial(check_embedding_task, model, dimensions, hidden_size=hidden_size)
-    return EmbeddingsCall(model, fmt, TaskCall(model, texts, None, check))
+    return EmbeddingsCall(model, fmt, TaskCall(model, texts, None, check, key))
 
 
 def check_embedding_task(
@@ -90,7 +92,7 @@ def check_embedding_task(
         )
 
 
-class EmbeddingsAdapter(Adapter[bytes, EmbeddingsCall, bytes]):
+class EmbeddingsAdapter(Adapter[tuple[bytes, str | None], EmbeddingsCall, bytes]):
     """`POST /v1/embeddings`: the body in, OpenAI's embeddings answer out; the task's kind and
     dimensions are checked on the leased head, before its rows are queued."""
 
@@ -99,8 +101,9 @@ class EmbeddingsAdapter(Adapter[bytes, EmbeddingsCall, bytes]):
     def __init__(self, hidden_size: int):
         self.hidden_size = hidden_size
 
-    def decode(self, source: bytes, limits: Limits) -> EmbeddingsCall:
-        return decode_embeddings(source, limits, self.hidden_size)
+    def decode(self, source: tuple[bytes, str | None], limits: Limits) -> EmbeddingsCall:
+        body, key = source  # key: X-Bitpatch-Key
+        return decode_embeddings(body, limits, self.hidden_size, key)
 
     def encode(self, call: EmbeddingsCall, outcome: Outcome) -> bytes:
         return encode_embeddings(call, outcome)

@@ -11,7 +11,7 @@ from ...core.registry import Registry
 from ...http.deps import PredictAuth, ReaderAuth, StateDep, TaskName, read_limited
 from ...http.edge import counted
 from ...http.schemas import EmbeddingsRequest
-from ..adapter import serve
+from ..adapter import KEY_HEADER, serve
 from ..native.request import check_json_type
 from .embeddings import EmbeddingsAdapter
 
@@ -36,7 +36,8 @@ async def embeddings(request: Request, state: StateDep):
     check_json_type(request.headers.get("content-type"))
     limits = state.settings.limits
     body = await read_limited(request, limits.request)
-    content = await serve(adapter, pipeline, body, limits, count)
+    source = (body, request.headers.get(KEY_HEADER))
+    content = await serve(adapter, pipeline, source, limits, count)
     return Response(content, media_type="application/json")
 
 

@@ -19,7 +19,7 @@ from ...http.edge import status_of
 from ...limits import Limits
 from ...metrics import RequestCount
 from ...state import ServerState
-from ..adapter import Adapter, serve
+from ..adapter import KEY_HEADER, Adapter, serve
 from .grpc_messages import METHODS, SERVICE, method_types
 from .model import (
     InferCall,
@@ -117,10 +117,12 @@ class GrpcInferAdapter(Adapter[object, InferCall, object]):
     reply_type = method_types("ModelInfer")[1]
 
     def decode(self, source, limits: Limits) -> InferCall:
-        items = items_of(input_tensors(source), limits)
-        version = parse_version(source.model_version, source.model_name)
-        outputs = [output_name(o) for o in source.outputs]
-        return infer_call(source.model_name, version, items, outputs, source)
+        request, key = source  # the message, and the x-bitpatch-key metadata
+        outputs = [output_name(o) for o in request.outputs]
+        tensors = input_tensors(request)
+        version = parse_version(request.model_version, request.model_name)
+        items = items_of(tensors, limits)
+        return infer_call(request.model_name, version, items, outputs, request, key)
 
     def encode(self, call: InferCall, outcome: Outcome):
         reply = self.reply_type(
@@ -205,7 +207,9 @@ class InferenceService:
         return reply
 
     async def ModelInfer(self, request, context):
-        return await serve(GRPC_INFER, self.state.ready(), request, self.state.settings.limits)
+        key = dict(context.invocation_metadata() or ()).get(KEY_HEADER)
+        source = (request, key)
+        return await serve(GRPC_INFER, self.state.ready(), source, self.state.settings.limits)
 
     @staticmethod
     def response(method: str, **fields):

@@ -41,11 +41,17 @@ class InferCall:
 
 
 def infer_call(
-    task: str, version: int | None, items: list[Item], outputs: list[str], request: object
+    task: str,
+    version: int | None,
+    items: list[Item],
+    outputs: list[str],
+    request: object,
+    key: str | None,
 ) -> InferCall:
-    """An infer request's call: its outputs are checked on the head before the forward."""
+    """An infer request's call: its outputs are checked on the head before the forward;
+    `key` (X-Bitpatch-Key) is what a rollout splits by."""
     check = partial(chosen_outputs, task=task, requested=outputs)
-    return InferCall(TaskCall(task, items, version, check), outputs, request)
+    return InferCall(TaskCall(task, items, version, check, key), outputs, request)
 
 
 def server_metadata() -> dict:

@@ -16,7 +16,7 @@ from ...http.edge import counted
 from ...http.schemas import V2InferRequest
 from ...limits import BodyLimit, Limits
 from ...state import ServerState
-from ..adapter import Adapter, serve
+from ..adapter import KEY_HEADER, Adapter, serve
 from .model import (
     InferCall,
     describe,
@@ -131,7 +131,12 @@ async def run_infer(state: ServerState, request: Request, task: str, version: st
     body = await read_limited(request, limits.request)
     headers = request.headers
     source = RestSource(
-        task, version, body, headers.get("content-encoding"), headers.get(HEADER_LENGTH)
+        task,
+        version,
+        body,
+        headers.get("content-encoding"),
+        headers.get(HEADER_LENGTH),
+        headers.get(KEY_HEADER),
     )
     answer = await serve(REST_INFER, pipeline, source, limits, count)
     if answer.header_length is None:
@@ -152,6 +157,7 @@ class RestSource:
     body: bytes
     content_encoding: str | None
     header_length: str | None
+    key: str | None = None  # X-Bitpatch-Key
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,8 @@ class RestInferAdapter(Adapter[RestSource, InferCall, RestAnswer]):
         request = decode_infer_request(*split_body(body, source.header_length))
         items = items_of(request.inputs, limits)
         version = parse_version(source.version, source.task)
-        return infer_call(source.task, version, items, request.output_names, request)
+        outputs = request.output_names
+        return infer_call(source.task, version, items, outputs, request, source.key)
 
     def encode(self, call: InferCall, outcome: Outcome) -> RestAnswer:
         request: InferRequest = call.request

@@ -226,3 +226,12 @@ def test_a_taken_grpc_port_fails_at_start_with_a_clear_message(tmp_path):
         )
     assert run.returncode == 2, run.stderr
     assert f"gRPC port 127.0.0.1:{port} is in use" in run.stderr and "--grpc-port" in run.stderr
+
+
+def test_bytes_that_are_no_message_are_the_clients_error(server):
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        call = channel.unary_unary(f"/{SERVICE}/ModelInfer", response_deserializer=bytes)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"\x00", metadata=[("authorization", f"Bearer {PREDICT}")], timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid protobuf message" in refused.value.details()

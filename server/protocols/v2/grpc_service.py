@@ -10,6 +10,7 @@ import socket
 
 import grpc
 import orjson
+from google.protobuf.message import DecodeError
 
 from ....patches.patch_file import PatchError
 from ... import errors
@@ -76,11 +77,12 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = details.method.rsplit("/", 1)[-1]
         authorization = dict(details.invocation_metadata or ()).get("authorization", "")
-        inner = handler.unary_unary
+        inner, decode = handler.unary_unary, handler.request_deserializer
 
-        async def answer(request, context):
+        async def answer(data, context):
             try:
                 self.state.settings.tokens.check(ACCESS.get(method, Access.OPEN), authorization)
+                request = decode_message(decode, data, method) if decode else data
                 if method in COUNTED:
                     return await self.counted(inner, request, context)
                 return await inner(request, context)
@@ -91,8 +93,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(Code.INTERNAL, f"the server failed on {method}; it is logged")
 
         return grpc.unary_unary_rpc_method_handler(
-            answer,
-            request_deserializer=handler.request_deserializer,
+            answer,  # takes the raw bytes: a message that does not parse is the client's error
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
 
@@ -165,6 +167,17 @@ def output_name(requested) -> str:
 
 
 GRPC_INFER = GrpcInferAdapter()
+
+
+def decode_message(decode, data: bytes, method: str):
+    """The request message of `data`, or InvalidRequest when the bytes are not one."""
+    try:
+        return decode(data)
+    except DecodeError:
+        raise errors.InvalidRequest(
+            f"the {method} request is not a valid protobuf message of the KServe v2 "
+            "inference protocol (grpc_service.proto); send one built from its definition"
+        ) from None
 
 
 class InferenceService:

@@ -215,7 +215,7 @@ def hot_swap(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
         _warm_up(server.url, cfg)
         out["without_uploads"] = load(server.url, 16, cfg.clients, cfg.swap_seconds)
         stop, uploads = threading.Event(), []
-        thread = threading.Thread(target=_upload_steadily, args=(server.url, source, stop, uploads))
+        thread = threading.Thread(target=upload_steadily, args=(server.url, source, stop, uploads))
         thread.start()
         out["with_uploads"] = load(server.url, 16, cfg.clients, cfg.swap_seconds)
         stop.set()
@@ -225,7 +225,7 @@ def hot_swap(cfg: BenchConfig, source: PatchSource, root: Path) -> dict:
     return out
 
 
-def _upload_steadily(url: str, source: PatchSource, stop: threading.Event, log: list):
+def upload_steadily(url: str, source: PatchSource, stop: threading.Event, log: list):
     """PUT a new version of one of the 16 tasks every 1/UPLOADS_PER_S seconds until stopped."""
     seed, interval = 10_000, 1.0 / UPLOADS_PER_S
     bodies = {s: source.patch_bytes(f"t{s % 16}", s) for s in range(seed, seed + 64)}

@@ -1,12 +1,15 @@
 """Upload throughput: distinct patches PUT by concurrent clients into one server (folder
-store), as uploads/s, and where one upload's server time goes (a profile of the registry's
-upload in this process, on the same store and backbone)."""
+store), as uploads/s; where one upload's server time goes (a profile of the registry's upload
+in this process, on the same store and backbone); and one client's predict latency with and
+without steady uploads (rounds interleaved)."""
 
 from __future__ import annotations
 
+import asyncio
 import cProfile
 import pstats
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +20,9 @@ from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.server.core.registry import Registry
 from bitpatch.server.store import open_store
 
-from .server_bench import BenchConfig, bench_server
+from .loadgen import LoadResult, run_load
+from .report import UPLOADS_PER_S
+from .server_bench import BenchConfig, bench_server, request_maker, upload_steadily
 from .servers import PatchSource
 
 CLIENTS = 8
@@ -66,15 +71,43 @@ def where_time_goes(source: PatchSource, bodies: list[tuple[str, bytes]], root: 
 
 
 def run_uploads(quick: bool) -> dict:
-    """Uploads/s of 8 clients into a fresh server, and the in-process profile."""
+    """Uploads/s of 8 clients into a fresh server, the in-process profile, and one client's
+    predict latency beside steady uploads."""
     source = PatchSource()
     count = 48 if quick else 400
     bodies = [(f"t{i}", source.patch_bytes(f"t{i}", i)) for i in range(count)]
     with tempfile.TemporaryDirectory(prefix="bitpatch-uploads-") as tmp:
         with bench_server(Path(tmp) / "store", BenchConfig(quick=quick, dtype="float32")) as srv:
             rate = upload_all(srv.url, bodies, CLIENTS)
+            beside = one_client_beside_uploads(srv.url, source, quick)
         profile = where_time_goes(source, bodies, Path(tmp) / "profiled")
-    return {"clients": CLIENTS, "uploads": count, "uploads_per_s": rate, "profile": profile}
+    return {
+        "clients": CLIENTS,
+        "uploads": count,
+        "uploads_per_s": rate,
+        "profile": profile,
+        "one_client": beside,
+    }
+
+
+def one_client_beside_uploads(url: str, source: PatchSource, quick: bool) -> dict:
+    """One closed-loop client on 16 tasks, with and without UPLOADS_PER_S uploads of new
+    versions, rounds interleaved: its latency percentiles in each case."""
+    rounds, seconds = (1, 1.0) if quick else (4, 8.0)
+    make = request_maker(16, max_inputs=4)
+    results = {"without_uploads": LoadResult(), "with_uploads": LoadResult()}
+    uploads: list[int] = []
+    for _ in range(rounds):
+        results["without_uploads"].merge(asyncio.run(run_load(url, make, 1, seconds)))
+        stop = threading.Event()
+        thread = threading.Thread(target=upload_steadily, args=(url, source, stop, uploads))
+        thread.start()
+        results["with_uploads"].merge(asyncio.run(run_load(url, make, 1, seconds)))
+        stop.set()
+        thread.join()
+    out = {name: result.summary() for name, result in results.items()}
+    out["uploads"], out["upload_failures"] = len(uploads), sum(s != 201 for s in uploads)
+    return out
 
 
 def uploads_markdown(results: dict) -> str:
@@ -92,4 +125,13 @@ def uploads_markdown(results: dict) -> str:
         lines.append(
             f"| {row['function']} | {row['file']} | {row['calls']} | {row['ms_per_upload']:.3f} |"
         )
+    one = results["one_client"]
+    off, on = one["without_uploads"], one["with_uploads"]
+    lines += [
+        "",
+        f"one client, 16 tasks, with {one['uploads']} uploads ({one['upload_failures']} failed)"
+        f" at {UPLOADS_PER_S}/s vs none: p50 {on['p50_ms']:.1f} vs {off['p50_ms']:.1f} ms, "
+        f"p99 {on['p99_ms']:.1f} vs {off['p99_ms']:.1f} ms ({on['p99_ms'] / off['p99_ms']:.2f}x), "
+        f"max {on['max_ms']:.1f} vs {off['max_ms']:.1f} ms ({on['max_ms'] / off['max_ms']:.2f}x)",
+    ]
     return "\n".join(lines)

@@ -15,11 +15,10 @@ from .kinds import training_kind
 from .metrics import embedding_metrics, has_bio_tags, tagging_metrics
 
 
-def golden_examples(patch: PatchFile, data: TaskData, backbone: str) -> list[dict]:
-    """Up to 8 dev inputs and the predictions a float32 server answers for them, in the
+def golden_examples(patch: PatchFile, data: TaskData, engine: MultiTaskEngine) -> list[dict]:
+    """Up to 8 dev inputs and the predictions a float32 engine answers for them, in the
     patch's `examples` metadata (a server checks them on upload)."""
-    engine = MultiTaskEngine(load_backbone(backbone, dtype="float32", device="cpu"))
-    engine.register(patch.task, patch)
+    engine.register(patch.task, patch)  # the patch as saved (a chosen threshold included)
     per_text = training_kind(patch.kind).pairwise or patch.inputs != "text_pair"
     items = [
         e.text if per_text or e.pair is None else [e.text, e.pair]
@@ -41,9 +40,11 @@ def evaluate_patch(
     dtype: str = "float32",
     device: str = "auto",
     batch_size: int = 64,
+    engine: MultiTaskEngine | None = None,
 ) -> dict[str, float]:
-    """Dev metrics of a patch, computed by the multi-task engine (float32 by default)."""
-    engine = MultiTaskEngine(load_backbone(backbone, dtype=dtype, device=device))
+    """Dev metrics of a patch, computed by the multi-task engine (float32 by default; `engine`:
+    one already loaded on that backbone, instead of loading it here)."""
+    engine = engine or MultiTaskEngine(load_backbone(backbone, dtype=dtype, device=device))
     engine.register(patch.task, patch)
     kind = training_kind(patch.kind)
     if kind.pairwise:

@@ -23,7 +23,8 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..patches.backbone import DEFAULT_BACKBONE, fingerprint, resolve_source
+from ..patches.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, resolve_source
+from ..patches.engine import MultiTaskEngine
 from ..patches.patch_file import PatchFile
 from ..patches.tuning import cpu_has_bf16
 from .data import TaskData
@@ -225,10 +226,11 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
             settings.out, metrics, seconds, pct, settings.lr(), model, history, checkpoint
         )
     patch = _to_patch(settings, data, model, trained, sha256, seconds, pct, len(train_rows))
-    patch.metrics = evaluate_patch(patch, data, settings.backbone)
+    engine = MultiTaskEngine(load_backbone(settings.backbone, dtype="float32", device="auto"))
+    patch.metrics = evaluate_patch(patch, data, settings.backbone, engine=engine)
     if "threshold" in patch.metrics:  # multi_label: chosen on dev (evaluate_patch searched)
         patch.threshold = patch.metrics.pop("threshold")
-    patch.examples = golden_examples(patch, data, settings.backbone)
+    patch.examples = golden_examples(patch, data, engine)
     patch.save(settings.out)
     log.info("wrote %s metrics=%s seconds=%.0f", settings.out, patch.metrics, seconds)
     return TrainResult(

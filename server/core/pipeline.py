@@ -44,9 +44,7 @@ class TaskCall:
 
     def route_key(self) -> str:
         """The key a rollout splits by: the caller's, else the request's inputs."""
-        if self.key is not None:
-            return self.key
-        return orjson.dumps(self.inputs).decode()
+        return routing_key(self.key, self.inputs)
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,7 @@ class PredictPipeline:
     async def fan_out(self, tasks: list[str], inputs: list[Item], key: str | None = None):
         """Every input through each task's active version (or the one its rollout routes the
         key to), all rows batched together."""
-        route_key = TaskCall("", inputs, key=key).route_key
+        route_key = partial(routing_key, key, inputs)
         outcomes = await self.run_all([(t, None) for t in tasks], inputs, route_key=route_key)
         for outcome in outcomes:
             if outcome.routed:
@@ -261,6 +259,11 @@ class PredictPipeline:
     def close(self) -> None:
         """Stop the tokenizer threads."""
         self.tokenize_pool.shutdown(wait=False)
+
+
+def routing_key(key: str | None, inputs: list[Item]) -> str:
+    """What a rollout splits a request by: its X-Bitpatch-Key, else its inputs."""
+    return key if key is not None else orjson.dumps(inputs).decode()
 
 
 def count_tokens(rows: list[EncodedRow]) -> int:

@@ -168,6 +168,12 @@ def add_train_parser(sub) -> None:
         "--max-train-examples", type=int, default=None, help="use only the first N examples"
     )
     p.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        help="train on this seeded, stratified share of the training set (e.g. 0.1)",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="save resumable epoch checkpoints next to --out and go on from the last one",
@@ -212,6 +218,7 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         max_train_examples=args.max_train_examples,
+        train_fraction=args.train_fraction,
         resume=args.resume,
     )
     result = train(settings, data)
@@ -221,6 +228,7 @@ def run_train(args: argparse.Namespace) -> int:
         "method": args.method,
         "bias_terms": args.bias_terms or "all",
         "seed": args.seed,
+        "train_fraction": args.train_fraction,
         "epochs": args.epochs,
         "pooling": args.pooling,
         "out": str(result.out),

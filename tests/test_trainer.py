@@ -459,3 +459,32 @@ def test_entity_f1_counts_exact_spans():
     predicted = [["B-PER", "O", "O", "B-LOC"], ["B-ORG", "O"]]  # 2 of 3 found, 2 of 3 right
     assert entity_f1(predicted, gold) == pytest.approx(100 * 2 / 3)
     assert entity_f1(gold, gold) == 100.0 and entity_f1([["O"]], [["B-X"]]) == 0.0
+
+
+def test_train_fraction_is_trained_and_recorded(tiny_bert_dir, tmp_path, capsys):
+    data = toy_sentiment(n=96, seed=4)
+    lines = [json.dumps({"text": e.text, "label": e.label}) for e in data.train]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines))
+    out, summary = tmp_path / "f.safetensors", tmp_path / "f.json"
+    args = ["train", "--file", str(tmp_path / "d.jsonl"), "--backbone", str(tiny_bert_dir)]
+    args += ["--out", str(out), "--epochs", "1", "--max-length", "32", "--train-fraction", "0.25"]
+    with pytest.raises(SystemExit) as done:
+        cli_main([*args, "--metrics-out", str(summary)])
+    assert done.value.code == 0
+    recipe = read_patch(out).trainer
+    assert recipe["train_fraction"] == 0.25
+    after_dev_split = len(data.train) - int(len(data.train) * 0.1)
+    assert abs(recipe["train_examples"] - after_dev_split * 0.25) <= 1  # rounded per label
+    assert json.loads(summary.read_text())["train_fraction"] == 0.25
+
+
+def test_train_fraction_outside_zero_one_is_a_clear_error(tiny_bert_dir, tmp_path, capsys):
+    data = toy_sentiment(n=40)
+    (tmp_path / "d.jsonl").write_text(
+        "\n".join(json.dumps({"text": e.text, "label": e.label}) for e in data.train)
+    )
+    args = ["train", "--file", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "x")]
+    with pytest.raises(SystemExit) as done:
+        cli_main([*args, "--train-fraction", "1.5"])
+    assert done.value.code == 2
+    assert "--train-fraction must be in (0, 1], got 1.5" in capsys.readouterr().err

@@ -42,6 +42,8 @@ def load_runs(folder: Path) -> dict[tuple, list[dict]]:
         run = json.loads(path.read_text())
         if run.get("kind", "classification") not in ("classification", "regression"):
             continue  # the table is GLUE's per-text tasks (embedding runs have their own)
+        if float(run.get("train_fraction", 1.0)) < 1:
+            continue  # the data-amount study has its own table (trainer/data_amount.py)
         runs[(run["task"], run["method"], run["bias_terms"], budget(run))].append(run)
     return runs
 

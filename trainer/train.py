@@ -28,6 +28,7 @@ from ..patches.engine import MultiTaskEngine
 from ..patches.patch_file import PatchFile
 from ..patches.tuning import cpu_has_bf16
 from .data import TaskData
+from .errors import DataError
 from .evaluate import evaluate_patch, golden_examples
 from .kinds import training_kind
 from .model import (
@@ -38,6 +39,7 @@ from .model import (
     trainable_fraction,
     trained_biases,
 )
+from .sampling import subsample
 
 log = logging.getLogger(__name__)
 PAPER_LR_GRID = (1e-4, 4e-4, 7e-4, 1e-3)
@@ -61,10 +63,17 @@ class TrainSettings:
     warmup_ratio: float = 0.06
     seed: int = 0
     max_train_examples: int | None = None
+    train_fraction: float = 1.0  # a seeded, stratified share of the training set
     bf16: bool | None = None  # None: where the hardware has it
     logging_steps: int = 50
     workdir: Path | None = None
     resume: bool = False  # keep optimizer state in epoch checkpoints; go on from the last one
+
+    def __post_init__(self) -> None:
+        if not 0 < self.train_fraction <= 1:
+            raise DataError(
+                f"--train-fraction must be in (0, 1], got {self.train_fraction}; e.g. 0.1 for 10%"
+            )
 
     def lr(self) -> float:
         """The learning rate for this run."""
@@ -188,6 +197,12 @@ def train(settings: TrainSettings, data: TaskData) -> TrainResult:
     return best
 
 
+def training_rows(settings: TrainSettings, data: TaskData) -> list:
+    """The examples a run trains on: the seeded fraction, then the first N if capped."""
+    rows = subsample(data.train, settings.train_fraction, settings.seed, data.kind)
+    return rows[: settings.max_train_examples] if settings.max_train_examples else rows
+
+
 def _promote(src: Path, dst: Path) -> None:
     """Move the best grid run's output to the requested path."""
     if dst.is_dir():
@@ -208,9 +223,7 @@ def train_once(settings: TrainSettings, data: TaskData) -> TrainResult:
     trained = set_trainable(model, settings.method, parse_bias_terms(settings.bias_terms))
     if training_kind(data.kind).pairwise and settings.method == "frozen":  # nothing to train
         return _frozen_embedding(settings, data, model, sha256, time.perf_counter() - started)
-    train_rows = (
-        data.train[: settings.max_train_examples] if settings.max_train_examples else data.train
-    )
+    train_rows = training_rows(settings, data)
     trainer = _make_trainer(settings, data, model, tokenizer, train_rows)
     checkpoint = _resumable_checkpoint(settings, trainer.args.output_dir)
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -363,6 +376,7 @@ def _to_patch(settings, data, model, trained, sha256, seconds, pct, n_train) -> 
         "batch_size": settings.batch_size,
         "seed": settings.seed,
         "train_examples": n_train,
+        "train_fraction": settings.train_fraction,
         "seconds": round(seconds, 1),
         "trainable_percent": round(pct, 4),
         "data": data.name,
@@ -429,5 +443,6 @@ def _save_full(settings, data, model, tokenizer, metrics, seconds) -> None:
         "learning_rate": settings.lr(),
         "epochs": settings.epochs,
         "seed": settings.seed,
+        "train_fraction": settings.train_fraction,
     }
     (out / "metrics.json").write_text(json.dumps(record, indent=2))

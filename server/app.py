@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..patches.tuning import freeze_heap
 from .core.follow import follow_store
-from .http import ops, rollouts, tasks
+from .http import console, ops, rollouts, tasks
 from .http.edge import OrjsonResponse, install_error_handlers
 from .metrics import watch_gc
 from .protocols.native import routes as native_routes
@@ -87,6 +87,6 @@ def app_of(state: ServerState) -> FastAPI:
     )
     app.state.server = state
     install_error_handlers(app)
-    for module in (native_routes, tasks, rollouts, ops, v2_rest, openai_routes):
+    for module in (native_routes, tasks, rollouts, ops, v2_rest, openai_routes, console):
         app.include_router(module.router)
     return app

@@ -36,6 +36,23 @@ class TokenPolicy:
             return both if self.predict else ()
         return both if access is Access.READ else ()
 
+    def grants(self, authorization: str) -> dict[str, bool]:
+        """What the `Authorization` value opens, by access ('read', 'predict', 'admin');
+        WrongToken for a sent token that is neither the admin nor the predict token."""
+        known = tuple(t for t in (self.admin, self.predict) if t)
+        if known and authorization.lower().startswith("bearer "):
+            sent = authorization[7:].strip().encode()
+            if not any(hmac.compare_digest(sent, token.encode()) for token in known):
+                raise WrongToken("the token is neither this server's admin nor its predict token")
+        opened = {}
+        for access in (Access.READ, Access.PREDICT, Access.ADMIN):
+            try:
+                self.check(access, authorization)
+                opened[access.name.lower()] = True
+            except (MissingToken, WrongToken):
+                opened[access.name.lower()] = False
+        return opened
+
     def check(self, access: Access, authorization: str) -> None:
         """Nothing when `access` is open or the `Authorization` value carries a token that
         opens it; MissingToken or WrongToken otherwise."""

@@ -101,3 +101,9 @@ class RolloutConflict(ServerError):
     def __init__(self, message: str, code: str = "rollout_conflict"):
         super().__init__(message)
         self.code = code
+
+
+class UnknownRoute(ServerError):
+    """No such path (a console file that is not shipped)."""
+
+    code = "not_found"

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .traffic import Traffic
+
 LATENCY_BUCKETS = (
     0.002,
     0.005,
@@ -54,6 +56,7 @@ class Metrics:
 
     def __init__(self):
         self.registry = CollectorRegistry()
+        self.traffic = Traffic()  # the console's last 15 minutes (server/traffic.py)
         r = self.registry
         self.requests = Counter(
             "bitpatch_requests",
@@ -163,8 +166,10 @@ class Metrics:
         answered = status in (200, "OK")
         task = count.label(answered, known)
         self.requests.labels(task, str(status), count.api).inc()
+        seconds = time.perf_counter() - count.started if answered else None
         if answered:
-            self.latency.labels(task, count.api).observe(time.perf_counter() - count.started)
+            self.latency.labels(task, count.api).observe(seconds)
+        self.traffic.request(task, answered, seconds)
 
 
 def watch_gc(pauses: Histogram) -> Callable[[], None]:

@@ -281,6 +281,7 @@ class Batcher:
         self.metrics.batch_rows.observe(len(batch))
         tasks = len(set(keys))
         self.metrics.batch_tasks.observe(tasks)
+        self.metrics.traffic.forward(len(batch), tasks, self.queued_rows)
         mask = padded["attention_mask"]  # (B, T)
         self.metrics.batch_fill.observe(float(mask.sum()) / mask.numel())
         kinds = Counter(r.job.lease.head.kind.name for r in batch)

@@ -49,6 +49,7 @@ STATUS: dict[type[errors.ServerError], int] = {
     errors.WrongToken: 403,
     errors.UnknownTask: 404,
     errors.UnknownVersion: 404,
+    errors.UnknownRoute: 404,
     errors.VersionActive: 409,
     errors.RolloutConflict: 409,
     errors.Overloaded: 503,

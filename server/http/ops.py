@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ... import __version__
 from ...patches.tuning import kernel_cache_caps
 from ..core.batch_history import RECENT_BATCHES
-from .deps import StateDep
+from .deps import ReaderAuth, StateDep
 from .edge import REPLICA
 
 router = APIRouter()
@@ -80,3 +80,14 @@ async def recent_batches(
     batcher = state.ready().batcher
     batches = batcher.history.after(after, limit)
     return {"last_id": batcher.history.last_id(), "batches": batches}
+
+
+@router.get("/stats/traffic", dependencies=[ReaderAuth])
+async def traffic(
+    state: StateDep,
+    top: Annotated[int, Query(ge=1, le=100, description="how many of the busiest tasks")] = 10,
+):
+    """Live traffic: 5-second slots of the last 15 minutes, the last minute's summary and the
+    busiest tasks (requests/s, p50/p95 ms, errors, rows and tasks per forward, queue)."""
+    queued = state.ready().batcher.queued_rows
+    return state.metrics.traffic.snapshot(queued, top)

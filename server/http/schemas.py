@@ -63,13 +63,20 @@ class TaskPublic(BaseModel):
     max_length: int
     inputs: str
     metrics: dict
+    created_at: str = ""
+    size_bytes: int = 0
+    thresholds: list[float] | None = None  # multi_label: each label's decision threshold
+    trainer: dict | None = None  # how the active version was trained (the patch's metadata)
     versions: list[VersionPublic] | None = None
 
 
 class TasksPublic(BaseModel):
-    """`GET /tasks`."""
+    """`GET /tasks`: one page of tasks in name order; `next` is the `after` of the next page
+    (absent on the last), `total` counts the tasks that match the filters."""
 
     tasks: list[TaskPublic]
+    total: int
+    next: str | None = None
 
 
 class UploadPublic(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import json
 import logging
 from typing import Annotated
 
@@ -10,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from ...patches.patch_file import PatchError
 from ..core.registry import Registry, VersionInfo
-from ..errors import InvalidRequest, UnsupportedMediaType
+from ..errors import InvalidRequest, UnknownTask, UnknownVersion, UnsupportedMediaType
 from ..limits import BodyLimit
 from .deps import AdminAuth, ReaderAuth, StateDep, TaskName, VersionNumber, read_limited
 from .schemas import TaskPublic, TasksPublic, UploadPublic, VersionPublic
@@ -54,8 +56,21 @@ def _task_public(registry: Registry, task: str, with_versions: bool) -> TaskPubl
         max_length=int(info.meta["max_length"]),
         inputs=info.meta.get("inputs", ""),
         metrics=info.metrics,
+        created_at=info.created_at,
+        size_bytes=info.size_bytes,
+        thresholds=_thresholds(info),
+        trainer=json.loads(info.meta.get("trainer", "null")),
         versions=listed if with_versions else None,
     )
+
+
+def _thresholds(info: VersionInfo) -> list[float] | None:
+    """multi_label: each label's threshold (0.5 unless the patch says otherwise)."""
+    if info.meta["kind"] != "multi_label":
+        return None
+    if "thresholds" in info.meta:
+        return json.loads(info.meta["thresholds"])
+    return [json.loads(info.meta.get("threshold", "0.5"))] * len(info.labels)
 
 
 def _version_public(info: VersionInfo, active: bool) -> VersionPublic:
@@ -130,10 +145,39 @@ async def upload_patch(
     response_model_exclude_none=True,
     dependencies=[ReaderAuth],
 )
-async def list_tasks(state: StateDep):
-    """Every task with its active version."""
+async def list_tasks(
+    state: StateDep,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="tasks per page")] = 1000,
+    after: Annotated[str, Query(description="the previous page's `next`")] = "",
+    prefix: Annotated[str, Query(description="only names that start with this")] = "",
+    kind: Annotated[str, Query(description="only tasks of this kind")] = "",
+):
+    """Tasks with their active version, in name order, a page at a time."""
     registry = state.ready().registry
-    return TasksPublic(tasks=[_task_public(registry, t, False) for t in registry.tasks()])
+    names = [t for t in registry.tasks() if t.startswith(prefix)]
+    if kind:
+        names = [t for t in names if _kind_of(registry, t) == kind]
+    start = bisect.bisect_right(names, after) if after else 0
+    page = names[start : start + limit]
+    more = start + limit < len(names)
+    listed = [p for p in (_listed(registry, t) for t in page) if p is not None]
+    return TasksPublic(tasks=listed, total=len(names), next=page[-1] if more and page else None)
+
+
+def _kind_of(registry: Registry, task: str) -> str | None:
+    """The active version's kind (None for a task deleted meanwhile)."""
+    try:
+        return registry.version(task, registry.active_version(task)).meta["kind"]
+    except UnknownTask:
+        return None
+
+
+def _listed(registry: Registry, task: str) -> TaskPublic | None:
+    """A task's listing entry (None for a task deleted while the page was read)."""
+    try:
+        return _task_public(registry, task, False)
+    except (UnknownTask, UnknownVersion):
+        return None
 
 
 @router.get("/tasks/{task}", response_model=TaskPublic, dependencies=[ReaderAuth])

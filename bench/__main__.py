@@ -1,5 +1,5 @@
 """`python -m bench SUITE [--quick]` from the repository root: micro, server, replicas,
-protocols, peers, uploads, rollouts, gpu."""
+protocols, peers, uploads, rollouts, console, gpu."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def main() -> None:
             "peers",
             "uploads",
             "rollouts",
+            "console",
             "gpu",
         ],
         help="micro: offline forwards (every forward backend on GLUE batches, then mixed vs single "
@@ -37,7 +38,8 @@ def main() -> None:
         "sharing a store (folder, S3); cost: server CPU per request (a section of server); "
         "protocols: the native API, v2 REST and v2 gRPC under "
         "one load; peers: bitpatch beside PEFT LoRA and Infinity; uploads: patch uploads/s of "
-        "8 clients and where an upload's time goes; rollouts: the cost of a 100% shadow; gpu: a "
+        "8 clients and where an upload's time goes; rollouts: the cost of a 100% shadow; console: "
+        "the web console's load time in headless Chromium (--out: screenshots too); gpu: a "
         "CUDA host",
     )
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
@@ -86,6 +88,12 @@ def main() -> None:
         results = run_rollouts(args.quick, args.dtype)
         print(rollouts_markdown(results))
         save(args.out, "rollouts.json", results)
+    elif args.suite == "console":
+        from .console import console_markdown, run_console
+
+        results = run_console(args.quick, args.out)
+        print(console_markdown(results))
+        save(args.out, "console.json", results)
     elif args.suite == "protocols":
         from .protocols import protocols_markdown, run_protocols
 

@@ -32,6 +32,7 @@ async function render() {
   try {
     stopView = (await view(main, arg)) || null;
     document.body.dataset.view = 'ready';
+    performance.mark('bitpatch:view-ready');
   } catch (err) {
     replace(main, h('p', { class: 'muted' }, 'This view could not load.'));
     document.body.dataset.view = 'failed';

@@ -26,8 +26,9 @@ export function lineChart(title, times, lines, unit = '') {
     });
     return svg('path', { d: d || 'M0,0', class: `series ${line.cls || ''}` });
   });
-  const ticks = times.length ? [0, Math.floor(span / 2), span].map((i) => svg('text', {
-    x: x(i), y: H - 6, class: 'axis', 'text-anchor': 'middle', text: clock(times[i] ?? times[times.length - 1]),
+  const anchors = ['start', 'middle', 'end'];
+  const ticks = times.length ? [0, Math.floor(span / 2), span].map((i, k) => svg('text', {
+    x: x(i), y: H - 6, class: 'axis', 'text-anchor': anchors[k], text: clock(times[i] ?? times[times.length - 1]),
   })) : [];
   const legend = h('div', { class: 'legend' }, lines.map((l) => h('span', { class: `key ${l.cls || ''}`, text: l.name })));
   return h('figure', { class: 'chart', dataset: { chart: title } },

@@ -62,9 +62,16 @@ class Client:
             params={} if activate else {"activate": "false"},
         )
 
-    def tasks(self) -> list[dict]:
-        """GET /tasks."""
-        return self._call("GET", "/tasks")["tasks"]
+    def tasks(self, prefix: str = "", kind: str = "", page_size: int = 1000) -> list[dict]:
+        """GET /tasks, every page (optionally only names with `prefix`, tasks of `kind`)."""
+        found, after = [], ""
+        while True:
+            params = {"limit": page_size, "after": after, "prefix": prefix, "kind": kind}
+            page = self._call("GET", "/tasks", params=params)
+            found += page["tasks"]
+            after = page.get("next")
+            if not after:
+                return found
 
     def task(self, task: str) -> dict:
         """GET /tasks/{task}."""

@@ -216,7 +216,7 @@ def test_playground_shows_what_the_api_answers(console, api, shots, task):
         value = float(
             output.find_element("css selector", ".prediction").get_attribute("data-value")
         )
-        assert value == pytest.approx(answer[0]["value"], abs=1e-5)
+        assert value == pytest.approx(answer[0]["value"], abs=1e-4)
     elif kind == "multi_label":
         shown = output.find_element("css selector", ".prediction")
         assert shown.get_attribute("data-labels") == ",".join(answer[0]["labels"])
@@ -334,6 +334,8 @@ def test_fanout_answers_side_by_side(console, api, shots):
     for box in console.css(".task-choice input"):
         if box.is_selected() != (box.get_attribute("value") in chosen):
             box.click()
+    console.one("#fanout-filter").send_keys("reg")  # filtering keeps what was chosen
+    console.wait(lambda d: len(d.find_elements("css selector", ".task-choice")) == 1)
     console.one("#fanout-run").click()
     console.wait(lambda d: len(d.find_elements("css selector", "#fanout-output .result")) == 3)
     text = console.one("#fanout-text").get_attribute("value")
@@ -343,7 +345,7 @@ def test_fanout_answers_side_by_side(console, api, shots):
     value = console.one("#fanout-output .result[data-task=regression] .prediction").get_attribute(
         "data-value"
     )
-    assert float(value) == pytest.approx(results["regression"]["predictions"][0]["value"], abs=1e-5)
+    assert float(value) == pytest.approx(results["regression"]["predictions"][0]["value"], abs=1e-4)
     console.browser.save_screenshot(str(shots / "fanout.png"))
     assert console.errors() == []
 

@@ -63,6 +63,8 @@ def test_busiest_tasks_first_and_only_the_last_minute():
     tasks = traffic.snapshot(0, top=2)["tasks"]
     assert [t["task"] for t in tasks] == ["a", "b"]
     assert tasks[0]["requests"] == 9 and tasks[0]["p50_ms"] == 5.0
+    assert len(tasks[0]["requests_series"]) == WINDOW_SLOTS
+    assert tasks[0]["requests_series"][-1] == 9 and sum(tasks[0]["requests_series"]) == 9
 
 
 def test_latency_samples_stay_bounded_under_heavy_traffic():

@@ -20,9 +20,12 @@ export function lineChart(title, times, lines, unit = '') {
   ]);
   const paths = lines.map((line) => {
     let d = '';
+    const known = (v) => v !== null && v !== undefined;
     line.values.forEach((v, i) => {
-      if (v === null || v === undefined) return;
-      d += `${d && line.values[i - 1] !== null && line.values[i - 1] !== undefined ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+      if (!known(v)) return;
+      const joined = i > 0 && known(line.values[i - 1]);
+      d += `${joined ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+      if (!joined && !known(line.values[i + 1])) d += 'h0.01';  // a lone point shows as a dot
     });
     return svg('path', { d: d || 'M0,0', class: `series ${line.cls || ''}` });
   });
@@ -49,4 +52,13 @@ function fmt(v) {
 
 function clock(t) {
   return new Date(t * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+// A tiny line of one series (e.g. a task's requests per slot), no axes.
+export function sparkline(values, width = 140, height = 26) {
+  const top = Math.max(1, ...values);
+  const step = width / Math.max(1, values.length - 1);
+  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (v / top) * (height - 4)).toFixed(1)}`);
+  return svg('svg', { class: 'sparkline', viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': 'requests per 5 s' },
+    svg('polyline', { points: points.join(' '), class: 'series s1' }));
 }

@@ -2,7 +2,7 @@
 
 import { api } from './api.js';
 import { h, replace, fmtNumber } from './dom.js';
-import { lineChart } from './charts.js';
+import { lineChart, sparkline } from './charts.js';
 import { showError } from './session.js';
 
 const POLL_MS = 2000;
@@ -17,7 +17,7 @@ export async function trafficView(main) {
     tiles, charts,
     h('section', { class: 'card' }, h('h3', { text: 'Busiest tasks (last minute)' }),
       h('table', { class: 'grid', id: 'busiest-table' },
-        h('thead', {}, h('tr', {}, ['task', 'requests/s', 'p50 ms', 'p95 ms', 'errors'].map((c) => h('th', { text: c })))),
+        h('thead', {}, h('tr', {}, ['task', 'requests/s', 'p50 ms', 'p95 ms', 'errors', 'requests, 15 min'].map((c) => h('th', { text: c })))),
         busiest)));
 
   async function poll() {
@@ -38,7 +38,8 @@ export async function trafficView(main) {
     replace(busiest, t.tasks.length ? t.tasks.map((x) => h('tr', { dataset: { task: x.task } },
       h('td', {}, x.task.startsWith('_') ? x.task : h('a', { href: `#/tasks/${encodeURIComponent(x.task)}`, text: x.task })),
       h('td', { text: fmtNumber(x.rps, 2) }), h('td', { text: fmtNumber(x.p50_ms) }),
-      h('td', { text: fmtNumber(x.p95_ms) }), h('td', { text: String(x.errors) }))) : h('tr', {}, h('td', { colspan: '5', class: 'muted', text: 'No requests in the last minute.' })));
+      h('td', { text: fmtNumber(x.p95_ms) }), h('td', { text: String(x.errors) }),
+      h('td', {}, sparkline(x.requests_series || [])))) : h('tr', {}, h('td', { colspan: '6', class: 'muted', text: 'No requests in the last minute.' })));
   }
   await poll();
   const timer = setInterval(() => poll().catch((err) => showError(err, 'traffic')), POLL_MS);

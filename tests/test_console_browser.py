@@ -99,9 +99,30 @@ class Console:
         self.wait(lambda d: d.execute_script(VIEW_DRAWN))
 
     def wait(self, condition, timeout: float = WAIT_S):
+        """`condition`'s first truthy answer; elements replaced by a redraw mid-check retry."""
+        from selenium.common.exceptions import (
+            NoSuchElementException,
+            StaleElementReferenceException,
+        )
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.browser, timeout).until(condition)
+        retried = (NoSuchElementException, StaleElementReferenceException)
+        return WebDriverWait(self.browser, timeout, ignored_exceptions=retried).until(condition)
+
+    def click(self, selector: str) -> None:
+        """Click the element once it is there (found afresh if a redraw replaced it)."""
+
+        def clicked(driver) -> bool:
+            driver.find_element("css selector", selector).click()
+            return True
+
+        self.wait(clicked)
+
+    def attribute(self, selector: str, name: str) -> str | None:
+        """An attribute of the element once it is there."""
+        return self.wait(lambda d: [d.find_element("css selector", selector).get_attribute(name)])[
+            0
+        ]
 
     def css(self, selector: str):
         return self.browser.find_elements("css selector", selector)
@@ -136,7 +157,7 @@ def test_token_prompt_refuses_a_wrong_token_and_the_predict_token_reads_only(con
     console.browser.save_screenshot(str(shots / "token-prompt.png"))
     field = console.one("#token-input")
     field.send_keys("not-the-right-token")
-    console.one("#token-save").click()
+    console.click("#token-save")
     error = console.wait(
         lambda d: (
             d.find_element("id", "token-error").is_displayed()
@@ -146,7 +167,7 @@ def test_token_prompt_refuses_a_wrong_token_and_the_predict_token_reads_only(con
     assert "403" in error.text and "neither this server's admin nor its predict token" in error.text
     field.clear()
     field.send_keys(PREDICT)
-    console.one("#token-save").click()
+    console.click("#token-save")
     console.wait(
         lambda d: not d.execute_script("return document.getElementById('token-dialog').open")
     )
@@ -166,8 +187,11 @@ def test_token_prompt_refuses_a_wrong_token_and_the_predict_token_reads_only(con
 def test_task_list_filters_by_name_and_kind(console, shots):
     console.open("tasks")
 
-    def rows():
-        return [r.get_attribute("data-task") for r in console.css("#tasks-table tr[data-task]")]
+    def rows():  # read in one script: the table may be redrawn between two reads
+        return console.js(
+            "return [...document.querySelectorAll('#tasks-table tr[data-task]')]"
+            ".map((r) => r.dataset.task)"
+        )
 
     console.wait(lambda d: len(rows()) == 6)
     assert rows() == sorted(rows())
@@ -189,7 +213,7 @@ def cosine(a, b) -> float:
 @pytest.mark.parametrize("task", [*KINDS, "pairs"])
 def test_playground_shows_what_the_api_answers(console, api, shots, task):
     console.open(f"tasks/{task}")
-    console.one("#play-run").click()
+    console.click("#play-run")
     output = console.wait(
         lambda d: (
             d.find_element("id", "play-output").get_attribute("data-version")
@@ -247,6 +271,9 @@ def drop_file(console, selector: str, data: bytes, name: str) -> None:
     )
 
 
+V1, V2 = "#versions-table tr[data-version='1']", "#versions-table tr[data-version='2']"
+
+
 def version_row(console, version: int):
     return console.wait(
         lambda d: (
@@ -260,27 +287,25 @@ def test_upload_by_drag_and_drop_then_activate_roll_back_and_delete(console, api
     console.open("tasks/classification")
     patch = kind_patch(model, "classification", "classification", seed=42)
     drop_file(console, ".dropzone", patch.to_bytes(), "classification-v2.safetensors")
-    console.one("#upload-candidate").click()
+    console.click("#upload-candidate")
     console.wait(lambda d: d.find_element("css selector", ".upload-send").is_enabled())
-    console.one(".upload-send").click()
-    row = version_row(console, 2)
-    assert row.get_attribute("data-active") == "false"  # stored as a candidate
+    console.click(".upload-send")
+    version_row(console, 2)
+    assert console.attribute(V2, "data-active") == "false"  # stored as a candidate
     assert api.get("/tasks/classification").json()["active_version"] == 1
     console.browser.save_screenshot(str(shots / "task-versions.png"))
-    row.find_element("css selector", "[data-action=activate]").click()
+    console.click(f"{V2} [data-action=activate]")
     console.wait(lambda d: d.find_element("id", "active-version").text == "active v2")
     assert api.get("/tasks/classification").json()["active_version"] == 2
-    version_row(console, 1).find_element(
-        "css selector", "[data-action=activate]"
-    ).click()  # roll back
+    console.click(f"{V1} [data-action=activate]")  # roll back
     console.wait(lambda d: d.find_element("id", "active-version").text == "active v1")
     assert api.get("/tasks/classification").json()["active_version"] == 1
-    delete = version_row(console, 2).find_element("css selector", "[data-action=delete]")
-    delete.click()
-    delete.click()  # the second click confirms
+    console.click(f"{V2} [data-action=delete]")
     console.wait(
-        lambda d: not d.find_elements("css selector", "#versions-table tr[data-version='2']")
+        lambda d: "Delete v2?" in d.find_element("css selector", f"{V2} [data-action=delete]").text
     )
+    console.click(f"{V2} [data-action=delete]")  # the second click confirms
+    console.wait(lambda d: not d.find_elements("css selector", V2))
     assert [v["version"] for v in api.get("/tasks/classification").json()["versions"]] == [1]
     assert console.errors() == []
 
@@ -296,7 +321,7 @@ def test_a_new_task_from_the_list_takes_its_name_from_the_file(console, api, mod
             == "fresh-task"
         )
     )
-    console.one(".upload-send").click()
+    console.click(".upload-send")
     console.wait(lambda d: d.execute_script("return location.hash") == "#/tasks/fresh-task")
     assert api.get("/tasks/fresh-task").json()["active_version"] == 1
     api.delete("/tasks/fresh-task")
@@ -314,14 +339,14 @@ def test_rollout_canary_then_promote(console, api, model, shots):
     percent = console.one("#canary-percent")
     percent.clear()
     percent.send_keys("25")
-    console.one("#rollout-start").click()
+    console.click("#rollout-start")
     console.wait(
         lambda d: d.find_element("id", "rollout-state").get_attribute("data-canary") == "2"
     )
     rollout = api.get("/tasks/regression/rollout").json()
     assert rollout["canary"] == {"version": 2, "percent": 25.0}
     console.browser.save_screenshot(str(shots / "rollout.png"))
-    console.one("#rollout-promote").click()
+    console.click("#rollout-promote")
     console.wait(lambda d: d.find_element("id", "active-version").text == "active v2")
     after = api.get("/tasks/regression/rollout").json()
     assert after["active"] == 2 and after["canary"] is None
@@ -336,7 +361,7 @@ def test_fanout_answers_side_by_side(console, api, shots):
             box.click()
     console.one("#fanout-filter").send_keys("reg")  # filtering keeps what was chosen
     console.wait(lambda d: len(d.find_elements("css selector", ".task-choice")) == 1)
-    console.one("#fanout-run").click()
+    console.click("#fanout-run")
     console.wait(lambda d: len(d.find_elements("css selector", "#fanout-output .result")) == 3)
     text = console.one("#fanout-text").get_attribute("value")
     results = api.post("/predict", json={"tasks": list(chosen), "inputs": [text]}).json()["results"]

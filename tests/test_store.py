@@ -12,7 +12,13 @@ import pytest
 
 from bitpatch.server.errors import InvalidTaskName, StoreUnavailable, UnknownVersion
 from bitpatch.server.store import open_store
-from bitpatch.server.store.base import valid_task_name
+from bitpatch.server.store.base import (
+    PENDING_SECONDS,
+    Changes,
+    log_append,
+    log_changes,
+    valid_task_name,
+)
 from bitpatch.server.store.folder import FolderStore
 
 
@@ -41,7 +47,7 @@ def test_a_version_stored_active_moves_the_pointer_in_the_same_write(location):
     assert store.add_version("t", b"two", sha256="", activate=True) == (2, True)
     assert store.record("t").active == 2
     later = store.changes(first)
-    assert later.tasks == {"t"} and later.generation == first.generation + 1  # one log entry
+    assert later.tasks == {"t"} and later.generation == first.generation + 2  # begun, done
     assert store.add_version("t", b"three") == (3, True) and store.record("t").active == 2
 
 
@@ -101,7 +107,7 @@ def test_change_log_names_what_changed(location):
     writer.set_active("a", 1)
     writer.add_version("b", b"2")
     seen = reader.changes(idle)
-    assert seen.tasks == {"a", "b"} and seen.generation == start.generation + 3
+    assert seen.tasks == {"a", "b"} and seen.generation == start.generation + 6  # 3 changes
     assert reader.changes(seen).tasks == set()
     writer.delete_task("b")
     assert reader.changes(seen).tasks == {"b"}
@@ -158,3 +164,50 @@ def test_s3_unreachable_is_store_unavailable(s3_url, s3_server):
     finally:
         s3_server.thaw()
     assert store.add_version("t", b"x") == (1, True)
+
+
+class Crash(Exception):
+    """A writer ended between two writes (the store's fault hook)."""
+
+
+def crash_at(store, step: str):
+    def step_hook(name: str) -> None:
+        if name == step:
+            raise Crash(name)
+
+    store._step = step_hook
+    return store
+
+
+def test_a_change_cut_off_after_its_pointer_write_is_still_read(location):
+    writer, reader = open_store(location), open_store(location)
+    writer.add_version("t", b"one", activate=True)
+    writer.add_version("t", b"two")
+    seen = reader.changes(reader.changes(None))
+    with pytest.raises(Crash):
+        crash_at(writer, "pointer").set_active("t", 2)  # the pointer moved, no "done" entry
+    first = reader.changes(seen)
+    assert first.tasks == {"t"} and reader.record("t").active == 2
+    again = reader.changes(first)  # the log did not change: the begun change is re-read
+    assert again.tasks == {"t"} and again.generation == first.generation
+    assert again.unchanged(now=time.time() + PENDING_SECONDS + 1).tasks == set()  # not forever
+
+
+def test_a_done_change_is_not_pending(location):
+    writer, reader = open_store(location), open_store(location)
+    writer.add_version("t", b"one", activate=True)
+    seen = reader.changes(reader.changes(None))
+    writer.set_rollout("t", {"canary": {"version": 1, "percent": 5}})
+    changed = reader.changes(seen)
+    assert changed.tasks == {"t"} and changed.pending == {}
+    assert reader.changes(changed).tasks == set()
+
+
+def test_logs_without_phases_still_read():
+    old = {"generation": 3, "changes": [[1, "a"], [2, "b"], [3, "a"]]}
+    assert log_changes(old, 1, None).tasks == {"a", "b"}
+    begun = log_append(old, "c", "begin", "x1", now=1000.0)
+    assert log_changes(begun, 3, None, now=1001.0).tasks == {"c"}
+    assert log_changes(begun, 4, None, now=1001.0).pending == {"c": 1000.0 + PENDING_SECONDS}
+    done = log_append(begun, "c", "done", "x1")
+    assert log_changes(done, 5, None, now=1001.0) == Changes(5, set(), None, {})

@@ -105,13 +105,30 @@ def invalid_task_name(task: str) -> InvalidTaskName:
     )
 
 
+class WriteLock:
+    """The lock around this process's store writes, counting how often it was taken: a record
+    read without it is stale if a write took it meanwhile."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.taken = 0
+
+    def __enter__(self) -> WriteLock:
+        self._lock.acquire()
+        self.taken += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+
 class Registry(RegistryRollouts):
     """Uploads, activation, deletion and leases over a PatchStore and an Engine."""
 
     def __init__(self, store: PatchStore, engine: Engine, keep_versions: int | None = None):
         self.store, self.engine, self.keep_versions = store, engine, keep_versions
         self._lock = threading.Lock()
-        self._writes = threading.Lock()
+        self._writes = WriteLock()
         self._versions: dict[str, dict[int, VersionInfo]] = {}
         self._active: dict[str, int] = {}
         self._leases: dict[str, int] = {}  # engine key -> requests holding it
@@ -371,8 +388,11 @@ class Registry(RegistryRollouts):
         if tasks is None:  # too far behind the log: look at everything
             tasks = set(self.store.tasks()) | set(self._active)
         for task in sorted(tasks):
-            record = self.store.record(task)  # read before taking the write lock
+            taken = self._writes.taken
+            record = self.store.record(task)  # read before taking the write lock ...
             with self._writes:
+                if self._writes.taken != taken + 1:  # ... unless a write of ours came between
+                    record = self.store.record(task)
                 self._refresh(task, record)
         self.changes, self.synced_at = changes, time.time()
         return len(tasks)

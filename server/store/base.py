@@ -8,12 +8,16 @@ exclusive create, never read-then-write; identical bytes map to the version that
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
+import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 LOG_LENGTH = 1024  # changes the log keeps; a process further behind rescans the whole store
+PENDING_SECONDS = 60.0  # a change begun and not done is re-read this long (its writer may be dead)
 
 
 def valid_task_name(task: str) -> bool:
@@ -61,11 +65,20 @@ def with_rollout(pointer: dict | None, rollout: dict | None) -> dict:
 @dataclass(frozen=True)
 class Changes:
     """Where a process stands in the change log: the generation it has seen and which tasks
-    changed since its last look (None: too far behind, rescan every task)."""
+    changed since its last look (None: too far behind, rescan every task). `pending`: tasks
+    whose latest change was begun and not yet done, and until when they are re-read at every
+    look (a writer killed between its writes leaves no "done"; readers still see its state)."""
 
     generation: int
     tasks: set[str] | None
     token: object = None  # the backend's cheap "nothing changed" check (ETag, file stat)
+    pending: dict[str, float] = field(default_factory=dict)
+
+    def unchanged(self, now: float | None = None) -> Changes:
+        """The answer when the log did not change: nothing new, the pending tasks again."""
+        now = time.time() if now is None else now
+        pending = {task: until for task, until in self.pending.items() if until > now}
+        return Changes(self.generation, set(pending), self.token, pending)
 
 
 def new_log() -> dict:
@@ -73,20 +86,40 @@ def new_log() -> dict:
     return {"generation": 0, "changes": []}
 
 
-def log_append(log: dict, task: str) -> dict:
-    """The log with one more change to `task` (the oldest beyond LOG_LENGTH dropped)."""
+def log_append(log: dict, task: str, phase: str, change: str, now: float | None = None) -> dict:
+    """The log with one more entry (the oldest beyond LOG_LENGTH dropped): `phase` "begin"
+    (before a change's first write; with its time) or "done" (after its last), `change` the
+    change's id. Entries are [generation, task, phase, change, time?]; logs written before
+    phases existed hold [generation, task] (a done change)."""
     generation = int(log.get("generation", 0)) + 1
-    changes = [*log.get("changes", []), [generation, task]][-LOG_LENGTH:]
+    entry = [generation, task, phase, change]
+    if phase == "begin":
+        entry.append(round(time.time() if now is None else now, 3))
+    changes = [*log.get("changes", []), entry][-LOG_LENGTH:]
     return {"generation": generation, "changes": changes}
 
 
-def log_changes(log: dict, since: int | None, token: object) -> Changes:
-    """What changed after generation `since` according to `log`."""
+def pending_changes(entries: list, now: float) -> dict[str, float]:
+    """Tasks with a change begun, not done, and younger than PENDING_SECONDS: until when."""
+    done = {e[3] for e in entries if len(e) >= 4 and e[2] == "done"}
+    pending: dict[str, float] = {}
+    for e in entries:
+        if len(e) >= 5 and e[2] == "begin" and e[3] not in done:
+            until = float(e[4]) + PENDING_SECONDS
+            if until > now:
+                pending[e[1]] = max(until, pending.get(e[1], 0.0))
+    return pending
+
+
+def log_changes(log: dict, since: int | None, token: object, now: float | None = None) -> Changes:
+    """What changed after generation `since` according to `log`, and what is still pending."""
     generation = int(log.get("generation", 0))
     changes = log.get("changes", [])
+    pending = pending_changes(changes, time.time() if now is None else now)
     if since is None or (changes and changes[0][0] > since + 1) or since > generation:
-        return Changes(generation, None, token)
-    return Changes(generation, {task for g, task in changes if g > since}, token)
+        return Changes(generation, None, token, pending)
+    tasks = {e[1] for e in changes if e[0] > since} | set(pending)
+    return Changes(generation, tasks, token, pending)
 
 
 class PatchStore(ABC):
@@ -94,6 +127,24 @@ class PatchStore(ABC):
     A store that cannot be reached raises `StoreUnavailable`."""
 
     url: str  # where the store is, for /info and logs (never with credentials)
+
+    @contextlib.contextmanager
+    def _change(self, task: str):
+        """One change of `task`: logged as begun before its first write and done after its
+        last, so a writer killed in between still leaves the task to be re-read."""
+        change = uuid.uuid4().hex[:12]
+        self._log(task, "begin", change)
+        self._step("begun")
+        yield
+        self._log(task, "done", change)
+
+    def _step(self, name: str) -> None:
+        """A point between two writes of a change (a fault hook: tests end a writer here)."""
+        return None
+
+    @abstractmethod
+    def _log(self, task: str, phase: str, change: str) -> None:
+        """Append one entry to the change log (see `log_append`)."""
 
     @abstractmethod
     def tasks(self) -> list[str]:

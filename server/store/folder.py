@@ -199,51 +199,55 @@ class FolderStore(PatchStore):
         folder = self._dir(task)
         marker = folder / f".sha256-{sha256 or digest_of(data)}"
         with self._locked():
-            folder.mkdir(exist_ok=True)
             if (same := marked_version(folder, marker)) is not None:
                 return same, False
-            pointer = read_pointer(folder)
-            version = link_new_version(folder, data, first_free_number(folder, pointer))
-            atomic_write(marker, str(version).encode())
-            if activate:
-                pointer = with_active(pointer, version, None)
-            write_pointer(folder, {**pointer, "next_version": version + 1})
-            self._announce(task)
+            with self._change(task):
+                folder.mkdir(exist_ok=True)
+                pointer = read_pointer(folder)
+                version = link_new_version(folder, data, first_free_number(folder, pointer))
+                self._step("version")
+                atomic_write(marker, str(version).encode())
+                self._step("marker")
+                if activate:
+                    pointer = with_active(pointer, version, None)
+                write_pointer(folder, {**pointer, "next_version": version + 1})
+                self._step("pointer")
         return version, True
 
     def set_active(self, task: str, version: int, rollout: dict | None = None) -> None:
         """Point the task at `version` (the next number is kept), its rollout replaced."""
         folder = self._dir(task)
-        with self._locked():
+        with self._locked(), self._change(task):
             write_pointer(folder, with_active(read_pointer(folder), version, rollout))
-            self._announce(task)
+            self._step("pointer")
 
     def set_rollout(self, task: str, rollout: dict | None) -> None:
         """Replace the task's rollout in its pointer."""
         folder = self._dir(task)
-        with self._locked():
+        with self._locked(), self._change(task):
             write_pointer(folder, with_rollout(read_pointer(folder), rollout))
-            self._announce(task)
+            self._step("pointer")
 
     def delete_version(self, task: str, version: int) -> None:
         """Remove one (non-active) version's file and its bytes marker."""
         folder = self._dir(task)
-        with self._locked():
+        with self._locked(), self._change(task):
             path = version_file(folder, version)
             if path.exists():
                 (folder / f".sha256-{digest_of(path.read_bytes())}").unlink(missing_ok=True)
+                self._step("marker")
             path.unlink(missing_ok=True)
             _fsync_dir(folder)
-            self._announce(task)
+            self._step("version")
 
     def delete_task(self, task: str) -> None:
         """Remove a task and all its versions (renamed away first, then deleted)."""
         folder = self._dir(task)
         trash = self.root / f".trash-{task}-{uuid.uuid4().hex}"
-        with self._locked():
+        with self._locked(), self._change(task):
             os.replace(folder, trash)
             _fsync_dir(self.root)
-            self._announce(task)
+            self._step("moved")
         shutil.rmtree(trash, ignore_errors=True)
 
     # ---- the change log -------------------------------------------------------------------
@@ -261,9 +265,10 @@ class FolderStore(PatchStore):
             return new_log()
         return value if isinstance(value, dict) else new_log()
 
-    def _announce(self, task: str) -> None:
-        """Append a change to the log (caller holds the lock)."""
-        atomic_write(self._log_path, json.dumps(log_append(self._read_log(), task)).encode())
+    def _log(self, task: str, phase: str, change: str) -> None:
+        """Append an entry to the log (caller holds the lock)."""
+        entry = log_append(self._read_log(), task, phase, change)
+        atomic_write(self._log_path, json.dumps(entry).encode())
 
     def _stamp(self) -> tuple | None:
         try:
@@ -276,5 +281,5 @@ class FolderStore(PatchStore):
         """One stat() when nothing changed; the log's tasks since `since` otherwise."""
         stamp = self._stamp()
         if since is not None and since.token == stamp:
-            return Changes(since.generation, set(), stamp)
+            return since.unchanged()
         return log_changes(self._read_log(), None if since is None else since.generation, stamp)

@@ -188,18 +188,21 @@ class S3Store(PatchStore):
         marker = self._key(task, f"sha256/{sha256 or digest_of(data)}")
         if (same := self._marked(task, marker)) is not None:
             return same, False
-        record = self.record(task)
-        version = max(
-            [self._pointer(task).get("next_version", 1)]
-            + [v + 1 for v in (record.versions if record else [])]
-        )
-        while not self._create(self._key(task, f"v{version}.safetensors"), data):
-            version += 1
-        if not self._create(marker, str(version).encode()):  # identical bytes, another writer
-            self._call("delete_object", Key=self._key(task, f"v{version}.safetensors"))
-            return self._marked(task, marker), False
-        self._swap(self._key(task, "task.json"), lambda p: _bumped(p, version, activate))
-        self._announce(task)
+        with self._change(task):
+            record = self.record(task)
+            version = max(
+                [self._pointer(task).get("next_version", 1)]
+                + [v + 1 for v in (record.versions if record else [])]
+            )
+            while not self._create(self._key(task, f"v{version}.safetensors"), data):
+                version += 1
+            self._step("version")
+            if not self._create(marker, str(version).encode()):  # identical bytes, another writer
+                self._call("delete_object", Key=self._key(task, f"v{version}.safetensors"))
+                return self._marked(task, marker), False
+            self._step("marker")
+            self._swap(self._key(task, "task.json"), lambda p: _bumped(p, version, activate))
+            self._step("pointer")
         return version, True
 
     def _marked(self, task: str, marker: str) -> int | None:
@@ -211,34 +214,41 @@ class S3Store(PatchStore):
 
     def set_active(self, task: str, version: int, rollout: dict | None = None) -> None:
         """Move the pointer by compare-and-swap, its rollout replaced."""
-        self._swap(self._key(task, "task.json"), lambda p: with_active(p, version, rollout))
-        self._announce(task)
+        with self._change(task):
+            self._swap(self._key(task, "task.json"), lambda p: with_active(p, version, rollout))
+            self._step("pointer")
 
     def set_rollout(self, task: str, rollout: dict | None) -> None:
         """Replace the task's rollout in its pointer by compare-and-swap."""
-        self._swap(self._key(task, "task.json"), lambda p: with_rollout(p, rollout))
-        self._announce(task)
+        with self._change(task):
+            self._swap(self._key(task, "task.json"), lambda p: with_rollout(p, rollout))
+            self._step("pointer")
 
     def delete_version(self, task: str, version: int) -> None:
         """Delete the version object and its bytes marker."""
         key = self._key(task, f"v{version}.safetensors")
-        found = self._get(key)
-        if found is not None:
-            self._call("delete_object", Key=self._key(task, f"sha256/{digest_of(found[0])}"))
-            self._call("delete_object", Key=key)
-        self._announce(task)
+        with self._change(task):
+            found = self._get(key)
+            if found is not None:
+                self._call("delete_object", Key=self._key(task, f"sha256/{digest_of(found[0])}"))
+                self._step("marker")
+                self._call("delete_object", Key=key)
+            self._step("version")
 
     def delete_task(self, task: str) -> None:
         """Delete every object of the task."""
-        keys = self._keys(self._key(task, ""))
-        for start in range(0, len(keys), 1000):
-            objects = [{"Key": k} for k in keys[start : start + 1000]]
-            self._call("delete_objects", Delete={"Objects": objects, "Quiet": True})
-        self._announce(task)
+        with self._change(task):
+            keys = self._keys(self._key(task, ""))
+            for start in range(0, len(keys), 1000):
+                objects = [{"Key": k} for k in keys[start : start + 1000]]
+                self._call("delete_objects", Delete={"Objects": objects, "Quiet": True})
+            self._step("moved")
 
     # ---- the change log -------------------------------------------------------------------
-    def _announce(self, task: str) -> None:
-        self._swap(f"{self.prefix}_changes.json", lambda log: log_append(log or new_log(), task))
+    def _log(self, task: str, phase: str, change: str) -> None:
+        """Append an entry to the log by compare-and-swap."""
+        key = f"{self.prefix}_changes.json"
+        self._swap(key, lambda log: log_append(log or new_log(), task, phase, change))
 
     def changes(self, since: Changes | None) -> Changes:
         """A conditional GET of the log: 304 when nothing changed."""
@@ -247,7 +257,7 @@ class S3Store(PatchStore):
             found = self._get(f"{self.prefix}_changes.json", **condition)
         except ClientError as err:
             if _code(err) in ("304", "NotModified"):
-                return Changes(since.generation, set(), since.token)
+                return since.unchanged()
             raise
         if found is None:
             return log_changes(new_log(), None if since is None else since.generation, None)

@@ -1,5 +1,5 @@
 """`python -m bench SUITE [--quick]` from the repository root: micro, server, replicas,
-protocols, peers, uploads, rollouts, console, gpu."""
+protocols, peers, uploads, rollouts, console, soak, gpu."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def main() -> None:
             "uploads",
             "rollouts",
             "console",
+            "soak",
             "gpu",
         ],
         help="micro: offline forwards (every forward backend on GLUE batches, then mixed vs single "
@@ -39,7 +40,8 @@ def main() -> None:
         "protocols: the native API, v2 REST and v2 gRPC under "
         "one load; peers: bitpatch beside PEFT LoRA and Infinity; uploads: patch uploads/s of "
         "8 clients and where an upload's time goes; rollouts: the cost of a 100% shadow; console: "
-        "the web console's load time in headless Chromium (--out: screenshots too); gpu: a "
+        "the web console's load time in headless Chromium (--out: screenshots too); soak: 30 "
+        "minutes of traffic and writes, flat memory/fds/threads, no error, no lost write; gpu: a "
         "CUDA host",
     )
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument(
         "--dtype", default="auto", help="server, cost, rollouts: dtype of the servers"
     )
+    parser.add_argument("--minutes", type=float, default=None, help="soak: its length")
     parser.add_argument("--threads", type=int, default=None, help="micro: torch threads")
     parser.add_argument("--out", type=Path, default=None, help="folder for JSON (and PNG)")
     parser.add_argument(
@@ -88,6 +91,15 @@ def main() -> None:
         results = run_rollouts(args.quick, args.dtype)
         print(rollouts_markdown(results))
         save(args.out, "rollouts.json", results)
+    elif args.suite == "soak":
+        from .soak import run_soak, soak_markdown
+
+        results = run_soak(args.quick, args.minutes)
+        print(soak_markdown(results))
+        save(args.out, "soak.json", results)
+        if results["verdict"] != "pass":
+            raise SystemExit(f"soak failed: {results['missed']} {results['error_examples']} "
+                             f"{results['lost_writes'][:5]}")  # fmt: skip
     elif args.suite == "console":
         from .console import console_markdown, run_console
 

@@ -43,3 +43,13 @@ def test_main_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     main([str(tmp_path), "--plot", str(tmp_path / "p.png")])
     assert "| cola | Full-FT | 20.0 ± 0.0 (n=1) |" in capsys.readouterr().out
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_update_replaces_only_the_marked_text(tmp_path):
+    save(tmp_path, "c", task="cola", method="bitfit", train_fraction=0.3, metrics={"mcc": 9.0})
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("intro\n<!-- data-amount:start -->\nold\n<!-- data-amount:end -->\nafter\n")
+    main([str(tmp_path), "--update", str(doc)])
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("after\n") and "old" not in text
+    assert "| cola | BitFit | - | 9.0 ± 0.0 (n=1) | - |" in text

@@ -123,6 +123,12 @@ def main(argv: list[str] | None = None) -> None:
         help="the run summaries (bitpatch train --metrics-out)",
     )
     parser.add_argument("--plot", type=Path, default=None, help="write the plot (PNG) here")
+    parser.add_argument(
+        "--update",
+        type=Path,
+        default=None,
+        help="also replace the text between the data-amount markers of this file (RESULTS.md)",
+    )
     args = parser.parse_args(argv)
     cells = load_cells(args.folder)
     report = table(cells)
@@ -132,6 +138,21 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write(report + "\n")
     if args.plot:
         plot(cells, args.plot)
+    if args.update:
+        replace_between_markers(args.update, report)
+
+
+START, END = "<!-- data-amount:start -->", "<!-- data-amount:end -->"
+
+
+def replace_between_markers(path: Path, text: str) -> None:
+    """Put `text` between the data-amount markers of a Markdown file."""
+    content = path.read_text()
+    if START not in content or END not in content:
+        raise SystemExit(f"{path} has no {START} ... {END} markers")
+    head, rest = content.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(f"{head}{START}\n{text}\n{END}{tail}")
 
 
 if __name__ == "__main__":

@@ -300,3 +300,86 @@ def test_the_plan_splits_the_cores_between_workers():
     assert plan(Settings(workers=4, threads=8), on_gpu=False, cores=2) == (4, 2, 8)
     assert plan(Settings(workers=3), on_gpu=False, cores=2) == (3, 1, 3)
     assert plan(Settings(widen_lone_forwards=False), on_gpu=False, cores=2) == (2, 1, None)
+
+
+def test_background_work_waits_until_no_row_waits(engine):
+    order: list[str] = []
+
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100, 1))
+        engine.gate.clear()
+        engine.calls.clear()
+        futures = []
+        for i in range(4):  # two batches of two rows, held at the gate
+            batcher.admit(1)
+            futures.append(batcher.submit(lease(engine, f"t{i}"), rows(engine, ["x y"])))
+        batcher.start()
+
+        def check():
+            order.append(f"background after {len(engine.calls)} forwards")
+            return threading.current_thread().name
+
+        background = asyncio.get_running_loop().run_in_executor(
+            None, batcher.run_in_background, check
+        )
+        await asyncio.sleep(0.1)
+        assert order == []  # rows wait: the background work does too
+        engine.gate.set()
+        await asyncio.gather(*futures)
+        name = await background
+        await batcher.stop()
+        return name
+
+    name = asyncio.run(scenario())
+    assert order == ["background after 2 forwards"]
+    assert name.startswith("bitpatch-forward")  # an inference thread, not the caller's
+
+
+def test_background_work_gives_its_result_or_raises_its_error(engine):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100, 2))
+        batcher.start()
+        loop = asyncio.get_running_loop()
+        value = await loop.run_in_executor(None, batcher.run_in_background, lambda: 42)
+
+        def fail():
+            raise ValueError("the patch is bad")
+
+        with pytest.raises(ValueError, match="the patch is bad"):
+            await loop.run_in_executor(None, batcher.run_in_background, fail)
+        batcher.admit(1)  # the workers still serve afterwards
+        served = await batcher.submit(lease(engine, "t0"), rows(engine, ["x y"]))
+        await batcher.stop()
+        return value, served
+
+    value, served = asyncio.run(scenario())
+    assert value == 42 and "label" in served[0]
+
+
+def test_overdue_background_work_goes_before_the_next_batch(engine, monkeypatch):
+    import bitpatch.server.core.batcher as batcher_module
+
+    monkeypatch.setattr(batcher_module, "BACKGROUND_WAIT_S", 0.0)
+    order: list[str] = []
+
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), BatchPlan(1, 0, 100, 1))
+        engine.gate.clear()
+        engine.calls.clear()
+        futures = []
+        for i in range(3):  # three batches of one row: the first held at the gate
+            batcher.admit(1)
+            futures.append(batcher.submit(lease(engine, f"t{i}"), rows(engine, ["x y"])))
+        batcher.start()
+        while engine.inside < 1:
+            await asyncio.sleep(0.01)
+        background = asyncio.get_running_loop().run_in_executor(
+            None, batcher.run_in_background, lambda: order.append(len(engine.calls))
+        )
+        await asyncio.sleep(0.05)
+        engine.gate.set()
+        await asyncio.gather(*futures, background)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert order == [1]  # after the forward in flight, before the two rows still queued

@@ -91,7 +91,8 @@ def replica(request, tiny_bert_dir, tmp_path_factory):
     else:
         url = request.getfixturevalue("s3_server").bucket_url("crash-replica")
     args = ("--no-demo-patches", "--sync-interval", str(SYNC_S))
-    with ServerProcess(tiny_bert_dir, url, *args) as server:
+    logs = tmp_path_factory.mktemp("crash-logs")  # an S3 store has no folder for the log
+    with ServerProcess(tiny_bert_dir, url, *args, log_dir=logs) as server:
         yield url, server
 
 

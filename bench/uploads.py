@@ -79,30 +79,31 @@ def run_uploads(quick: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="bitpatch-uploads-") as tmp:
         with bench_server(Path(tmp) / "store", BenchConfig(quick=quick, dtype="float32")) as srv:
             rate = upload_all(srv.url, bodies, CLIENTS)
-            beside = one_client_beside_uploads(srv.url, source, quick)
+            beside = {n: clients_beside_uploads(srv.url, source, quick, n) for n in (1, 64)}
         profile = where_time_goes(source, bodies, Path(tmp) / "profiled")
     return {
         "clients": CLIENTS,
         "uploads": count,
         "uploads_per_s": rate,
         "profile": profile,
-        "one_client": beside,
+        "one_client": beside[1],
+        "64_clients": beside[64],
     }
 
 
-def one_client_beside_uploads(url: str, source: PatchSource, quick: bool) -> dict:
-    """One closed-loop client on 16 tasks, with and without UPLOADS_PER_S uploads of new
-    versions, rounds interleaved: its latency percentiles in each case."""
+def clients_beside_uploads(url: str, source: PatchSource, quick: bool, clients: int) -> dict:
+    """Closed-loop clients on 16 tasks, with and without UPLOADS_PER_S uploads of new
+    versions, rounds interleaved: their latency percentiles in each case."""
     rounds, seconds = (1, 1.0) if quick else (4, 8.0)
     make = request_maker(16, max_inputs=4)
     results = {"without_uploads": LoadResult(), "with_uploads": LoadResult()}
     uploads: list[int] = []
     for _ in range(rounds):
-        results["without_uploads"].merge(asyncio.run(run_load(url, make, 1, seconds)))
+        results["without_uploads"].merge(asyncio.run(run_load(url, make, clients, seconds)))
         stop = threading.Event()
         thread = threading.Thread(target=upload_steadily, args=(url, source, stop, uploads))
         thread.start()
-        results["with_uploads"].merge(asyncio.run(run_load(url, make, 1, seconds)))
+        results["with_uploads"].merge(asyncio.run(run_load(url, make, clients, seconds)))
         stop.set()
         thread.join()
     out = {name: result.summary() for name, result in results.items()}
@@ -125,13 +126,15 @@ def uploads_markdown(results: dict) -> str:
         lines.append(
             f"| {row['function']} | {row['file']} | {row['calls']} | {row['ms_per_upload']:.3f} |"
         )
-    one = results["one_client"]
-    off, on = one["without_uploads"], one["with_uploads"]
-    lines += [
-        "",
-        f"one client, 16 tasks, with {one['uploads']} uploads ({one['upload_failures']} failed)"
-        f" at {UPLOADS_PER_S}/s vs none: p50 {on['p50_ms']:.1f} vs {off['p50_ms']:.1f} ms, "
-        f"p99 {on['p99_ms']:.1f} vs {off['p99_ms']:.1f} ms ({on['p99_ms'] / off['p99_ms']:.2f}x), "
-        f"max {on['max_ms']:.1f} vs {off['max_ms']:.1f} ms ({on['max_ms'] / off['max_ms']:.2f}x)",
-    ]
+    for name, label in (("one_client", "one client"), ("64_clients", "64 clients")):
+        one = results[name]
+        off, on = one["without_uploads"], one["with_uploads"]
+        lines += [
+            "",
+            f"{label}, 16 tasks, with {one['uploads']} uploads ({one['upload_failures']} failed)"
+            f" at {UPLOADS_PER_S}/s vs none: p50 {on['p50_ms']:.1f} vs {off['p50_ms']:.1f} ms, "
+            f"p99 {on['p99_ms']:.1f} vs {off['p99_ms']:.1f} ms "
+            f"({on['p99_ms'] / off['p99_ms']:.2f}x), max {on['max_ms']:.1f} vs "
+            f"{off['max_ms']:.1f} ms ({on['max_ms'] / off['max_ms']:.2f}x)",
+        ]
     return "\n".join(lines)

@@ -80,7 +80,6 @@ class ServerState:
         """Batching starts on the inference threads; from here on the server is ready."""
         batcher = Batcher(registry.engine, self.metrics, self.plan, self.inference)
         batcher.start()
-        registry.run_check = batcher.run_in_background  # uploads' checks yield to serving
         self.pipeline = PredictPipeline(registry, batcher)
 
     @property

@@ -11,10 +11,6 @@ The lowest-numbered idle worker takes the next batch, so at low load the first w
 alone; a batch of a few rows that leaves nothing queued while no other worker is busy is a
 *lone* forward and may run on every worker's threads (`lone_threads`): the others wait until it
 ends.
-
-Background work (an upload's check forward) runs on a worker's own threads only while no row
-waits, so it never takes cores from serving; once it has waited BACKGROUND_WAIT_S it goes before
-the next batch, so uploads finish under any load.
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -47,7 +43,6 @@ LOOKAHEAD = 4  # batches' worth of queued rows searched for similar lengths
 # that halves a request's latency; a larger batch alone means the load is high, where the
 # extra OpenMP threads' spinning between parallel regions cost CPU and add no throughput
 WIDEN_ROWS = 4
-BACKGROUND_WAIT_S = 1.0  # background work waits at most this long for the queue to empty
 
 
 @dataclass(frozen=True)
@@ -96,19 +91,6 @@ class Job:
     shadow: bool = False  # a rollout's shadow rows: they ride along, nobody waits for them
 
 
-@dataclass
-class Background:
-    """Work that runs on an inference thread when no row waits (an upload's check forward)."""
-
-    run: Callable[[], object]
-    done: Future = field(default_factory=Future)
-    since: float = field(default_factory=time.perf_counter)
-
-    @property
-    def overdue(self) -> bool:
-        return time.perf_counter() - self.since > BACKGROUND_WAIT_S
-
-
 @dataclass(frozen=True)
 class Row:
     """One input of a job, waiting in the queue."""
@@ -133,7 +115,6 @@ class Batcher:
         self.max_batch_size, self.max_wait = plan.max_batch_size, plan.max_wait_ms / 1000
         self.max_queue = plan.max_queue
         self._queue: list[Row] = []
-        self._background: list[Background] = []
         self._incoming = 0  # requests admitted and being tokenized, not yet queued
         self._ready = threading.Condition()
         self._stopping = False
@@ -207,44 +188,10 @@ class Batcher:
             self._ready.notify_all()  # idle workers, and any waiting for this request to fill
         return job.future
 
-    def run_in_background(self, run: Callable[[], object]) -> object:
-        """Blocking (call it off the event loop): `run()` on an inference thread while no row
-        waits (at the latest after BACKGROUND_WAIT_S); its result, or its exception raised."""
-        job = Background(run)
-        with self._ready:
-            if self._stopping:
-                return run()
-            self._background.append(job)
-            self._ready.notify_all()
-        return job.done.result()
-
-    def _run_background(self, worker: int, job: Background) -> None:
-        """Inference thread: one background job, then the worker is idle again."""
-        try:
-            job.done.set_result(job.run())
-        except Exception as err:
-            job.done.set_exception(err)
-        with self._ready:
-            self._busy.discard(worker)
-            self._ready.notify_all()
-
-    def _take_background(self, worker: int, rows_wait: bool) -> Background | None:
-        """The oldest background job for this worker: when no row waits and no lone forward
-        runs, or when it is overdue (caller holds _ready)."""
-        if not self._background or self._lone:
-            return None
-        if rows_wait and not self._background[0].overdue:
-            return None
-        self._busy.add(worker)
-        return self._background.pop(0)
-
     def _work(self, worker: int) -> None:
         """Inference thread: take a batch, compute it, post the results; until stopped."""
         name_os_thread(f"bp-forward-{worker}")
         while (taken := self._next_batch(worker)) is not None:
-            if isinstance(taken, Background):
-                self._run_background(worker, taken)
-                continue
             batch, lone = taken
             try:
                 with self._threads(lone):
@@ -259,20 +206,15 @@ class Batcher:
                 self._ready.notify_all()
             self._loop.call_soon_threadsafe(_resolve, batch, outcome)
 
-    def _next_batch(self, worker: int) -> tuple[list[Row], bool] | Background | None:
+    def _next_batch(self, worker: int) -> tuple[list[Row], bool] | None:
         """Wait for rows (None once stopping with nothing left), let the batch fill, take it;
-        also whether it is a lone forward. A background job instead while no row waits."""
+        also whether it is a lone forward."""
         with self._ready:
             while True:
                 while not self._may_take(worker):
-                    idle = not self._queue and self._incoming == 0
-                    if idle and (job := self._take_background(worker, rows_wait=False)):
-                        return job
-                    if idle and self._stopping and not self._background:
+                    if not self._queue and self._stopping and self._incoming == 0:
                         return None
                     self._ready.wait(0.5)
-                if job := self._take_background(worker, rows_wait=True):  # overdue
-                    return job
                 self._wait_to_fill()
                 if self._may_take(worker):  # another worker may have taken every row meanwhile
                     return self._take(worker)

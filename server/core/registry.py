@@ -137,9 +137,6 @@ class Registry(RegistryRollouts):
         self.changes = Changes(0, set())  # where this process stands in the store's log
         self.skipped = 0  # stored objects refused (corrupt, foreign, half-written)
         self.synced_at = time.time()  # when this process last caught up with the store
-        # where an upload's check forward runs: here, until serving starts; then the batcher's
-        # background lane (on an inference thread while no row waits; see Batcher)
-        self.run_check: Callable[[Callable[[], object]], object] = lambda check: check()
 
     # ---- start-up -------------------------------------------------------------------------
     def load(self) -> None:
@@ -264,7 +261,7 @@ class Registry(RegistryRollouts):
             )
         if (same := self._same_bytes(task, checked.sha256)) is not None:
             return same, False
-        self.run_check(lambda: self.engine.check_outputs(checked))
+        self.engine.check_outputs(checked)
         with self._writes:
             if (same := self._same_bytes(task, checked.sha256)) is not None:
                 return same, False

@@ -300,4 +300,3 @@ def test_the_plan_splits_the_cores_between_workers():
     assert plan(Settings(workers=4, threads=8), on_gpu=False, cores=2) == (4, 2, 8)
     assert plan(Settings(workers=3), on_gpu=False, cores=2) == (3, 1, 3)
     assert plan(Settings(widen_lone_forwards=False), on_gpu=False, cores=2) == (2, 1, None)
-

@@ -101,9 +101,15 @@ def served(http: httpx.Client, task: str) -> tuple:
     reply = http.get(f"/tasks/{task}")
     if reply.status_code == 404:
         return None
+    rollout = http.get(f"/tasks/{task}/rollout")
+    if rollout.status_code == 404:  # deleted between the two reads
+        return None
     body = reply.json()
-    canary = http.get(f"/tasks/{task}/rollout").json()["canary"]
-    return body["active_version"], [v["version"] for v in body["versions"]], canary
+    return (
+        body["active_version"],
+        [v["version"] for v in body["versions"]],
+        rollout.json()["canary"],
+    )
 
 
 def stored(url: str, task: str) -> tuple:

@@ -89,13 +89,13 @@ class Traffic:
         now = self._clock()
         with self._lock:
             slots = list(self._slots)
-            current = now // SLOT_SECONDS * SLOT_SECONDS
-            series = _series(slots, current)
+            window = _window(slots, now // SLOT_SECONDS * SLOT_SECONDS)
+            series = [_slot_figures(slot) for slot in window]
             recent = [s for s in slots if s.start > now - RECENT_SECONDS]
             summary = _figures([s.all for s in recent], RECENT_SECONDS) | _forward_figures(recent)
             busiest = _busiest(recent, top)
             for task in busiest:  # each busy task's requests per slot, for a sparkline
-                task["requests_series"] = _task_requests(slots, current, task["task"])
+                task["requests_series"] = _task_requests(window, task["task"])
         return {
             "now": now,
             "slot_seconds": SLOT_SECONDS,
@@ -107,22 +107,16 @@ class Traffic:
         }
 
 
-def _series(slots: list[Slot], current: float) -> list[dict]:
-    """Every slot of the window up to `current`, oldest first (empty slots count zero)."""
+def _window(slots: list[Slot], current: float) -> list[Slot]:
+    """Every slot of the window up to `current`, oldest first (an empty one where none was)."""
     by_start = {s.start: s for s in slots}
     starts = [current - i * SLOT_SECONDS for i in range(WINDOW_SLOTS - 1, -1, -1)]
-    return [_slot_figures(by_start.get(t) or Slot(t)) for t in starts]
+    return [by_start.get(t) or Slot(t) for t in starts]
 
 
-def _task_requests(slots: list[Slot], current: float, task: str) -> list[int]:
+def _task_requests(window: list[Slot], task: str) -> list[int]:
     """A task's requests in every slot of the window, oldest first."""
-    by_start = {s.start: s for s in slots}
-    starts = [current - i * SLOT_SECONDS for i in range(WINDOW_SLOTS - 1, -1, -1)]
-    counts = []
-    for t in starts:
-        tally = by_start[t].tasks.get(task) if t in by_start else None
-        counts.append(tally.requests if tally else 0)
-    return counts
+    return [slot.tasks[task].requests if task in slot.tasks else 0 for slot in window]
 
 
 def _slot_figures(slot: Slot) -> dict:

@@ -103,6 +103,11 @@ class Metrics:
         )
         self.queue_rows = Gauge("bitpatch_queue_rows", "Rows waiting for a forward", registry=r)
         self.tasks = Gauge("bitpatch_registered_tasks", "Tasks with an active version", registry=r)
+        self.resident = Gauge(
+            "bitpatch_resident_versions",
+            "Task versions decoded in memory (the others load on their first request)",
+            registry=r,
+        )
         self.uploads = Counter(
             "bitpatch_uploads", "Accepted patch uploads (new versions)", ["task"], registry=r
         )

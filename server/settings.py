@@ -75,6 +75,20 @@ class Settings(BaseSettings):
         description="stored versions kept per task; older ones are deleted after "
         "an upload, never the active one (default: keep all)",
     )
+    max_resident: int = Field(
+        0,
+        ge=0,
+        description="active task versions kept decoded in memory (~0.1 MB each on the default "
+        "backbone); beyond it the least recently used leave memory and load again on their "
+        "next request (~2 ms); 0: every task used since the start",
+    )
+    metrics_tasks: int = Field(
+        100,
+        ge=0,
+        le=10_000,
+        description="tasks with their own label in /metrics: the busiest by recent requests; "
+        'the others are summed under task="_other" (GET /stats/tasks has every task)',
+    )
     admin_token: str | None = Field(
         None, description="Bearer token for uploads, activation and deletion (and every route)"
     )

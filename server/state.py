@@ -69,7 +69,7 @@ class ServerState:
             torch.set_num_threads(plan.lone_threads)
             engine.warm_up()
             torch.set_num_threads(plan.threads_per_worker)
-        registry = Registry(open_store(s.store), engine, s.keep_versions)
+        registry = Registry(open_store(s.store), engine, s.keep_versions, s.max_resident)
         registry.load()
         if s.demo_patches and not registry.tasks():
             seed_demo_patches(registry)

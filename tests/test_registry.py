@@ -87,17 +87,83 @@ def test_named_version_loads_on_demand(backbone, tmp_path):
     assert len(registry.engine.registered_keys()) == RECENT_VERSIONS + 1
 
 
-def test_start_serves_only_active_versions(backbone, tmp_path):
+def test_start_decodes_no_patch_and_loads_each_on_first_use(backbone, tmp_path):
     registry = fresh(backbone, tmp_path)
     for seed in range(5):
         registry.upload("a", patch(backbone, "a", seed))
         registry.upload("b", patch(backbone, "b", 10 + seed))
     registry.activate("a", 2)
     again = fresh(backbone, tmp_path)
-    assert sorted(again.engine.registered_keys()) == ["a@2", "b@5"]
-    assert sorted(again.versions("a")) == [1, 2, 3, 4, 5]
+    assert again.engine.registered_keys() == []
+    assert sorted(again.versions("a")) == [1, 2, 3, 4, 5] and again.active_version("a") == 2
     assert again.version("b", 3).sha256 == registry.version("b", 3).sha256
-    assert again.lease("a", 4) is None  # loaded on demand
+    assert again.lease("a") is None  # stored, not yet decoded
+    again.make_resident("a", 2)
+    lease = again.lease("a")
+    assert lease.version == 2 and again.engine.registered_keys() == ["a@2"]
+    again.release(lease)
+    assert again.engine.registered_keys() == ["a@2"]  # an active version stays once used
+
+
+def test_an_active_version_that_no_longer_decodes_gives_way(backbone, tmp_path, caplog):
+    registry = fresh(backbone, tmp_path)
+    registry.upload("t", patch(backbone, "t", 1))
+    bad = random_patch(backbone.model, "t", 2, "cls", seed=2)
+    next(iter(bad.biases.values()))[0] = float("nan")  # framing and metadata still fine
+    version, _ = registry.store.add_version("t", bad.to_bytes(), activate=True)
+    again = fresh(backbone, tmp_path)
+    assert again.active_version("t") == version  # found bad only when first used
+    with caplog.at_level(logging.ERROR):
+        again.make_resident("t", version)
+    assert again.active_version("t") == 1 and again.lease("t").version == 1
+    assert "active_version_unusable" in caplog.text and again.skipped == 1
+    assert again.store.record("t").active == version  # the store is left as it is
+
+
+def test_max_resident_keeps_the_most_recently_used_active_versions(backbone, tmp_path):
+    writer = fresh(backbone, tmp_path)
+    for i in range(4):
+        writer.upload(f"t{i}", patch(backbone, f"t{i}", i))
+    registry = Registry(FolderStore(tmp_path), MultiTaskEngine(backbone), max_resident=2)
+    registry.load()
+
+    def use(task: str):
+        registry.make_resident(task, registry.active_version(task))
+        return registry.lease(task)
+
+    held = use("t0")  # held by a request while others push it out
+    for task in ("t1", "t2"):
+        registry.release(use(task))
+    assert sorted(registry.engine.registered_keys()) == ["t0@1", "t1@1", "t2@1"]
+    registry.release(held)
+    assert sorted(registry.engine.registered_keys()) == ["t1@1", "t2@1"]
+    registry.release(use("t1"))  # t1 is now the most recent: t2 goes next
+    registry.release(use("t3"))
+    assert sorted(registry.engine.registered_keys()) == ["t1@1", "t3@1"]
+    assert registry.resident_count() == 2
+
+
+def test_concurrent_first_use_loads_a_task_once_and_serves_every_caller(backbone, tmp_path):
+    fresh(backbone, tmp_path).upload("t", patch(backbone, "t", 1))
+    registry = fresh(backbone, tmp_path)
+    leases, start = [], threading.Barrier(16)
+
+    def first_use():
+        start.wait()
+        while (lease := registry.lease("t")) is None:
+            registry.make_resident("t", 1)
+        leases.append(lease)
+
+    threads = [threading.Thread(target=first_use) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(leases) == 16 and {lease.key for lease in leases} == {"t@1"}
+    assert registry.engine.registered_keys() == ["t@1"]
+    for lease in leases:
+        registry.release(lease)
+    assert registry.engine.registered_keys() == ["t@1"]
 
 
 def test_keep_versions_prunes_the_oldest(backbone, tmp_path):

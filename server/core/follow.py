@@ -1,4 +1,5 @@
-"""Following the store: every --sync-interval, apply what other server processes changed."""
+"""Following the store: every --sync-interval, apply what other server processes changed, and
+write a snapshot of the index when one is due (server/core/snapshot.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ async def follow_store(registry: Registry, metrics: Metrics, interval: float) ->
         await asyncio.sleep(interval)
         try:
             await asyncio.to_thread(registry.sync)
+            await asyncio.to_thread(registry.save_snapshot)
         except Exception as err:
             metrics.sync_errors.inc()
             if not failing:
@@ -32,3 +34,4 @@ async def follow_store(registry: Registry, metrics: Metrics, interval: float) ->
         metrics.sync_last_success.set(registry.synced_at)
         metrics.store_skipped.set(registry.skipped)
         metrics.tasks.set(len(registry.tasks()))
+        metrics.resident.set(registry.resident_count())

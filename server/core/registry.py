@@ -1,8 +1,11 @@
 """The registry: every stored version of each task, which one is active, and which are served.
 
 Engine keys are `task@version`. A request takes a Lease at admission, pinning the version
-active then. Only active, leased and recently used versions are resident in the engine; the
-others are known by their summary (hash, size, metadata) and loaded on demand.
+active then. Every stored version is known by its summary (hash, size, metadata); a version is
+resident in the engine (its biases decoded) from its first use: active versions stay while
+recently used (at most `max_resident` of them, when set), others while leased or among the
+RECENT_VERSIONS last used. A start reads the store's newest snapshot and the changes since
+(server/core/snapshot.py), else indexes every task, and decodes no patch.
 
 Two locks: `_lock` guards the in-memory maps and is only ever held for dictionary work (the
 event loop takes it for leases); `_writes` serialises uploads, activation and deletion across
@@ -12,12 +15,12 @@ server/core/registry_rollouts.py.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ...patches.engine import Engine, TaskHead
@@ -25,9 +28,7 @@ from ...patches.patch_file import (
     PatchError,
     PatchFile,
     check_patch,
-    patch_metadata,
     read_patch,
-    sha256_bytes,
 )
 from ..errors import (
     InvalidTaskName,
@@ -39,39 +40,13 @@ from ..errors import (
 from ..store.base import Changes, PatchStore, TaskRecord, valid_task_name
 from .registry_rollouts import RegistryRollouts
 from .rollouts import Rollout
+from .snapshot import IndexedTask, SnapshotWriter, VersionInfo, newest_snapshot, summarize
 
 log = logging.getLogger(__name__)
 RECENT_VERSIONS = 16  # non-active versions kept resident after a pinned request used them
+SCAN_THREADS = 16  # tasks indexed at once when a start reads the whole store (I/O bound)
 
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """One stored version: number, file hash and size, and its metadata block."""
-
-    version: int
-    sha256: str
-    size_bytes: int
-    meta: Mapping[str, str]
-
-    @property
-    def created_at(self) -> str:
-        """When the patch was written (metadata)."""
-        return self.meta.get("created_at", "")
-
-    @property
-    def metrics(self) -> dict:
-        """The dev metrics the trainer recorded."""
-        return json.loads(self.meta.get("metrics", "{}"))
-
-    @property
-    def labels(self) -> list[str]:
-        """Label names (empty for regression)."""
-        return json.loads(self.meta.get("labels", "[]"))
-
-
-def summarize(version: int, data: bytes) -> VersionInfo:
-    """Index entry for a version (framing checked, tensors not decoded)."""
-    return VersionInfo(version, sha256_bytes(data), len(data), patch_metadata(data))
+__all__ = ["Lease", "Registry", "VersionInfo", "engine_key", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -107,11 +82,20 @@ def invalid_task_name(task: str) -> InvalidTaskName:
 
 class WriteLock:
     """The lock around this process's store writes, counting how often it was taken: a record
-    read without it is stale if a write took it meanwhile."""
+    read without it is stale if a write held it at the time or took it meanwhile."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self.taken = 0
+
+    def mark(self) -> int | None:
+        """Before an unlocked read: a mark to compare once the lock is held (None: a write
+        is under way now, so the read may already be stale)."""
+        return None if self._lock.locked() else self.taken
+
+    def unchanged_since(self, mark: int | None) -> bool:
+        """Holding the lock: whether no write ran since `mark` was taken."""
+        return mark is not None and self.taken == mark + 1
 
     def __enter__(self) -> WriteLock:
         self._lock.acquire()
@@ -125,43 +109,90 @@ class WriteLock:
 class Registry(RegistryRollouts):
     """Uploads, activation, deletion and leases over a PatchStore and an Engine."""
 
-    def __init__(self, store: PatchStore, engine: Engine, keep_versions: int | None = None):
+    def __init__(
+        self,
+        store: PatchStore,
+        engine: Engine,
+        keep_versions: int | None = None,
+        max_resident: int = 0,
+    ):
         self.store, self.engine, self.keep_versions = store, engine, keep_versions
+        self.max_resident = max_resident  # active versions kept decoded (0: all used ones)
         self._lock = threading.Lock()
         self._writes = WriteLock()
         self._versions: dict[str, dict[int, VersionInfo]] = {}
         self._active: dict[str, int] = {}
         self._leases: dict[str, int] = {}  # engine key -> requests holding it
         self._recent: OrderedDict[str, None] = OrderedDict()  # resident non-active keys
+        self._resident: OrderedDict[str, None] = OrderedDict()  # resident active keys, LRU
         self._rollouts: dict[str, Rollout] = {}  # as the store holds them (live or ended)
         self.changes = Changes(0, set())  # where this process stands in the store's log
         self.skipped = 0  # stored objects refused (corrupt, foreign, half-written)
         self.synced_at = time.time()  # when this process last caught up with the store
+        self.snapshots = SnapshotWriter(store, engine.backbone.spec.sha256)
+        self.loaded_from = "store"  # how the last start indexed: "snapshot" or "store"
 
     # ---- start-up -------------------------------------------------------------------------
     def load(self) -> None:
-        """Index every stored version and serve each task's active one; skip (and log) corrupt
-        or foreign files."""
-        self.changes = self.store.changes(None)  # before the scan: later changes are re-read
-        for task in self.store.tasks():
-            record = self.store.record(task)
-            if record is None:
-                continue
-            infos = self._index(task, record.versions, {})
-            active = self._serve_first(task, self._active_candidates(record.active, infos))
-            if active is None:
-                continue
-            if record.active not in (None, active):
-                log.error(
-                    "event=active_version_unusable task=%s version=%s fallback=%s",
-                    task,
-                    record.active,
-                    active,
-                )
-            self._versions[task] = infos
-            self._active[task] = active
-            self._apply_rollout(task, record.rollout)
-        log.info("event=registry_loaded tasks=%d", len(self._active))
+        """Index every task from the store's newest snapshot and the changes since it, else by
+        reading every task (skipping, and logging, corrupt or foreign files); patches are
+        decoded at first use."""
+        started = time.perf_counter()
+        self.changes = self.store.changes(None)  # before any read: later changes are re-read
+        if not self._restore_snapshot():
+            self._scan_store()
+        log.info(
+            "event=registry_loaded tasks=%d from=%s seconds=%.3f",
+            len(self._active),
+            self.loaded_from,
+            time.perf_counter() - started,
+        )
+
+    def _restore_snapshot(self) -> bool:
+        """Take the newest snapshot and re-read what changed since; False when there is none
+        the change log still reaches back to."""
+        found = newest_snapshot(self.store, self.engine.backbone.spec.sha256)
+        if found is None:
+            return False
+        generation, tasks = found
+        since = self.store.changes(Changes(generation, set()))
+        if since.tasks is None:
+            log.info("event=snapshot_outdated generation=%d log=%d", generation, since.generation)
+            return False
+        for task, entry in tasks.items():
+            self._versions[task] = entry.versions
+            self._active[task] = entry.active
+            self._apply_rollout(task, entry.rollout)
+        with self._writes:
+            for task in sorted(since.tasks):
+                self._refresh(task, self.store.record(task))
+        self.changes, self.loaded_from = since, "snapshot"
+        self.snapshots.written = generation
+        return True
+
+    def _scan_store(self) -> None:
+        """Index every task in the store, SCAN_THREADS at a time."""
+        with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="bp-scan") as pool:
+            for task, record, infos in pool.map(self._scan_task, self.store.tasks()):
+                candidates = self._active_candidates(record.active, infos) if record else []
+                if not candidates:
+                    continue
+                if record.active not in (None, candidates[0]):
+                    self._unusable_active(task, record.active, candidates[0])
+                self._versions[task] = infos
+                self._active[task] = candidates[0]
+                self._apply_rollout(task, record.rollout)
+        self.loaded_from = "store"
+
+    def _scan_task(self, task: str) -> tuple[str, TaskRecord | None, dict[int, VersionInfo]]:
+        record = self.store.record(task)
+        return task, record, self._index(task, record.versions, {}) if record else {}
+
+    @staticmethod
+    def _unusable_active(task: str, version: int, fallback: int) -> None:
+        log.error(
+            "event=active_version_unusable task=%s version=%s fallback=%s", task, version, fallback
+        )
 
     def _index(self, task: str, versions: list[int], known: dict) -> dict[int, VersionInfo]:
         """Index entries of `versions`: known ones kept, new ones summarized (bad ones left out)."""
@@ -203,6 +234,26 @@ class Registry(RegistryRollouts):
 
     def _read_patch(self, task: str, version: int) -> PatchFile:
         return read_patch(self.store.read(task, version), self.engine.backbone.spec)
+
+    # ---- snapshots ------------------------------------------------------------------------
+    def save_snapshot(self, force: bool = False) -> bool:
+        """Blocking: write a snapshot of the index if one is due (`force`: whatever the time
+        since the last); whether one was written."""
+        changes = self.changes  # read before the maps: the maps hold at least this generation
+        if not self._active or changes.pending:
+            return False
+        if not (force or self.snapshots.due(changes.generation)):
+            return False
+        with self._lock:
+            tasks = {
+                task: IndexedTask(
+                    dict(self._versions[task]),
+                    active,
+                    rollout.to_json() if (rollout := self._rollouts.get(task)) else None,
+                )
+                for task, active in self._active.items()
+            }
+        return self.snapshots.write(changes.generation, tasks)
 
     # ---- reads ----------------------------------------------------------------------------
     def tasks(self) -> list[str]:
@@ -319,8 +370,12 @@ class Registry(RegistryRollouts):
         """Caller holds _lock."""
         previous = self._active.get(task)
         self._active[task] = version
-        self._recent.pop(engine_key(task, version), None)
+        key = engine_key(task, version)
+        self._recent.pop(key, None)
+        if self.engine.is_registered(key):
+            self._keep_active(key)
         if previous is not None and previous != version:
+            self._resident.pop(engine_key(task, previous), None)
             self._drop_if_unused(task, previous)
 
     def delete_version(self, task: str, version: int) -> None:
@@ -341,7 +396,7 @@ class Registry(RegistryRollouts):
             self.store.delete_version(task, version)
             with self._lock:
                 del self._versions[task][version]
-                self._recent.pop(engine_key(task, version), None)
+                self._unkeep(engine_key(task, version))
                 self._drop_if_unused(task, version)
 
     def delete_task(self, task: str) -> None:
@@ -354,7 +409,7 @@ class Registry(RegistryRollouts):
                 del self._active[task]
                 self._rollouts.pop(task, None)
                 for version in versions:
-                    self._recent.pop(engine_key(task, version), None)
+                    self._unkeep(engine_key(task, version))
                     self._drop_if_unused(task, version)
 
     def _prune(self, task: str, keep: int) -> None:
@@ -369,15 +424,22 @@ class Registry(RegistryRollouts):
             self.store.delete_version(task, version)
             with self._lock:
                 del self._versions[task][version]
+                self._unkeep(engine_key(task, version))
                 self._drop_if_unused(task, version)
             log.info("event=version_pruned task=%s version=%d", task, version)
 
     def _drop_if_unused(self, task: str, version: int) -> None:
-        """Caller holds _lock."""
+        """Unregister a version no request holds and no residency list keeps (caller holds
+        _lock)."""
         key = engine_key(task, version)
-        unused = self._leases.get(key, 0) == 0 and key not in self._recent
-        if unused and self._active.get(task) != version:
+        kept = key in self._recent or key in self._resident
+        if self._leases.get(key, 0) == 0 and not kept:
             self.engine.unregister(key)
+
+    def _unkeep(self, key: str) -> None:
+        """Take a key off both residency lists (caller holds _lock)."""
+        self._recent.pop(key, None)
+        self._resident.pop(key, None)
 
     # ---- following the store --------------------------------------------------------------
     def sync(self) -> int:
@@ -388,10 +450,10 @@ class Registry(RegistryRollouts):
         if tasks is None:  # too far behind the log: look at everything
             tasks = set(self.store.tasks()) | set(self._active)
         for task in sorted(tasks):
-            taken = self._writes.taken
+            mark = self._writes.mark()
             record = self.store.record(task)  # read before taking the write lock ...
             with self._writes:
-                if self._writes.taken != taken + 1:  # ... unless a write of ours came between
+                if not self._writes.unchanged_since(mark):  # ... unless a write of ours ran
                     record = self.store.record(task)
                 self._refresh(task, record)
         self.changes, self.synced_at = changes, time.time()
@@ -408,16 +470,21 @@ class Registry(RegistryRollouts):
         wanted = record.active if record.active in infos else current
         if wanted not in infos:
             wanted = max(infos, default=None)
-        active = self._serve_first(task, [wanted] if wanted is not None else [])
-        if active is None:
+        if wanted is None:
             return  # nothing servable: keep what this process serves now
+        active = wanted
+        if current is not None and self.engine.is_registered(engine_key(task, current)):
+            # a task in use switches only to a version that decodes (loaded before the switch)
+            active = self._serve_first(task, [wanted])
+            if active is None:
+                return
         with self._lock:
             gone = set(self._versions.get(task, {})) - set(infos)
             self._versions[task] = infos
             self._switch_active(task, active)
             self._apply_rollout(task, record.rollout)
             for version in gone:
-                self._recent.pop(engine_key(task, version), None)
+                self._unkeep(engine_key(task, version))
                 self._drop_if_unused(task, version)
         if active != current:
             log.info("event=synced task=%s version=%d", task, active)
@@ -429,7 +496,7 @@ class Registry(RegistryRollouts):
             self._active.pop(task, None)
             self._rollouts.pop(task, None)
             for version in versions:
-                self._recent.pop(engine_key(task, version), None)
+                self._unkeep(engine_key(task, version))
                 self._drop_if_unused(task, version)
         log.info("event=synced task=%s deleted=true", task)
 
@@ -454,19 +521,64 @@ class Registry(RegistryRollouts):
             self._leases[key] = self._leases.get(key, 0) + 1
             if key in self._recent:
                 self._recent.move_to_end(key)
+            elif version == self._active[task]:
+                self._keep_active(key)
             return Lease(task, version, key, head, shadow, routed)
 
     def make_resident(self, task: str, version: int) -> None:
-        """Blocking: read, validate and serve a stored version; it stays while recently used."""
+        """Blocking: read, validate and serve a stored version; it stays while recently used.
+        An active version that no longer decodes gives way to the task's next usable one
+        (logged; the store is left as it is). Never called holding `_writes`."""
         key = engine_key(task, version)
         if self.engine.is_registered(key):
             return
-        patch = self._read_patch(task, version)
+        try:
+            patch = self._read_patch(task, version)
+        except (OSError, PatchError, UnknownVersion) as err:
+            if self._active.get(task) != version:
+                raise
+            self._replace_unusable(task, version, err)
+            return
         with self._lock:
             self._require_version(task, version)  # not deleted meanwhile
-            self.engine.register(key, patch)
-            if self._active[task] != version:
+            if not self.engine.is_registered(key):
+                self.engine.register(key, patch)
+            if self._active[task] == version:
+                self._keep_active(key)
+            else:
                 self._remember(key)
+
+    def _replace_unusable(self, task: str, version: int, err: Exception) -> None:
+        """Serve the task's next usable version in place of its active one, which failed to
+        decode; forget the task when none is usable."""
+        self._skipped(task, version, err)
+        with self._writes:
+            with self._lock:
+                if self._active.get(task) != version:
+                    return  # replaced meanwhile
+                rest = {v: info for v, info in self._versions[task].items() if v != version}
+                self._versions[task] = rest
+            fallback = self._serve_first(task, self._active_candidates(None, rest))
+            if fallback is None:
+                self._forget(task)
+                return
+            self._unusable_active(task, version, fallback)
+            with self._lock:
+                self._switch_active(task, fallback)
+
+    def _keep_active(self, key: str) -> None:
+        """Mark a resident active key as just used; beyond `max_resident`, the least recently
+        used ones leave the engine once no request holds them (caller holds _lock)."""
+        self._resident[key] = None
+        self._resident.move_to_end(key)
+        while self.max_resident and len(self._resident) > self.max_resident:
+            old, _ = self._resident.popitem(last=False)
+            task, version = old.rsplit("@", 1)
+            self._drop_if_unused(task, int(version))
+
+    def resident_count(self) -> int:
+        """Versions decoded in the engine now."""
+        return len(self.engine.state.heads)
 
     def _remember(self, key: str) -> None:
         """Keep a non-active key resident among the most recent ones (caller holds _lock)."""

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 LOG_LENGTH = 1024  # changes the log keeps; a process further behind rescans the whole store
 PENDING_SECONDS = 60.0  # a change begun and not done is re-read this long (its writer may be dead)
+SNAPSHOT_NAME = re.compile(r"g([0-9]{12})-([0-9a-f]{16})\.json\.gz")
+SNAPSHOTS_KEPT = 2  # snapshots of one backbone kept; older ones are deleted by the writer
 
 
 def valid_task_name(task: str) -> bool:
@@ -122,6 +124,23 @@ def log_changes(log: dict, since: int | None, token: object, now: float | None =
     return Changes(generation, tasks, token, pending)
 
 
+def snapshot_name(generation: int, tag: str) -> str:
+    """The file or object name of the snapshot taken at `generation` for backbone `tag`."""
+    return f"g{generation:012d}-{tag}.json.gz"
+
+
+def parse_snapshot_names(names) -> list[tuple[int, str, str]]:
+    """(generation, tag, name) of every snapshot name among `names`, oldest first."""
+    found = [(int(m.group(1)), m.group(2), n) for n in names if (m := SNAPSHOT_NAME.fullmatch(n))]
+    return sorted(found)
+
+
+def outdated_snapshots(names, tag: str) -> list[str]:
+    """The snapshots of backbone `tag` beyond the SNAPSHOTS_KEPT newest ones."""
+    same = [name for _, t, name in parse_snapshot_names(names) if t == tag]
+    return same[:-SNAPSHOTS_KEPT]
+
+
 class PatchStore(ABC):
     """Where versions live. Calls block (disk or network): never call them on the event loop.
     A store that cannot be reached raises `StoreUnavailable`."""
@@ -184,6 +203,18 @@ class PatchStore(ABC):
     @abstractmethod
     def delete_task(self, task: str) -> None:
         """Remove a task and every version."""
+
+    @abstractmethod
+    def snapshot_names(self) -> list[str]:
+        """Names of the stored registry snapshots (see server/core/snapshot.py)."""
+
+    @abstractmethod
+    def read_snapshot(self, name: str) -> bytes | None:
+        """One snapshot's bytes, or None when it is gone."""
+
+    @abstractmethod
+    def write_snapshot(self, name: str, data: bytes, tag: str) -> None:
+        """Store a snapshot whole (never half-written), then delete the outdated ones of `tag`."""
 
     @abstractmethod
     def changes(self, since: Changes | None) -> Changes:

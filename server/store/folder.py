@@ -31,6 +31,7 @@ from .base import (
     log_append,
     log_changes,
     new_log,
+    outdated_snapshots,
     pointer_rollout,
     valid_task_name,
     with_active,
@@ -140,7 +141,12 @@ class FolderStore(PatchStore):
     def _sweep_stale(self) -> None:
         """Remove what killed writers left (never a live writer's temporary: those are young)."""
         cutoff = time.time() - STALE_SECONDS
-        for leftover in [*self.root.glob("*/.*.tmp"), *self.root.glob(".trash-*")]:
+        leftovers = [
+            *self.root.glob("*/.*.tmp"),
+            *self.root.glob(".snapshots/.*.tmp"),
+            *self.root.glob(".trash-*"),
+        ]
+        for leftover in leftovers:
             try:
                 if leftover.stat().st_mtime < cutoff:
                     shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
@@ -249,6 +255,32 @@ class FolderStore(PatchStore):
             _fsync_dir(self.root)
             self._step("moved")
         shutil.rmtree(trash, ignore_errors=True)
+
+    # ---- registry snapshots ---------------------------------------------------------------
+    @property
+    def _snapshots(self) -> Path:
+        return self.root / ".snapshots"
+
+    def snapshot_names(self) -> list[str]:
+        """Files in `<root>/.snapshots/`."""
+        try:
+            return os.listdir(self._snapshots)
+        except FileNotFoundError:
+            return []
+
+    def read_snapshot(self, name: str) -> bytes | None:
+        """One snapshot file's bytes."""
+        try:
+            return (self._snapshots / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_snapshot(self, name: str, data: bytes, tag: str) -> None:
+        """Written to a temporary, renamed into place; older ones of `tag` removed."""
+        self._snapshots.mkdir(exist_ok=True)
+        atomic_write(self._snapshots / name, data)
+        for old in outdated_snapshots(self.snapshot_names(), tag):
+            (self._snapshots / old).unlink(missing_ok=True)
 
     # ---- the change log -------------------------------------------------------------------
     @property

@@ -27,6 +27,7 @@ from .base import (
     log_append,
     log_changes,
     new_log,
+    outdated_snapshots,
     pointer_rollout,
     valid_task_name,
     with_active,
@@ -243,6 +244,26 @@ class S3Store(PatchStore):
                 objects = [{"Key": k} for k in keys[start : start + 1000]]
                 self._call("delete_objects", Delete={"Objects": objects, "Quiet": True})
             self._step("moved")
+
+    # ---- registry snapshots ---------------------------------------------------------------
+    @property
+    def _snapshots(self) -> str:
+        return f"{self.prefix}_snapshots/"
+
+    def snapshot_names(self) -> list[str]:
+        """Objects under `<prefix>_snapshots/`."""
+        return [key[len(self._snapshots) :] for key in self._keys(self._snapshots)]
+
+    def read_snapshot(self, name: str) -> bytes | None:
+        """One snapshot object's bytes."""
+        found = self._get(self._snapshots + name)
+        return None if found is None else found[0]
+
+    def write_snapshot(self, name: str, data: bytes, tag: str) -> None:
+        """One PUT (an object is never seen half-written); older ones of `tag` deleted."""
+        self._call("put_object", Key=self._snapshots + name, Body=data)
+        for old in outdated_snapshots(self.snapshot_names(), tag):
+            self._call("delete_object", Key=self._snapshots + old)
 
     # ---- the change log -------------------------------------------------------------------
     def _log(self, task: str, phase: str, change: str) -> None:

@@ -46,7 +46,7 @@ async def _start(state: ServerState) -> None:
     plan = state.plan
     log.info(
         "event=ready tasks=%d workers=%d threads_per_worker=%d lone_threads=%s",
-        len(registry.tasks()),
+        registry.task_count(),
         plan.workers,
         plan.threads_per_worker,
         plan.lone_threads,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .task_stats import TaskStats
 from .traffic import Traffic
 
 LATENCY_BUCKETS = (
@@ -54,23 +55,13 @@ class RequestCount:
 class Metrics:
     """Every metric the server exports."""
 
-    def __init__(self):
+    def __init__(self, labelled_tasks: int = 100):
         self.registry = CollectorRegistry()
         self.traffic = Traffic()  # the console's last 15 minutes (server/traffic.py)
+        # every task's counts; own /metrics series for the busiest (server/task_stats.py)
+        self.tasks_seen = TaskStats(labelled_tasks, LATENCY_BUCKETS)
         r = self.registry
-        self.requests = Counter(
-            "bitpatch_requests",
-            "Predict requests by task, status and API (native, v2, grpc, openai)",
-            ["task", "status", "api"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "bitpatch_request_seconds",
-            "Predict latency by task and API",
-            ["task", "api"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        r.register(self.tasks_seen)
         self.batch_rows = Histogram(
             "bitpatch_batch_rows", "Rows per forward", buckets=ROW_BUCKETS, registry=r
         )
@@ -108,12 +99,6 @@ class Metrics:
             "Task versions decoded in memory (the others load on their first request)",
             registry=r,
         )
-        self.uploads = Counter(
-            "bitpatch_uploads", "Accepted patch uploads (new versions)", ["task"], registry=r
-        )
-        self.activations = Counter(
-            "bitpatch_activations", "Version activations", ["task"], registry=r
-        )
         self.rejections = Counter(
             "bitpatch_rejections", "Rejected uploads and requests by reason", ["reason"], registry=r
         )
@@ -122,12 +107,6 @@ class Metrics:
             "This replica's figures of each version of a task with a rollout: served, "
             "shadow_rows, agreement (percent), evaluated, value (the labelled metric)",
             ["task", "version", "figure"],
-            registry=r,
-        )
-        self.rollouts_aborted = Counter(
-            "bitpatch_rollouts_aborted",
-            "Rollouts ended by their guard (the candidate fell behind the active version)",
-            ["task"],
             registry=r,
         )
         self.shadow_dropped = Counter(
@@ -170,11 +149,13 @@ class Metrics:
         its latency when it succeeded."""
         answered = status in (200, "OK")
         task = count.label(answered, known)
-        self.requests.labels(task, str(status), count.api).inc()
         seconds = time.perf_counter() - count.started if answered else None
-        if answered:
-            self.latency.labels(task, count.api).observe(seconds)
+        self.tasks_seen.request(task, str(status), count.api, seconds)
         self.traffic.request(task, answered, seconds)
+
+    def task_event(self, name: str, task: str) -> None:
+        """One upload, activation or aborted rollout of a task (see task_stats.EVENTS)."""
+        self.tasks_seen.event(name, task)
 
 
 def watch_gc(pauses: Histogram) -> Callable[[], None]:

@@ -34,7 +34,7 @@ class ServerState:
 
     settings: Settings
     engine_factory: EngineFactory = MultiTaskEngine
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics = field(init=False)
     pipeline: PredictPipeline | None = None
     failure: str | None = None
     following: asyncio.Task | None = None  # the store-sync loop
@@ -44,6 +44,7 @@ class ServerState:
     inference: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self):
+        self.metrics = Metrics(self.settings.metrics_tasks)
         try:
             on_gpu = resolve_device(self.settings.device).type == "cuda"
         except RuntimeError:  # a bad device name fails, with its message, when the backbone loads
@@ -73,7 +74,7 @@ class ServerState:
         registry.load()
         if s.demo_patches and not registry.tasks():
             seed_demo_patches(registry)
-        self.metrics.tasks.set(len(registry.tasks()))
+        self.metrics.tasks.set(registry.task_count())
         return registry
 
     def start_serving(self, registry: Registry) -> None:

@@ -289,6 +289,7 @@ class Batcher:
             self.metrics.rows_by_kind.labels(kind).inc(count)
         task_rows = dict(Counter(r.job.lease.task for r in batch))
         self.history.record([r.length for r in batch], task_rows, seconds, dict(kinds))
+        self.metrics.tasks_seen.rows(task_rows)
         return out
 
 

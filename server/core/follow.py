@@ -33,5 +33,5 @@ async def follow_store(registry: Registry, metrics: Metrics, interval: float) ->
         failing = False
         metrics.sync_last_success.set(registry.synced_at)
         metrics.store_skipped.set(registry.skipped)
-        metrics.tasks.set(len(registry.tasks()))
+        metrics.tasks.set(registry.task_count())
         metrics.resident.set(registry.resident_count())

@@ -260,6 +260,10 @@ class Registry(RegistryRollouts):
         """Task names with an active version."""
         return sorted(self._active)
 
+    def task_count(self) -> int:
+        """How many tasks have an active version."""
+        return len(self._active)
+
     def has_task(self, task: str) -> bool:
         """Whether a task with that name exists (O(1), for the request path)."""
         return task in self._active

@@ -86,7 +86,7 @@ class RolloutWatch:
         if reason is None:
             return
         self._ending.add(rollout.id)
-        self.metrics.rollouts_aborted.labels(task).inc()
+        self.metrics.task_event("rollouts_aborted", task)
         log.warning("event=rollout_aborted task=%s rollout=%s reason=%r", task, rollout.id, reason)
         ending = asyncio.ensure_future(self._end(task, rollout.id, reason))
         self._endings.add(ending)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from fastapi import APIRouter, Query, Response
@@ -27,7 +27,7 @@ async def healthz():
 @router.get("/readyz")
 async def readyz(state: StateDep):
     """200 once the backbone and store are loaded; 503 before."""
-    return {"status": "ready", "tasks": len(state.ready().registry.tasks())}
+    return {"status": "ready", "tasks": state.ready().registry.task_count()}
 
 
 @router.get("/info")
@@ -56,7 +56,10 @@ async def info(state: StateDep):
         "store": registry.store.url,
         "sync_interval": state.settings.sync_interval,
         "store_generation": registry.changes.generation,
-        "tasks": len(registry.tasks()),
+        "tasks": registry.task_count(),
+        "resident_versions": registry.resident_count(),
+        "max_resident": registry.max_resident,
+        "loaded_from": registry.loaded_from,
     }
 
 
@@ -91,3 +94,20 @@ async def traffic(
     busiest tasks (requests/s, p50/p95 ms, errors, rows and tasks per forward, queue)."""
     queued = state.ready().batcher.queued_rows
     return state.metrics.traffic.snapshot(queued, top)
+
+
+@router.get("/stats/tasks", dependencies=[ReaderAuth])
+async def task_counts(
+    state: StateDep,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="tasks per page")] = 1000,
+    after: Annotated[str, Query(description="the previous page's `next`")] = "",
+    sort: Annotated[
+        Literal["name", "requests", "errors", "rows", "p99_ms"],
+        Query(description="name order, or the largest figure first"),
+    ] = "name",
+):
+    """Every task's counts since this process started (requests, errors, rows, per-status
+    counts, p50/p95/p99 latency from the histogram buckets, uploads, activations), a page at a
+    time; `labelled` names the tasks with their own /metrics series now."""
+    state.ready()
+    return state.metrics.tasks_seen.page(limit, after or None, sort)

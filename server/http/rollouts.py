@@ -67,7 +67,7 @@ async def promote(task: TaskName, state: StateDep):
     """Make the canary (or else the shadow) version active and end the rollout, atomically."""
     pipeline = state.ready()
     info, _ = await run_in_threadpool(pipeline.registry.promote, task)
-    state.metrics.activations.labels(task).inc()
+    state.metrics.task_event("activations", task)
     log.info("event=promote task=%s version=%d", task, info.version)
     return OrjsonResponse(pipeline.watch.answer(task))
 

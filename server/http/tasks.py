@@ -123,8 +123,8 @@ async def upload_patch(
         log.warning("event=upload_rejected task=%s code=%s error=%s", task, err.code, err)
         raise
     if created:
-        state.metrics.uploads.labels(task).inc()
-        state.metrics.tasks.set(len(registry.tasks()))
+        state.metrics.task_event("uploads", task)
+        state.metrics.tasks.set(registry.task_count())
         log.info("event=upload task=%s version=%d sha256=%s", task, info.version, info.sha256)
     response.status_code = 201 if created else 200
     return UploadPublic(
@@ -194,7 +194,7 @@ async def activate(task: TaskName, version: VersionNumber, state: StateDep):
     """Make a stored version active (rollback or roll forward)."""
     registry = state.ready().registry
     await run_in_threadpool(registry.activate, task, version)
-    state.metrics.activations.labels(task).inc()
+    state.metrics.task_event("activations", task)
     log.info("event=activate task=%s version=%d", task, version)
     return _task_public(registry, task, True)
 
@@ -226,6 +226,7 @@ async def delete_task(task: TaskName, state: StateDep):
     """Delete a task and all its versions."""
     registry = state.ready().registry
     await run_in_threadpool(registry.delete_task, task)
-    state.metrics.tasks.set(len(registry.tasks()))
+    state.metrics.tasks_seen.forget(task)
+    state.metrics.tasks.set(registry.task_count())
     log.info("event=delete_task task=%s", task)
     return {"task": task, "deleted": True}

@@ -87,6 +87,35 @@ def test_server_live_ready_metadata_and_index(client, server):
     ]
 
 
+def test_repository_index_pages_through_metadata(server):
+    import grpc
+
+    from bitpatch.server.protocols.v2.grpc_messages import SERVICE, method_types
+
+    request_type, reply_type = method_types("RepositoryIndex")
+    rest = server.http.post("/v2/repository/index", headers=auth()).json()
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        call = channel.unary_unary(
+            f"/{SERVICE}/RepositoryIndex",
+            request_serializer=request_type.SerializeToString,
+            response_deserializer=reply_type.FromString,
+        )
+        seen, after = [], ""
+        while True:
+            metadata = (*grpc_auth().items(), ("bitpatch-limit", "2"), ("bitpatch-after", after))
+            reply, info = call.with_call(request_type(), metadata=metadata)
+            trailing = dict(info.trailing_metadata())
+            assert len(reply.models) <= 2 and trailing["bitpatch-total"] == str(len(rest))
+            seen += [m.name for m in reply.models]
+            if "bitpatch-next" not in trailing:
+                break
+            after = trailing["bitpatch-next"]
+        assert seen == [m["name"] for m in rest]
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request_type(), metadata=(*grpc_auth().items(), ("bitpatch-limit", "0")))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_model_metadata_equals_rest(client, server):
     for task, version in (("cls", ""), ("cls", "1"), ("embed", ""), ("reg", "")):
         got = client.get_model_metadata(task, version, headers=grpc_auth(), as_json=True)

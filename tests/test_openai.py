@@ -49,6 +49,21 @@ def test_models_lists_every_task(client, server):
     assert client.models.retrieve("embed").owned_by == "bitpatch"
 
 
+def test_models_page_with_openais_list_fields(server):
+    everything = server.http.get("/v1/models", headers=auth()).json()
+    assert everything["has_more"] is False
+    seen, after = [], ""
+    while True:
+        page = server.http.get("/v1/models", params={"limit": 2, "after": after}, headers=auth())
+        body = page.json()
+        seen += [m["id"] for m in body["data"]]
+        assert body["first_id"] == body["data"][0]["id"] and body["last_id"] == seen[-1]
+        if not body["has_more"]:
+            break
+        after = body["last_id"]
+    assert seen == [m["id"] for m in everything["data"]] == sorted(seen)
+
+
 def openai_error(reply: httpx.Response, status: int, param, code, *words) -> None:
     assert reply.status_code == status, reply.text
     error = reply.json()["error"]

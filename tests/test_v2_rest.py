@@ -81,6 +81,22 @@ def test_repository_index_lists_every_task_ready(client, server):
     assert empty.status_code == 200 and len(empty.json()) == len(tasks)
 
 
+def test_repository_index_pages_through_a_link_header(server):
+    everything = server.http.post("/v2/repository/index", headers=auth()).json()
+    seen, path = [], "/v2/repository/index?limit=2"
+    while path:
+        reply = server.http.post(path, headers=auth())
+        assert reply.status_code == 200 and len(reply.json()) <= 2
+        assert reply.headers["x-total-count"] == str(len(everything))
+        seen += reply.json()
+        link = reply.headers.get("link")
+        path = link.split(">")[0].lstrip("<") if link else None
+        assert link is None or link.endswith('rel="next"')
+    assert seen == everything and [m["name"] for m in seen] == sorted(m["name"] for m in seen)
+    bad = server.http.post("/v2/repository/index?limit=0", headers=auth())
+    assert bad.status_code == 400 and "limit" in bad.json()["error"]  # v2 errors are 400s
+
+
 @pytest.mark.parametrize("binary", [True, False])
 def test_classification_and_regression_equal_native(client, server, binary):
     result = infer(client, "cls", [text_input("text", TEXTS, binary)], ["label", "scores"], binary)

@@ -15,6 +15,7 @@ server/core/registry_rollouts.py.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -47,6 +48,16 @@ RECENT_VERSIONS = 16  # non-active versions kept resident after a pinned request
 SCAN_THREADS = 16  # tasks indexed at once when a start reads the whole store (I/O bound)
 
 __all__ = ["Lease", "Registry", "VersionInfo", "engine_key", "summarize"]
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of a task listing: its names, the cursor of the next page (None: the last),
+    and how many tasks the listing has in all."""
+
+    names: list[str]
+    next: str | None
+    total: int
 
 
 @dataclass(frozen=True)
@@ -259,6 +270,27 @@ class Registry(RegistryRollouts):
     def tasks(self) -> list[str]:
         """Task names with an active version."""
         return sorted(self._active)
+
+    def task_page(
+        self,
+        limit: int,
+        after: str = "",
+        prefix: str = "",
+        keep: Callable[[str], bool] | None = None,
+    ) -> TaskPage:
+        """Task names in name order after `after`, starting with `prefix` (and passing `keep`),
+        at most `limit` of them."""
+        names = [t for t in self.tasks() if t.startswith(prefix)]
+        if keep is not None:
+            names = [t for t in names if keep(t)]
+        start = bisect.bisect_right(names, after) if after else 0
+        page = names[start : start + limit]
+        more = start + limit < len(names)
+        return TaskPage(page, page[-1] if more and page else None, len(names))
+
+    def active_or_none(self, task: str) -> int | None:
+        """The active version, or None for a task deleted meanwhile (listings)."""
+        return self._active.get(task)
 
     def task_count(self) -> int:
         """How many tasks have an active version."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 
 from ..auth import Access
 from ..errors import BodyTooLarge
@@ -29,6 +29,10 @@ TaskName = Annotated[
     ),
 ]
 VersionNumber = Annotated[int, Path(ge=1, description="a stored version", examples=[1])]
+# a listing's page: how many tasks, and the cursor the previous page gave
+PAGE_SIZE = 1000
+PageLimit = Annotated[int, Query(ge=1, le=10_000, description="tasks per page")]
+PageAfter = Annotated[str, Query(description="the previous page's cursor (`next`)")]
 
 
 async def get_state(request: Request) -> ServerState:

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ... import __version__
 from ...patches.tuning import kernel_cache_caps
 from ..core.batch_history import RECENT_BATCHES
-from .deps import ReaderAuth, StateDep
+from .deps import PAGE_SIZE, PageAfter, PageLimit, ReaderAuth, StateDep
 from .edge import REPLICA
 
 router = APIRouter()
@@ -99,8 +99,8 @@ async def traffic(
 @router.get("/stats/tasks", dependencies=[ReaderAuth])
 async def task_counts(
     state: StateDep,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="tasks per page")] = 1000,
-    after: Annotated[str, Query(description="the previous page's `next`")] = "",
+    limit: PageLimit = PAGE_SIZE,
+    after: PageAfter = "",
     sort: Annotated[
         Literal["name", "requests", "errors", "rows", "p99_ms"],
         Query(description="name order, or the largest figure first"),

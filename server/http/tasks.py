@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 from typing import Annotated
@@ -14,7 +13,17 @@ from ...patches.patch_file import PatchError
 from ..core.registry import Registry, VersionInfo
 from ..errors import InvalidRequest, UnknownTask, UnknownVersion, UnsupportedMediaType
 from ..limits import BodyLimit
-from .deps import AdminAuth, ReaderAuth, StateDep, TaskName, VersionNumber, read_limited
+from .deps import (
+    PAGE_SIZE,
+    AdminAuth,
+    PageAfter,
+    PageLimit,
+    ReaderAuth,
+    StateDep,
+    TaskName,
+    VersionNumber,
+    read_limited,
+)
 from .schemas import TaskPublic, TasksPublic, UploadPublic, VersionPublic
 
 router = APIRouter()
@@ -147,21 +156,17 @@ async def upload_patch(
 )
 async def list_tasks(
     state: StateDep,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="tasks per page")] = 1000,
-    after: Annotated[str, Query(description="the previous page's `next`")] = "",
+    limit: PageLimit = PAGE_SIZE,
+    after: PageAfter = "",
     prefix: Annotated[str, Query(description="only names that start with this")] = "",
     kind: Annotated[str, Query(description="only tasks of this kind")] = "",
 ):
     """Tasks with their active version, in name order, a page at a time."""
     registry = state.ready().registry
-    names = [t for t in registry.tasks() if t.startswith(prefix)]
-    if kind:
-        names = [t for t in names if _kind_of(registry, t) == kind]
-    start = bisect.bisect_right(names, after) if after else 0
-    page = names[start : start + limit]
-    more = start + limit < len(names)
-    listed = [p for p in (_listed(registry, t) for t in page) if p is not None]
-    return TasksPublic(tasks=listed, total=len(names), next=page[-1] if more and page else None)
+    keep = (lambda t: _kind_of(registry, t) == kind) if kind else None
+    page = registry.task_page(limit, after, prefix, keep)
+    listed = [p for p in (_listed(registry, t) for t in page.names) if p is not None]
+    return TasksPublic(tasks=listed, total=page.total, next=page.next)
 
 
 def _kind_of(registry: Registry, task: str) -> str | None:

@@ -8,7 +8,17 @@ from datetime import datetime
 from fastapi import APIRouter, Request, Response
 
 from ...core.registry import Registry
-from ...http.deps import PredictAuth, ReaderAuth, StateDep, TaskName, read_limited
+from ...errors import UnknownTask, UnknownVersion
+from ...http.deps import (
+    PAGE_SIZE,
+    PageAfter,
+    PageLimit,
+    PredictAuth,
+    ReaderAuth,
+    StateDep,
+    TaskName,
+    read_limited,
+)
 from ...http.edge import counted
 from ...http.schemas import EmbeddingsRequest
 from ..adapter import KEY_HEADER, serve
@@ -42,10 +52,19 @@ async def embeddings(request: Request, state: StateDep):
 
 
 @router.get("/models", dependencies=[ReaderAuth])
-async def models(state: StateDep):
-    """Every task, as OpenAI lists models."""
+async def models(state: StateDep, limit: PageLimit = PAGE_SIZE, after: PageAfter = ""):
+    """Tasks as OpenAI lists models, in name order, `limit` at a time, with the fields of
+    OpenAI's paged lists (`has_more`, `first_id`, `last_id`: the next page is `after=last_id`)."""
     registry = state.ready().registry
-    return {"object": "list", "data": [model_entry(registry, t) for t in registry.tasks()]}
+    page = registry.task_page(limit, after)
+    data = [e for e in (model_entry_or_none(registry, t) for t in page.names) if e is not None]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": page.next is not None,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
 
 @router.get("/models/{task}", dependencies=[ReaderAuth])
@@ -64,6 +83,14 @@ def model_entry(registry: Registry, task: str) -> dict:
         "owned_by": "bitpatch",
         "kind": info.meta.get("kind", ""),
     }
+
+
+def model_entry_or_none(registry: Registry, task: str) -> dict | None:
+    """A listing's model object (None for a task deleted while the page was read)."""
+    try:
+        return model_entry(registry, task)
+    except (UnknownTask, UnknownVersion):
+        return None
 
 
 def created_seconds(stamp: str) -> int:

@@ -16,6 +16,7 @@ from ....patches.patch_file import PatchError
 from ... import errors
 from ...auth import Access
 from ...core.pipeline import Outcome
+from ...http.deps import PAGE_SIZE
 from ...http.edge import status_of
 from ...limits import Limits
 from ...metrics import RequestCount
@@ -213,10 +214,19 @@ class InferenceService:
         return reply
 
     async def RepositoryIndex(self, request, context):
+        """A page of tasks: `bitpatch-limit` and `bitpatch-after` request metadata choose it,
+        `bitpatch-next` and `bitpatch-total` trailing metadata tell what is beyond."""
         registry = self.state.ready().registry
+        limit, after = page_asked(context.invocation_metadata())
+        page = registry.task_page(limit, after)
         reply = self.response("RepositoryIndex")
-        for task in registry.tasks():
-            reply.models.add(name=task, version=str(registry.active_version(task)), state="READY")
+        for task in page.names:
+            if (version := registry.active_or_none(task)) is not None:
+                reply.models.add(name=task, version=str(version), state="READY")
+        trailing = [("bitpatch-total", str(page.total))]
+        if page.next is not None:
+            trailing.append(("bitpatch-next", page.next))
+        context.set_trailing_metadata(tuple(trailing))
         return reply
 
     async def ModelInfer(self, request, context):
@@ -228,6 +238,17 @@ class InferenceService:
     def response(method: str, **fields):
         """A new response message of `method`."""
         return method_types(method)[1](**fields)
+
+
+def page_asked(metadata) -> tuple[int, str]:
+    """(limit, after) of a RepositoryIndex call's metadata; InvalidRequest for a bad limit."""
+    given = dict(metadata or ())
+    raw = given.get("bitpatch-limit", str(PAGE_SIZE))
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise errors.InvalidRequest(
+            f"bitpatch-limit must be a whole number from 1 to 10000, got {raw!r}"
+        )
+    return int(raw), given.get("bitpatch-after", "")
 
 
 def check_port_free(host: str, port: int) -> None:

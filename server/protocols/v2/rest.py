@@ -11,7 +11,16 @@ from fastapi import APIRouter, Path, Request, Response
 
 from ...core.pipeline import Outcome
 from ...errors import InvalidRequest
-from ...http.deps import PredictAuth, ReaderAuth, StateDep, TaskName, read_limited
+from ...http.deps import (
+    PAGE_SIZE,
+    PageAfter,
+    PageLimit,
+    PredictAuth,
+    ReaderAuth,
+    StateDep,
+    TaskName,
+    read_limited,
+)
 from ...http.edge import counted
 from ...http.schemas import V2InferRequest
 from ...limits import BodyLimit, Limits
@@ -87,13 +96,27 @@ async def model_version_ready(task: TaskName, version: ModelVersion, state: Stat
 
 
 @router.post("/repository/index", dependencies=[ReaderAuth])
-async def repository_index(request: Request, state: StateDep):
-    """Every task with its active version, state READY (the body may be empty)."""
+async def repository_index(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    limit: PageLimit = PAGE_SIZE,
+    after: PageAfter = "",
+):
+    """Tasks with their active version, state READY (the body may be empty), in name order,
+    `limit` at a time: the protocol's answer is a bare list, so the next page is named by a
+    `Link: <...>; rel="next"` header (and `X-Total-Count` counts every task)."""
     registry = state.ready().registry
     await read_index_body(request, state.settings.limits.index)
+    page = registry.task_page(limit, after)
+    response.headers["X-Total-Count"] = str(page.total)
+    if page.next is not None:
+        following = request.url.include_query_params(limit=limit, after=page.next)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
     return [
-        {"name": task, "version": str(registry.active_version(task)), "state": "READY"}
-        for task in registry.tasks()
+        {"name": task, "version": str(version), "state": "READY"}
+        for task in page.names
+        if (version := registry.active_or_none(task)) is not None
     ]
 
 

@@ -51,9 +51,9 @@ class Client:
         `activate=False` stores a candidate for a rollout."""
         data = patch if isinstance(patch, bytes) else Path(patch).read_bytes()
         if task is None:
-            from bitpatch.patches.patch_file import decode_patch
+            from .bulk_push import task_of
 
-            task = decode_patch(data).task
+            task = task_of(data)
         return self._call(
             "PUT",
             f"/tasks/{task}/patch",

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
 def add_push_parser(sub) -> None:
-    """`bitpatch push FILE --url URL [--task T] [--token T] [--candidate]`."""
-    p = sub.add_parser("push", help="upload a patch file to a running server")
-    p.add_argument("file", type=Path, help="the patch file (.safetensors) to upload")
+    """`bitpatch push FILE_OR_DIR... --url URL [--task T] [--token T] [--candidate] [--jobs N]`."""
+    p = sub.add_parser("push", help="upload patch files to a running server")
+    p.add_argument(
+        "files",
+        type=Path,
+        nargs="+",
+        metavar="FILE_OR_DIR",
+        help="patch files (.safetensors), or folders: every *.safetensors under them; one file "
+        "prints the server's answer, more print a summary (created / unchanged / refused)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=8,
+        help="uploads in flight at once when pushing many files (default 8)",
+    )
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
-    p.add_argument("--task", default=None, help="task to upload to (default: the patch's own)")
+    p.add_argument(
+        "--task", default=None, help="task to upload one file to (default: the patch's own)"
+    )
     p.add_argument(
         "--token", default=None, help="admin token (default: $BITPATCH_ADMIN_TOKEN, if set)"
     )
@@ -25,12 +41,38 @@ def add_push_parser(sub) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    """Upload and print the server's answer."""
+    """One file: upload it and print the server's answer. Many: push them all concurrently,
+    print the summary; exit 1 if any was refused."""
     from bitpatch.client import Client, admin_token
 
-    client = Client(args.url, token=admin_token(args.token))
-    print(json.dumps(client.push(args.file, args.task, activate=not args.candidate)))
-    return 0
+    from .bulk_push import patch_files
+
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    files = patch_files(args.files)
+    if len(args.files) == 1 and args.files[0].is_file():
+        client = Client(args.url, token=admin_token(args.token))
+        print(json.dumps(client.push(files[0], args.task, activate=not args.candidate)))
+        return 0
+    if args.task is not None:
+        raise ValueError("--task names the task of one file; many files go to their own tasks")
+    return push_many(args, files, admin_token(args.token))
+
+
+def push_many(args: argparse.Namespace, files: list[Path], token: str | None) -> int:
+    """The bulk push: a progress bar on stderr, the summary as JSON on stdout."""
+    from tqdm import tqdm
+
+    from .bulk_push import BulkPusher
+
+    pusher = BulkPusher(args.url, token, args.jobs, activate=not args.candidate)
+    try:
+        with tqdm(total=len(files), unit="patch", desc="push", file=sys.stderr) as bar:
+            summary = pusher.push_all(files, bar)
+    finally:
+        pusher.close()
+    print(json.dumps(summary.as_json()))
+    return 1 if summary.refused else 0
 
 
 def add_export_parser(sub) -> None:

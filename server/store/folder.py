@@ -112,19 +112,15 @@ def marked_version(folder: Path, marker: Path) -> int | None:
     return version if version_file(folder, version).exists() else None
 
 
-def link_new_version(folder: Path, data: bytes, version: int) -> int:
-    """Write `data` durably as the first free version from `version` on (hard links never
-    replace a file, so two writers never share a number); the number written."""
-    tmp = _write_temporary(folder, "upload", data)
-    try:
-        while True:
-            try:
-                os.link(tmp, version_file(folder, version))
-                break
-            except FileExistsError:
-                version += 1
-    finally:
-        tmp.unlink(missing_ok=True)
+def link_new_version(folder: Path, written: Path, version: int) -> int:
+    """Link the durably written temporary `written` as the first free version from `version`
+    on (hard links never replace a file, so two writers never share a number); the number."""
+    while True:
+        try:
+            os.link(written, version_file(folder, version))
+            break
+        except FileExistsError:
+            version += 1
     _fsync_dir(folder)
     return version
 
@@ -136,6 +132,7 @@ class FolderStore(PatchStore):
         self.root = Path(root)
         self.url = str(self.root.resolve())
         self.root.mkdir(parents=True, exist_ok=True)
+        self._log_cache: tuple[tuple, dict] | None = None  # (file stamp, log) written last
         self._sweep_stale()
 
     def _sweep_stale(self) -> None:
@@ -144,6 +141,7 @@ class FolderStore(PatchStore):
         leftovers = [
             *self.root.glob("*/.*.tmp"),
             *self.root.glob(".snapshots/.*.tmp"),
+            *self.root.glob(".incoming/.*.tmp"),
             *self.root.glob(".trash-*"),
         ]
         for leftover in leftovers:
@@ -152,6 +150,11 @@ class FolderStore(PatchStore):
                     shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
             except OSError:
                 pass  # another process removed it first
+
+    @property
+    def _incoming(self) -> Path:
+        """Where uploads are written before they are linked into their task's folder."""
+        return self.root / ".incoming"
 
     def _dir(self, task: str) -> Path:
         if not valid_task_name(task):
@@ -204,13 +207,28 @@ class FolderStore(PatchStore):
         """Write a new immutable version under the first free number past every one used."""
         folder = self._dir(task)
         marker = folder / f".sha256-{sha256 or digest_of(data)}"
+        if (same := marked_version(folder, marker)) is not None:
+            return same, False
+        # the bytes are written and fsynced before the lock, beside the tasks, so concurrent
+        # uploads overlap their largest write; under the lock the file is only linked
+        self._incoming.mkdir(exist_ok=True)
+        written = _write_temporary(self._incoming, task, data)
+        try:
+            return self._add_written(task, folder, marker, written, activate)
+        finally:
+            written.unlink(missing_ok=True)
+
+    def _add_written(
+        self, task: str, folder: Path, marker: Path, written: Path, activate: bool
+    ) -> tuple[int, bool]:
+        """add_version under the lock, the bytes already durable in `written`."""
         with self._locked():
             if (same := marked_version(folder, marker)) is not None:
                 return same, False
             with self._change(task):
                 folder.mkdir(exist_ok=True)
                 pointer = read_pointer(folder)
-                version = link_new_version(folder, data, first_free_number(folder, pointer))
+                version = link_new_version(folder, written, first_free_number(folder, pointer))
                 self._step("version")
                 atomic_write(marker, str(version).encode())
                 self._step("marker")
@@ -288,6 +306,11 @@ class FolderStore(PatchStore):
         return self.root / ".changes.json"
 
     def _read_log(self) -> dict:
+        """The log: the copy this process wrote last while the file is still that one (one
+        stat, no parse), else read."""
+        stamp = self._stamp()
+        if self._log_cache is not None and stamp is not None and self._log_cache[0] == stamp:
+            return self._log_cache[1]
         try:
             value = json.loads(self._log_path.read_text())
         except FileNotFoundError:
@@ -301,6 +324,7 @@ class FolderStore(PatchStore):
         """Append an entry to the log (caller holds the lock)."""
         entry = log_append(self._read_log(), task, phase, change)
         atomic_write(self._log_path, json.dumps(entry).encode())
+        self._log_cache = (self._stamp(), entry)
 
     def _stamp(self) -> tuple | None:
         try:

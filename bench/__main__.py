@@ -1,5 +1,5 @@
 """`python -m bench SUITE [--quick]` from the repository root: micro, server, replicas,
-protocols, peers, uploads, rollouts, console, soak, gpu."""
+protocols, peers, uploads, rollouts, console, soak, scale, gpu."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def main() -> None:
             "rollouts",
             "console",
             "soak",
+            "scale",
             "gpu",
         ],
         help="micro: offline forwards (every forward backend on GLUE batches, then mixed vs single "
@@ -41,7 +42,8 @@ def main() -> None:
         "one load; peers: bitpatch beside PEFT LoRA and Infinity; uploads: patch uploads/s of "
         "8 clients and where an upload's time goes; rollouts: the cost of a 100% shadow; console: "
         "the web console's load time in headless Chromium (--out: screenshots too); soak: 30 "
-        "minutes of traffic and writes, flat memory/fds/threads, no error, no lost write; gpu: a "
+        "minutes of traffic and writes, flat memory/fds/threads, no error, no lost write; scale: "
+        "1,000 to 50,000 tasks on one replica (start-up, memory, metrics, bulk push); gpu: a "
         "CUDA host",
     )
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
@@ -100,6 +102,12 @@ def main() -> None:
         if results["verdict"] != "pass":
             raise SystemExit(f"soak failed: {results['missed']} {results['error_examples']} "
                              f"{results['lost_writes'][:5]}")  # fmt: skip
+    elif args.suite == "scale":
+        from .scale import run_scale, scale_markdown
+
+        results = run_scale(args.quick)
+        print(scale_markdown(results))
+        save(args.out, "scale.json", results)
     elif args.suite == "console":
         from .console import console_markdown, run_console
 

@@ -14,6 +14,8 @@ from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.server.core.registry import Registry
 from bitpatch.server.core.rollouts import parse_rollout
 from bitpatch.server.core.snapshot import (
+    HURRY_GENERATIONS,
+    HURRY_SECONDS,
     SNAPSHOT_SECONDS,
     SnapshotWriter,
     decode_snapshot,
@@ -157,3 +159,5 @@ def test_the_writer_waits_between_snapshots_and_skips_a_newer_stored_one(tmp_pat
     assert other.write(5, {})
     assert not writer.write(3, {}) and writer.written == 5  # another process is ahead
     assert not writer.due(6, now=writer.last_try + 1)  # written (tried) a second ago
+    far = writer.written + HURRY_GENERATIONS
+    assert writer.due(far, now=writer.last_try + HURRY_SECONDS)  # the log runs away: sooner

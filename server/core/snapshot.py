@@ -18,11 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ...patches.patch_file import patch_metadata, sha256_bytes
-from ..store.base import PatchStore, parse_snapshot_names, snapshot_name
+from ..store.base import LOG_LENGTH, PatchStore, parse_snapshot_names, snapshot_name
 
 log = logging.getLogger(__name__)
 FORMAT = 1
 SNAPSHOT_SECONDS = 30.0  # a process writes at most one snapshot this often, and only after changes
+# ... unless the log ran this far past the newest snapshot (a start from a snapshot needs the log
+# to reach back to it), then at most every HURRY_SECONDS
+HURRY_GENERATIONS = LOG_LENGTH // 4
+HURRY_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -131,8 +135,9 @@ def newest_snapshot(store: PatchStore, backbone_sha256: str) -> tuple[int, dict]
 
 
 class SnapshotWriter:
-    """When this process writes a snapshot: after changes, at most every SNAPSHOT_SECONDS,
-    never while a change is pending, and not when another process wrote a newer one."""
+    """When this process writes a snapshot: after changes, at most every SNAPSHOT_SECONDS
+    (HURRY_SECONDS when the log runs away from the newest one), never while a change is
+    pending, and not when another process wrote a newer one."""
 
     def __init__(self, store: PatchStore, backbone_sha256: str, written: int = -1):
         self.store, self.backbone_sha256 = store, backbone_sha256
@@ -142,7 +147,10 @@ class SnapshotWriter:
     def due(self, generation: int, now: float | None = None) -> bool:
         """Whether a snapshot at `generation` should be written now (no change pending)."""
         now = time.monotonic() if now is None else now
-        return generation > self.written and now - self.last_try >= SNAPSHOT_SECONDS
+        behind, waited = generation - self.written, now - self.last_try
+        if behind >= HURRY_GENERATIONS:
+            return waited >= HURRY_SECONDS
+        return behind > 0 and waited >= SNAPSHOT_SECONDS
 
     def write(self, generation: int, tasks: dict[str, IndexedTask]) -> bool:
         """Store the snapshot unless a newer one exists; whether it was written."""

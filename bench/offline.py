@@ -12,7 +12,7 @@ import torch
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
-from bitpatch.server.core.batcher import LOOKAHEAD, pick_rows
+from bitpatch.server.core.scheduling import LOOKAHEAD, pick_rows
 
 from .micro import random_patches
 from .workload import mixed_inputs

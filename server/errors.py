@@ -69,6 +69,18 @@ class Overloaded(ServerError):
     code = "overloaded"
 
 
+class TaskQueueFull(ServerError):
+    """One task's queue is at --max-queue-per-task; other tasks are unaffected."""
+
+    code = "task_queue_full"
+
+
+class DeadlineExceeded(ServerError):
+    """The request could not start its forward within its deadline; nothing was computed."""
+
+    code = "deadline_exceeded"
+
+
 class NotReady(ServerError):
     """The backbone and store are still loading (or failed to load)."""
 

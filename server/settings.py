@@ -58,6 +58,25 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, le=4096, description="rows per forward at most")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
     max_queue: int = Field(2048, ge=1, description="rows waiting at most; more answers 503")
+    max_queue_per_task: int = Field(
+        0,
+        ge=0,
+        description="rows one task may have waiting; more answers 429 with Retry-After for "
+        "that task only (0: only --max-queue bounds it)",
+    )
+    max_queue_ms: float = Field(
+        0,
+        ge=0,
+        description="default deadline of a request to start its forward (X-Bitpatch-Timeout-Ms "
+        "or a gRPC deadline sets its own); one that cannot start in time gets 503 before any "
+        "work (0: none)",
+    )
+    batching: str = Field(
+        "fair",
+        description="fair: each forward's rows are shared equally among the tasks waiting (a "
+        "flooding task cannot delay the others); arrival: first come, first served, grouping "
+        "rows of similar length",
+    )
     max_inputs: int = Field(64, ge=1, description="inputs per predict request at most")
     max_input_chars: int = Field(
         8192, ge=16, description="characters per text at most (422 naming the input beyond)"
@@ -152,6 +171,13 @@ class Settings(BaseSettings):
         allowed = ("auto", "float32", "bfloat16", "float16")
         if value not in allowed:
             raise ValueError(f"dtype must be one of {allowed}, got {value!r}")
+        return value
+
+    @field_validator("batching")
+    @classmethod
+    def _batching(cls, value: str) -> str:
+        if value not in ("fair", "arrival"):
+            raise ValueError(f"batching must be 'fair' or 'arrival', got {value!r}")
         return value
 
     @field_validator("forward")

@@ -13,9 +13,10 @@ import torch
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.encoding import encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
-from bitpatch.server.core.batcher import WIDEN_ROWS, Batcher, BatchPlan, pick_rows
+from bitpatch.server.core.batcher import WIDEN_ROWS, Batcher, BatchPlan
 from bitpatch.server.core.registry import Lease
-from bitpatch.server.errors import Overloaded
+from bitpatch.server.core.scheduling import pick_rows
+from bitpatch.server.errors import DeadlineExceeded, Overloaded, TaskQueueFull
 from bitpatch.server.metrics import Metrics
 from bitpatch.server.settings import Settings
 
@@ -73,7 +74,7 @@ def test_requests_of_different_tasks_share_one_forward(engine):
         engine.gate.clear()
         engine.calls.clear()
         for _ in range(4):  # four requests admitted, still "tokenizing"
-            batcher.admit(1)
+            batcher.admit(1, "t0")
         futures = [
             batcher.submit(lease(engine, f"t{i}"), rows(engine, ["a cat sat"])) for i in range(4)
         ]
@@ -89,12 +90,12 @@ def test_requests_of_different_tasks_share_one_forward(engine):
 
 def test_rows_of_similar_length_are_batched_together(engine):
     async def scenario():
-        batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100))
+        batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100, policy="arrival"))
         short, long = "a cat", "the big red dog runs fast on the green mat at night " * 2
         order = [short, long, short, long]
         futures = []
         for text in order:
-            batcher.admit(1)
+            batcher.admit(1, "t0")
             futures.append(batcher.submit(lease(engine, "t0"), rows(engine, [text])))
         engine.lengths.clear()
         batcher.start()
@@ -117,10 +118,10 @@ def test_pick_rows_keeps_the_oldest_and_its_nearest_lengths():
 def test_queue_full_is_503_with_retry_after(engine):
     async def scenario():
         batcher = Batcher(engine, Metrics(), BatchPlan(4, 0, 3))
-        batcher.admit(2)
+        batcher.admit(2, "t0")
         batcher.submit(lease(engine, "t0"), rows(engine, ["a", "b"]))
         with pytest.raises(Overloaded) as err:
-            batcher.admit(2)
+            batcher.admit(2, "t0")
         return err.value
 
     err = asyncio.run(scenario())
@@ -134,7 +135,7 @@ def test_stop_finishes_every_admitted_request(engine):
         engine.gate.clear()
         futures = []
         for i in range(6):
-            batcher.admit(1)
+            batcher.admit(1, "t0")
             futures.append(batcher.submit(lease(engine, f"t{i % 4}"), rows(engine, ["x y"])))
         stopping = asyncio.create_task(batcher.stop())
         await asyncio.sleep(0.05)
@@ -156,7 +157,7 @@ def test_each_worker_runs_a_forward_at_once(engine, workers):
         engine.gate.clear()
         futures = []
         for i in range(6):  # three batches of two rows
-            batcher.admit(1)
+            batcher.admit(1, "t0")
             futures.append(batcher.submit(lease(engine, f"t{i % 4}"), rows(engine, ["x y"])))
         batcher.start()
         deadline = time.monotonic() + 5
@@ -179,7 +180,7 @@ def test_workers_go_on_while_the_event_loop_is_busy(engine):
         batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100))
         futures = []
         for i in range(6):  # three batches of two rows
-            batcher.admit(1)
+            batcher.admit(1, "t0")
             futures.append(batcher.submit(lease(engine, f"t{i % 4}"), rows(engine, ["x y"])))
         engine.calls.clear()
         batcher.start()
@@ -200,13 +201,13 @@ def test_a_worker_whose_rows_were_taken_waits_again(engine):
     async def scenario():
         batcher = Batcher(engine, Metrics(), BatchPlan(4, 2000, 100, 2))
         batcher.start()
-        batcher.admit(1)
-        batcher.admit(1)
+        batcher.admit(1, "t0")
+        batcher.admit(1, "t0")
         first = batcher.submit(lease(engine, "t0"), rows(engine, ["a b"]))
         await asyncio.sleep(0.2)  # both workers now wait for the second request to fill
         second = batcher.submit(lease(engine, "t1"), rows(engine, ["c d"]))
         await asyncio.gather(first, second)  # one worker takes both rows, the other none
-        batcher.admit(1)
+        batcher.admit(1, "t0")
         third = await batcher.submit(lease(engine, "t2"), rows(engine, ["e f"]))
         await batcher.stop()  # raises if a worker thread died
         return third
@@ -225,14 +226,14 @@ def test_a_lone_forward_gets_every_workers_threads_and_then_gives_them_back(engi
         batcher.start()
         engine.threads.clear()
         for i in range(3):  # sequential requests: each forward runs alone
-            batcher.admit(1)
+            batcher.admit(1, "t0")
             await batcher.submit(lease(engine, "t0"), rows(engine, [f"x{i}"]))
         lone = list(engine.threads)
         engine.threads.clear()
         engine.gate.clear()
         futures = []
         for i in range(6):  # three batches of two rows queued at once: none runs alone
-            batcher.admit(1)
+            batcher.admit(1, "t0")
             futures.append(batcher.submit(lease(engine, f"t{i % 4}"), rows(engine, ["x y"])))
         await asyncio.sleep(0.1)
         engine.gate.set()
@@ -255,9 +256,9 @@ def test_a_large_batch_alone_keeps_its_workers_own_threads(engine):
         )
         batcher.start()
         engine.threads.clear()
-        batcher.admit(size)
+        batcher.admit(size, "t0")
         await batcher.submit(lease(engine, "t0"), rows(engine, [f"x{i}" for i in range(size)]))
-        batcher.admit(1)
+        batcher.admit(1, "t0")
         await batcher.submit(lease(engine, "t1"), rows(engine, ["y"]))
         await batcher.stop()
         return list(engine.threads), batcher.metrics.lone_forwards._value.get()
@@ -272,10 +273,10 @@ def test_no_forward_starts_while_a_lone_forward_runs(engine):
         batcher = Batcher(engine, Metrics(), BatchPlan(2, 0, 100, 2, 1, 2), one_thread_workers(2))
         batcher.start()
         engine.gate.clear()
-        batcher.admit(1)
+        batcher.admit(1, "t0")
         first = batcher.submit(lease(engine, "t0"), rows(engine, ["a b"]))  # runs alone
         await asyncio.sleep(0.1)
-        batcher.admit(1)
+        batcher.admit(1, "t0")
         second = batcher.submit(lease(engine, "t1"), rows(engine, ["c d"]))
         await asyncio.sleep(0.2)  # the idle second worker would have started it by now
         held = engine.inside
@@ -300,3 +301,54 @@ def test_the_plan_splits_the_cores_between_workers():
     assert plan(Settings(workers=4, threads=8), on_gpu=False, cores=2) == (4, 2, 8)
     assert plan(Settings(workers=3), on_gpu=False, cores=2) == (3, 1, 3)
     assert plan(Settings(widen_lone_forwards=False), on_gpu=False, cores=2) == (2, 1, None)
+
+
+def test_one_task_over_its_queue_bound_gets_429_and_others_go_on(engine):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), BatchPlan(4, 0, 100, max_queue_per_task=3))
+        batcher.admit(2, "t0")
+        batcher.submit(lease(engine, "t0"), rows(engine, ["a", "b"]))
+        with pytest.raises(TaskQueueFull) as refused:
+            batcher.admit(2, "t0")
+        batcher.admit(3, "t1")  # another task is unaffected
+        batcher.withdraw(3, "t1")
+        batcher.admit(1, "t0")  # within t0's bound
+        batcher.withdraw(1, "t0")
+        return refused.value
+
+    err = asyncio.run(scenario())
+    assert err.headers == {"Retry-After": "1"} and "limit 3" in err.message
+
+
+def test_a_deadline_that_cannot_be_met_is_refused_before_any_work(engine):
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), BatchPlan(1, 0, 100, workers=1))
+        batcher.start()
+        engine.calls.clear()
+        batcher.admit(1, "t0")
+        await batcher.submit(lease(engine, "t0"), rows(engine, ["warm"]))  # a forward time
+        engine.gate.clear()
+        batcher.admit(1, "t0")
+        held = batcher.submit(lease(engine, "t0"), rows(engine, ["held"]))
+        while engine.inside == 0:
+            await asyncio.sleep(0.01)
+        for _ in range(5):  # five forwards queued behind the held one
+            batcher.admit(1, "t0")
+            batcher.submit(lease(engine, "t0"), rows(engine, ["q"]))
+        batcher._forward_seconds = 0.2  # as if each forward took 200 ms
+        with pytest.raises(DeadlineExceeded):
+            batcher.admit(1, "t0", time.monotonic() + 0.5)
+        batcher.admit(1, "t1", time.monotonic() + 60)  # room enough: admitted
+        late = batcher.submit(lease(engine, "t1"), rows(engine, ["late"]),
+                              deadline=time.monotonic() + 0.05)  # fmt: skip
+        await asyncio.sleep(0.1)  # its deadline passes while it waits
+        calls_before = len(engine.calls)
+        engine.gate.set()
+        with pytest.raises(DeadlineExceeded):
+            await late
+        await held
+        await batcher.stop()
+        computed = [keys for keys in engine.calls[calls_before:] if "t1" in keys]
+        return computed
+
+    assert asyncio.run(scenario()) == []  # the late row never ran

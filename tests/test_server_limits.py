@@ -213,3 +213,17 @@ def test_schema_and_errors_stay_json_on_unknown_routes(http):
 def test_serve_without_admin_token_warns(tiny_bert_dir, tmp_path):
     with ServerProcess(tiny_bert_dir, tmp_path / "store", "--no-demo-patches") as srv:
         assert "event=no_admin_token" in srv.logs()
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "1e12", "nan"])
+def test_a_bad_timeout_header_says_what_to_send(http, value):
+    headers = {**READ, "X-Bitpatch-Timeout-Ms": value}
+    reply = http.post("/tasks/single/predict", json={"inputs": ["a"]}, headers=headers)
+    assert reply.status_code == 422, reply.text
+    assert "X-Bitpatch-Timeout-Ms" in reply.json()["error"]["message"]
+
+
+def test_a_request_within_its_timeout_is_answered(http):
+    headers = {**READ, "X-Bitpatch-Timeout-Ms": "5000"}
+    reply = http.post("/tasks/single/predict", json={"inputs": ["a"]}, headers=headers)
+    assert reply.status_code == 200, reply.text

@@ -1,11 +1,17 @@
 """One queue for all tasks: rows of many requests form one mixed-task forward.
 
 Requests are tokenized before they are queued. Each inference worker thread takes its next
-batch itself as soon as its last forward ends: the oldest row and the rows closest to it in
-length (up to --max-batch-size; while admitted requests are still being tokenized it waits for
-them, at most --max-wait-ms, so a lone request never waits), runs ONE engine forward, and hands
-the predictions to the event loop, which resolves each request when its rows are done. The
-event loop never sits between two forwards: a worker does not wait for it to pick a batch.
+batch itself as soon as its last forward ends: up to --max-batch-size rows chosen by the queue's
+policy (server/core/scheduling.py: each waiting task's fair share, or first come first served;
+while admitted requests are still being tokenized it waits for them, at most --max-wait-ms, so
+a lone request never waits), runs ONE engine forward, and hands the predictions to the event
+loop, which resolves each request when its rows are done. The event loop never sits between two
+forwards: a worker does not wait for it to pick a batch.
+
+Admission bounds the queue (--max-queue rows, --max-queue-per-task per task: 429 for that task
+alone) and refuses at once a request whose deadline it cannot meet: the forwards before its
+last row, at the recent forward time, would end past it. A row still queued at its deadline is
+failed when the next batch is taken, never computed late.
 
 The lowest-numbered idle worker takes the next batch, so at low load the first worker serves
 alone; a batch of a few rows that leaves nothing queued while no other worker is busy is a
@@ -31,14 +37,15 @@ from ...patches.encoding import EncodedRow, collate
 from ...patches.engine import Engine, TaskLogits
 from ...patches.outputs import to_predictions
 from ...patches.tuning import name_os_thread
-from ..errors import Overloaded
+from ..errors import DeadlineExceeded, Overloaded, TaskQueueFull
 from ..metrics import Metrics
 from ..settings import Settings
 from .batch_history import BatchHistory
 from .registry import Lease
+from .scheduling import queue_for
 
 log = logging.getLogger(__name__)
-LOOKAHEAD = 4  # batches' worth of queued rows searched for similar lengths
+FORWARD_SMOOTHING = 0.2  # weight of the newest forward in the recent forward time
 # a lone forward of at most this many rows is widened to every worker's threads: at low load
 # that halves a request's latency; a larger batch alone means the load is high, where the
 # extra OpenMP threads' spinning between parallel regions cost CPU and add no throughput
@@ -56,6 +63,8 @@ class BatchPlan:
     workers: int = 1
     threads_per_worker: int = 1
     lone_threads: int | None = None
+    max_queue_per_task: int = 0  # 0: only max_queue bounds a task
+    policy: str = "fair"  # scheduling.QUEUES
 
     @classmethod
     def from_settings(cls, settings: Settings, on_gpu: bool, cores: int) -> BatchPlan:
@@ -74,6 +83,8 @@ class BatchPlan:
             workers,
             per_worker,
             lone,
+            settings.max_queue_per_task,
+            settings.batching,
         )
 
 
@@ -89,6 +100,12 @@ class Job:
     predictions: list = field(default_factory=list)
     pending: int = 0  # rows not yet computed (or failed)
     shadow: bool = False  # a rollout's shadow rows: they ride along, nobody waits for them
+    deadline: float | None = None  # time.monotonic() by which its rows must start
+    queued_at: float = field(default_factory=time.monotonic)
+
+    def late(self, now: float) -> bool:
+        """Whether its deadline passed."""
+        return self.deadline is not None and now > self.deadline
 
 
 @dataclass(frozen=True)
@@ -113,8 +130,10 @@ class Batcher:
     ):
         self.engine, self.metrics = engine, metrics
         self.max_batch_size, self.max_wait = plan.max_batch_size, plan.max_wait_ms / 1000
-        self.max_queue = plan.max_queue
-        self._queue: list[Row] = []
+        self.max_queue, self.max_queue_per_task = plan.max_queue, plan.max_queue_per_task
+        self._queue = queue_for(plan.policy)
+        self._task_rows: dict[str, int] = {}  # rows admitted and not yet taken, per task
+        self._forward_seconds = 0.0  # recent forward time (0 until the first forward)
         self._incoming = 0  # requests admitted and being tokenized, not yet queued
         self._ready = threading.Condition()
         self._stopping = False
@@ -151,8 +170,10 @@ class Batcher:
         await asyncio.gather(*self._running)  # their last results were posted before they ended
         self._executor.shutdown(wait=True)
 
-    def admit(self, n_rows: int) -> None:
-        """Reserve room for a request about to be tokenized; 503 when the queue is full."""
+    def admit(self, n_rows: int, task: str, deadline: float | None = None) -> None:
+        """Reserve room for a request about to be tokenized: Overloaded (503) when the queue is
+        full, TaskQueueFull (429) when its task's is, DeadlineExceeded (503) when its rows
+        could not start before `deadline` (time.monotonic())."""
         with self._ready:
             if len(self._queue) + n_rows > self.max_queue:
                 self.metrics.rejections.labels("queue_full").inc()
@@ -161,13 +182,48 @@ class Batcher:
                     "retry shortly",
                     headers={"Retry-After": "1"},
                 )
+            mine = self._task_rows.get(task, 0)
+            if self.max_queue_per_task and mine + n_rows > self.max_queue_per_task:
+                self.metrics.rejections.labels("task_queue_full").inc()
+                raise TaskQueueFull(
+                    f"task {task!r} has {mine} rows waiting (limit {self.max_queue_per_task}, "
+                    "--max-queue-per-task); slow down or retry shortly",
+                    headers={"Retry-After": "1"},
+                )
+            if deadline is not None:
+                self._check_deadline(n_rows, task, deadline)
+            self._task_rows[task] = mine + n_rows
             self._incoming += 1
 
-    def withdraw(self) -> None:
+    def _check_deadline(self, n_rows: int, task: str, deadline: float) -> None:
+        """DeadlineExceeded when the forwards ahead of the rows would start them too late
+        (caller holds _ready)."""
+        forwards = self._queue.forwards_before(task, n_rows, self.max_batch_size)
+        rounds = (forwards - 1) // self._workers + (1 if self._busy else 0)
+        wait = rounds * self._forward_seconds
+        if time.monotonic() + wait > deadline:
+            self.metrics.rejections.labels("deadline").inc()
+            raise DeadlineExceeded(
+                f"the request's rows would start in ~{1000 * wait:.0f} ms, after its deadline "
+                "(X-Bitpatch-Timeout-Ms or --max-queue-ms); nothing was computed; retry "
+                "later or allow more time",
+                headers={"Retry-After": "1"},
+            )
+
+    def withdraw(self, n_rows: int, task: str) -> None:
         """An admitted request failed before it was queued."""
         with self._ready:
             self._incoming -= 1
+            self._untake(task, n_rows)
             self._ready.notify_all()
+
+    def _untake(self, task: str, n_rows: int) -> None:
+        """Rows of a task leave the admitted count (caller holds _ready)."""
+        left = self._task_rows.get(task, 0) - n_rows
+        if left > 0:
+            self._task_rows[task] = left
+        else:
+            self._task_rows.pop(task, None)
 
     def submit(
         self,
@@ -175,15 +231,16 @@ class Batcher:
         rows: list[EncodedRow],
         on_done: Callable[[], None] = lambda: None,
         shadow: bool = False,
+        deadline: float | None = None,
     ) -> asyncio.Future:
         """Queue an admitted request's rows (`shadow`: a rollout's shadow rows, which do not
         count toward widening a lone forward); `on_done` runs on the event loop once they are
-        computed (or failed)."""
+        computed (or failed, or past `deadline`)."""
         future = asyncio.get_running_loop().create_future()
-        job = Job(lease, rows, future, on_done, [None] * len(rows), len(rows), shadow)
+        job = Job(lease, rows, future, on_done, [None] * len(rows), len(rows), shadow, deadline)
         with self._ready:
             self._incoming -= 1
-            self._queue.extend(Row(job, i, len(row["input_ids"])) for i, row in enumerate(rows))
+            self._queue.add([Row(job, i, len(row["input_ids"])) for i, row in enumerate(rows)])
             self.metrics.queue_rows.set(len(self._queue))
             self._ready.notify_all()  # idle workers, and any waiting for this request to fill
         return job.future
@@ -217,7 +274,24 @@ class Batcher:
                     self._ready.wait(0.5)
                 self._wait_to_fill()
                 if self._may_take(worker):  # another worker may have taken every row meanwhile
-                    return self._take(worker)
+                    batch, lone = self._take(worker)
+                    if batch:
+                        return batch, lone
+
+    def _expire(self) -> None:
+        """Fail the queued rows whose deadline passed (caller holds _ready)."""
+        late = self._queue.expire(time.monotonic())
+        if not late:
+            return
+        for task, count in Counter(r.job.lease.task for r in late).items():
+            self._untake(task, count)
+        self.metrics.rejections.labels("deadline").inc(len({id(r.job) for r in late}))
+        error = DeadlineExceeded(
+            "the request's rows did not start before its deadline (X-Bitpatch-Timeout-Ms or "
+            "--max-queue-ms); nothing was computed; retry later or allow more time",
+            headers={"Retry-After": "1"},
+        )
+        self._loop.call_soon_threadsafe(_resolve, late, error)
 
     def _may_take(self, worker: int) -> bool:
         """Rows wait, no lone forward runs, and every lower-numbered worker is busy (caller
@@ -251,12 +325,14 @@ class Batcher:
             self._ready.wait(remaining)
 
     def _take(self, worker: int) -> tuple[list[Row], bool]:
-        """The oldest row plus the queued rows nearest to it in length, and whether it runs as
-        a lone forward (caller holds _ready)."""
-        window = self._queue[: self.max_batch_size * LOOKAHEAD]  # in arrival order
-        chosen = [window[i] for i in pick_rows([r.length for r in window], self.max_batch_size)]
-        taken = {id(r) for r in chosen}
-        self._queue = [r for r in self._queue if id(r) not in taken]
+        """The rows the queue's policy picks, and whether they run as a lone forward (caller
+        holds _ready; rows past their deadline are failed first)."""
+        self._expire()
+        if not self._queue:
+            return [], False  # every row was late: nothing to run
+        chosen = self._queue.take(self.max_batch_size)
+        for task, count in Counter(r.job.lease.task for r in chosen).items():
+            self._untake(task, count)
         self.metrics.queue_rows.set(len(self._queue))
         idle = not self._queue and self._incoming == 0 and not self._busy
         served = sum(not r.job.shadow for r in chosen)  # shadow rows ride along
@@ -277,6 +353,10 @@ class Batcher:
         groups = self.engine.forward_by_task(padded, keys)
         out = _predictions(batch, groups)
         seconds = time.perf_counter() - started
+        recent = self._forward_seconds
+        self._forward_seconds = (
+            seconds if not recent else recent + FORWARD_SMOOTHING * (seconds - recent)
+        )
         self.metrics.forward.observe(seconds)
         self.metrics.batch_rows.observe(len(batch))
         tasks = len(set(keys))
@@ -307,13 +387,6 @@ def _resolve(batch: list[Row], outcome: list[dict] | Exception) -> None:
             if not job.future.done():
                 job.future.set_result(job.predictions)
             job.on_done()
-
-
-def pick_rows(lengths: list[int], batch_size: int) -> list[int]:
-    """Positions of the oldest row (position 0) and the rows nearest to it in length, older
-    first on ties: the batch the server runs next from a queue in arrival order."""
-    first = lengths[0]
-    return sorted(range(len(lengths)), key=lambda i: (abs(lengths[i] - first), i))[:batch_size]
 
 
 def _predictions(batch: list[Row], groups: list[TaskLogits]) -> list[dict]:

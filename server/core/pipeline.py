@@ -17,7 +17,7 @@ from ...patches.encoding import EncodedRow, Item
 from ...patches.engine import TaskHead
 from ...patches.row_encoder import RowEncoder
 from ...patches.tuning import name_os_thread
-from ..errors import InvalidRequest, Overloaded
+from ..errors import InvalidRequest, Overloaded, TaskQueueFull
 from .batcher import Batcher
 from .registry import Lease, Registry
 from .watch import RolloutWatch
@@ -48,6 +48,17 @@ class TaskCall:
 
 
 @dataclass(frozen=True)
+class Terms:
+    """What the transport says of a request beyond its body: by when (time.monotonic()) its
+    rows must start their forward (None: no deadline)."""
+
+    deadline: float | None = None
+
+
+NO_TERMS = Terms()
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What one task computed for a call's inputs: the version and head used, the predictions
     in input order, and the tokens read (special tokens included, after truncation)."""
@@ -75,7 +86,7 @@ class PredictPipeline:
             initargs=("bp-tokenize",),
         )
 
-    async def run(self, asked: TaskCall) -> Outcome:
+    async def run(self, asked: TaskCall, terms: Terms = NO_TERMS) -> Outcome:
         """The inputs through one task version (pinned, else the one the task's rollout routes
         the call to); the call's check sees the leased version's head before any row is
         queued (what a protocol's request asks of the task). A shadowed call's rows also run
@@ -86,7 +97,7 @@ class PredictPipeline:
             if asked.check is not None:
                 asked.check(lease.head)
             check_inputs_fit(lease, inputs)
-            self.batcher.admit(len(inputs))
+            self.batcher.admit(len(inputs), lease.task, terms.deadline)
         except BaseException:
             self.registry.release(lease)
             raise
@@ -95,15 +106,16 @@ class PredictPipeline:
         try:
             rows = await self.tokenize(lease, inputs)
         except BaseException:
-            self.batcher.withdraw()
+            self.batcher.withdraw(len(inputs), lease.task)
             self.registry.release(lease)
             if shadow_lease is not None:
-                self.batcher.withdraw()
+                self.batcher.withdraw(len(inputs), lease.task)
                 self.registry.release(shadow_lease)
             raise
         # the batcher gives the lease back once the rows are computed, even if this request
         # is cancelled meanwhile (its rows may already be in a forward)
-        done = self.batcher.submit(lease, rows, on_done=lambda: self.registry.release(lease))
+        release = lambda: self.registry.release(lease)  # noqa: E731
+        done = self.batcher.submit(lease, rows, release, deadline=terms.deadline)
         if shadow_lease is not None:
             self.shadow(shadow_lease, lease, inputs, rows, done)
         predictions = await done
@@ -121,8 +133,8 @@ class PredictPipeline:
             self._keep(asyncio.to_thread(self.registry.make_resident, task, version))
             return None
         try:
-            self.batcher.admit(n_rows)
-        except Overloaded:
+            self.batcher.admit(n_rows, task)
+        except (Overloaded, TaskQueueFull):
             self.batcher.metrics.shadow_dropped.labels("queue_full").inc()
             self.registry.release(lease)
             return None
@@ -142,11 +154,14 @@ class PredictPipeline:
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def fan_out(self, tasks: list[str], inputs: list[Item], key: str | None = None):
+    async def fan_out(
+        self, tasks: list[str], inputs: list[Item], key: str | None = None, terms=NO_TERMS
+    ):
         """Every input through each task's active version (or the one its rollout routes the
         key to), all rows batched together."""
         route_key = partial(routing_key, key, inputs)
-        outcomes = await self.run_all([(t, None) for t in tasks], inputs, route_key=route_key)
+        wanted = [(t, None) for t in tasks]
+        outcomes = await self.run_all(wanted, inputs, route_key=route_key, terms=terms)
         for outcome in outcomes:
             if outcome.routed:
                 self.watch.served(outcome.task, outcome.version)
@@ -164,25 +179,31 @@ class PredictPipeline:
         inputs: list[Item],
         check: HeadCheck = None,
         route_key: Callable[[], str] | None = None,
+        terms: Terms = NO_TERMS,
     ) -> list[Outcome]:
         """Every input through each (task, version; None: as the task's rollout routes
         `route_key`), all rows batched together; every version is leased and checked before
         any work, so a bad one fails the call at once."""
         leases = await self.lease_all(wanted, inputs, check, route_key)
-        admitted = 0
+        admitted: list[Lease] = []
         try:
-            for _ in leases:
-                self.batcher.admit(len(inputs))
-                admitted += 1
+            for lease in leases:
+                self.batcher.admit(len(inputs), lease.task, terms.deadline)
+                admitted.append(lease)
             rows = await self.tokenize_once(leases, inputs)
         except BaseException:
-            for _ in range(admitted):
-                self.batcher.withdraw()
+            for lease in admitted:
+                self.batcher.withdraw(len(inputs), lease.task)
             for lease in leases:
                 self.registry.release(lease)
             raise
         done = [
-            self.batcher.submit(lease, rows[shape_of(lease)], partial(self.registry.release, lease))
+            self.batcher.submit(
+                lease,
+                rows[shape_of(lease)],
+                partial(self.registry.release, lease),
+                deadline=terms.deadline,
+            )
             for lease in leases
         ]
         predictions = await asyncio.gather(*done)

@@ -8,12 +8,14 @@ body is refused as soon as its size passes the limit, before it is buffered.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
 from ..auth import Access
-from ..errors import BodyTooLarge
+from ..core.pipeline import Terms
+from ..errors import BodyTooLarge, InvalidRequest
 from ..limits import BodyLimit
 from ..state import ServerState
 from ..store.base import TASK_NAME
@@ -56,6 +58,31 @@ def requires(access: Access):
 AdminAuth = requires(Access.ADMIN)
 PredictAuth = requires(Access.PREDICT)
 ReaderAuth = requires(Access.READ)
+
+
+TIMEOUT_HEADER = "x-bitpatch-timeout-ms"
+
+
+def terms_of(request: Request, state: ServerState) -> Terms:
+    """The request's deadline: now plus its X-Bitpatch-Timeout-Ms, else --max-queue-ms (0 and
+    no header: none); InvalidRequest for a header that is not a positive number."""
+    return Terms(deadline_after(request.headers.get(TIMEOUT_HEADER), state.settings.max_queue_ms))
+
+
+def deadline_after(timeout_ms: str | None, default_ms: float) -> float | None:
+    """time.monotonic() `timeout_ms` (else `default_ms`; 0: no deadline) from now."""
+    if timeout_ms is None:
+        return time.monotonic() + default_ms / 1000 if default_ms else None
+    try:
+        value = float(timeout_ms)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3_600_000:
+        raise InvalidRequest(
+            f"X-Bitpatch-Timeout-Ms must be a number of milliseconds from 1 to 3600000, "
+            f"got {timeout_ms!r}"
+        )
+    return time.monotonic() + value / 1000
 
 
 async def read_limited(request: Request, limit: BodyLimit) -> bytes:

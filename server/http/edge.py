@@ -53,6 +53,8 @@ STATUS: dict[type[errors.ServerError], int] = {
     errors.VersionActive: 409,
     errors.RolloutConflict: 409,
     errors.Overloaded: 503,
+    errors.TaskQueueFull: 429,
+    errors.DeadlineExceeded: 503,
     errors.NotReady: 503,
     errors.StoreUnavailable: 503,
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar, Generic, Protocol, TypeVar
 
-from ..core.pipeline import Outcome, PredictPipeline, TaskCall
+from ..core.pipeline import NO_TERMS, Outcome, PredictPipeline, TaskCall, Terms
 from ..limits import Limits
 from ..metrics import RequestCount
 
@@ -42,9 +42,11 @@ class Adapter(ABC, Generic[Source, CallT, Answer]):
         """The call's task as a metrics label."""
         return call.asked.task
 
-    async def run(self, pipeline: PredictPipeline, call: CallT) -> Outcome | list[Outcome]:
+    async def run(
+        self, pipeline: PredictPipeline, call: CallT, terms: Terms
+    ) -> Outcome | list[Outcome]:
         """The call through the pipeline's stages (lease, tokenize, batch, forward)."""
-        return await pipeline.run(call.asked)
+        return await pipeline.run(call.asked, terms)
 
 
 async def serve(
@@ -53,9 +55,11 @@ async def serve(
     source: Source,
     limits: Limits,
     count: RequestCount | None = None,
+    terms: Terms = NO_TERMS,
 ) -> Answer:
-    """One request through a protocol: decode, run, encode (`count` learns the task label)."""
+    """One request through a protocol: decode, run, encode (`count` learns the task label;
+    `terms`: the transport's deadline)."""
     call = adapter.decode(source, limits)
     if count is not None:
         count.task = adapter.label(call)
-    return adapter.encode(call, await adapter.run(pipeline, call))
+    return adapter.encode(call, await adapter.run(pipeline, call, terms))

@@ -185,8 +185,8 @@ class FanoutAdapter(Adapter[NativeSource, FanoutCall, dict]):
     def label(self, call: FanoutCall) -> str:
         return FANOUT_LABEL
 
-    async def run(self, pipeline: PredictPipeline, call: FanoutCall) -> list[Outcome]:
-        return await pipeline.fan_out(call.tasks, call.inputs, call.key)
+    async def run(self, pipeline: PredictPipeline, call: FanoutCall, terms) -> list[Outcome]:
+        return await pipeline.fan_out(call.tasks, call.inputs, call.key, terms)
 
     def encode(self, call: FanoutCall, outcome: list[Outcome]) -> dict:
         return {"results": {o.task: encode_outcome(o) for o in outcome}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ...http.deps import PredictAuth, StateDep, TaskName, read_limited
+from ...http.deps import PredictAuth, StateDep, TaskName, read_limited, terms_of
 from ...http.edge import OrjsonResponse, counted
 from ...http.schemas import FanoutRequest, FanoutResponse, PredictRequest, PredictResponse
 from ...limits import Limits
@@ -35,7 +35,8 @@ async def predict(task: TaskName, request: Request, state: StateDep):
     count = counted(request, PREDICT.api, task)
     limits = state.settings.limits
     source = await native_source(request, task, limits)
-    return OrjsonResponse(await serve(PREDICT, pipeline, source, limits, count))
+    terms = terms_of(request, state)
+    return OrjsonResponse(await serve(PREDICT, pipeline, source, limits, count, terms))
 
 
 @router.post(
@@ -55,7 +56,8 @@ async def fan_out(request: Request, state: StateDep):
     count = counted(request, FANOUT.api, FANOUT_LABEL)
     limits = state.settings.limits
     source = await native_source(request, None, limits)
-    return OrjsonResponse(await serve(FANOUT, pipeline, source, limits, count))
+    terms = terms_of(request, state)
+    return OrjsonResponse(await serve(FANOUT, pipeline, source, limits, count, terms))
 
 
 async def native_source(request: Request, task: str | None, limits: Limits) -> NativeSource:

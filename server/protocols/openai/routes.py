@@ -18,6 +18,7 @@ from ...http.deps import (
     StateDep,
     TaskName,
     read_limited,
+    terms_of,
 )
 from ...http.edge import counted
 from ...http.schemas import EmbeddingsRequest
@@ -47,7 +48,7 @@ async def embeddings(request: Request, state: StateDep):
     limits = state.settings.limits
     body = await read_limited(request, limits.request)
     source = (body, request.headers.get(KEY_HEADER))
-    content = await serve(adapter, pipeline, source, limits, count)
+    content = await serve(adapter, pipeline, source, limits, count, terms_of(request, state))
     return Response(content, media_type="application/json")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 import grpc
 import orjson
@@ -15,7 +16,7 @@ from google.protobuf.message import DecodeError
 from ....patches.patch_file import PatchError
 from ... import errors
 from ...auth import Access
-from ...core.pipeline import Outcome
+from ...core.pipeline import Outcome, Terms
 from ...http.deps import PAGE_SIZE
 from ...http.edge import status_of
 from ...limits import Limits
@@ -46,6 +47,7 @@ CODES = {
     413: Code.RESOURCE_EXHAUSTED,
     415: Code.INVALID_ARGUMENT,
     422: Code.INVALID_ARGUMENT,
+    429: Code.RESOURCE_EXHAUSTED,
     503: Code.UNAVAILABLE,
 }
 ACCESS = {  # RPCs not named here are open
@@ -62,6 +64,8 @@ def code_of(err: Exception) -> grpc.StatusCode:
     patch that cannot be served is a failed precondition)."""
     if isinstance(err, PatchError):
         return Code.FAILED_PRECONDITION
+    if isinstance(err, errors.DeadlineExceeded):
+        return Code.DEADLINE_EXCEEDED
     return CODES.get(status_of(err), Code.INTERNAL)
 
 
@@ -231,13 +235,21 @@ class InferenceService:
 
     async def ModelInfer(self, request, context):
         key = dict(context.invocation_metadata() or ()).get(KEY_HEADER)
-        source = (request, key)
-        return await serve(GRPC_INFER, self.state.ready(), source, self.state.settings.limits)
+        source, settings = (request, key), self.state.settings
+        terms = Terms(grpc_deadline(context.time_remaining(), settings.max_queue_ms))
+        return await serve(GRPC_INFER, self.state.ready(), source, settings.limits, None, terms)
 
     @staticmethod
     def response(method: str, **fields):
         """A new response message of `method`."""
         return method_types(method)[1](**fields)
+
+
+def grpc_deadline(remaining: float | None, default_ms: float) -> float | None:
+    """The call's deadline (time.monotonic()): its own, else --max-queue-ms (0: none)."""
+    if remaining is not None:
+        return time.monotonic() + remaining
+    return time.monotonic() + default_ms / 1000 if default_ms else None
 
 
 def page_asked(metadata) -> tuple[int, str]:

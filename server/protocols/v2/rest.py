@@ -20,6 +20,7 @@ from ...http.deps import (
     StateDep,
     TaskName,
     read_limited,
+    terms_of,
 )
 from ...http.edge import counted
 from ...http.schemas import V2InferRequest
@@ -161,7 +162,7 @@ async def run_infer(state: ServerState, request: Request, task: str, version: st
         headers.get(HEADER_LENGTH),
         headers.get(KEY_HEADER),
     )
-    answer = await serve(REST_INFER, pipeline, source, limits, count)
+    answer = await serve(REST_INFER, pipeline, source, limits, count, terms_of(request, state))
     if answer.header_length is None:
         return Response(answer.content, media_type="application/json")
     return Response(

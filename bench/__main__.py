@@ -1,5 +1,5 @@
 """`python -m bench SUITE [--quick]` from the repository root: micro, server, replicas,
-protocols, peers, uploads, rollouts, console, soak, scale, gpu."""
+protocols, peers, uploads, rollouts, console, soak, scale, tenancy, gpu."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def main() -> None:
             "console",
             "soak",
             "scale",
+            "tenancy",
             "gpu",
         ],
         help="micro: offline forwards (every forward backend on GLUE batches, then mixed vs single "
@@ -43,7 +44,8 @@ def main() -> None:
         "8 clients and where an upload's time goes; rollouts: the cost of a 100% shadow; console: "
         "the web console's load time in headless Chromium (--out: screenshots too); soak: 30 "
         "minutes of traffic and writes, flat memory/fds/threads, no error, no lost write; scale: "
-        "1,000 to 50,000 tasks on one replica (start-up, memory, metrics, bulk push); gpu: a "
+        "1,000 to 50,000 tasks on one replica (start-up, memory, metrics, bulk push); tenancy: a "
+        "noisy neighbour (fair vs arrival-order batching) and overload with deadlines; gpu: a "
         "CUDA host",
     )
     parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
@@ -108,6 +110,12 @@ def main() -> None:
         results = run_scale(args.quick)
         print(scale_markdown(results))
         save(args.out, "scale.json", results)
+    elif args.suite == "tenancy":
+        from .tenancy import run_tenancy, tenancy_markdown
+
+        results = run_tenancy(args.quick)
+        print(tenancy_markdown(results))
+        save(args.out, "tenancy.json", results)
     elif args.suite == "console":
         from .console import console_markdown, run_console
 

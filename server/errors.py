@@ -75,6 +75,12 @@ class TaskQueueFull(ServerError):
     code = "task_queue_full"
 
 
+class QuotaExceeded(ServerError):
+    """A scoped token sent more rows than its quota allows (Retry-After says when they fit)."""
+
+    code = "quota_exceeded"
+
+
 class DeadlineExceeded(ServerError):
     """The request could not start its forward within its deadline; nothing was computed."""
 

@@ -27,6 +27,7 @@ def serve(settings: Settings) -> None:
         )
     if settings.grpc_port:
         check_port_free(settings.host, settings.grpc_port)  # a clear error before loading
+    settings.tokens  # noqa: B018 - a bad --tokens-file fails here, clearly, before loading
     common = dict(
         host=settings.host,
         port=settings.port,

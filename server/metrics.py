@@ -42,6 +42,7 @@ class RequestCount:
     api: str
     task: str | None = None
     started: float = field(default_factory=time.perf_counter)
+    token: str | None = None  # the name of the token that sent it (None: no token)
 
     def label(self, answered: bool, known: Callable[[str], bool]) -> str:
         """The task label: a name no task has shares `_unknown`, so the label set stays bounded
@@ -93,6 +94,13 @@ class Metrics:
             registry=r,
         )
         self.queue_rows = Gauge("bitpatch_queue_rows", "Rows waiting for a forward", registry=r)
+        self.token_requests = Counter(
+            "bitpatch_token_requests",
+            "Predict-like requests by the name of the token that sent them (never the token) "
+            "and status (429: over its quota)",
+            ["token", "status"],
+            registry=r,
+        )
         self.tasks = Gauge("bitpatch_registered_tasks", "Tasks with an active version", registry=r)
         self.resident = Gauge(
             "bitpatch_resident_versions",
@@ -151,6 +159,8 @@ class Metrics:
         task = count.label(answered, known)
         seconds = time.perf_counter() - count.started if answered else None
         self.tasks_seen.request(task, str(status), count.api, seconds)
+        if count.token is not None:
+            self.token_requests.labels(count.token, str(status)).inc()
         self.traffic.request(task, answered, seconds)
 
     def task_event(self, name: str, task: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from functools import cached_property
+from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -114,6 +115,12 @@ class Settings(BaseSettings):
     predict_token: str | None = Field(
         None, description="Bearer token for predict and reads (GET /tasks*, downloads)"
     )
+    tokens_file: str | None = Field(
+        None,
+        description="a YAML or JSON list of scoped tokens {name, sha256, role: predict|read|"
+        "admin, tasks: [pattern, ...], rows_per_second?, burst?}: each acts only on the tasks "
+        "its patterns match; re-read when it changes",
+    )
     demo_patches: bool = Field(True, description="seed an empty store with the demo patches")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     workers: int | None = Field(
@@ -162,8 +169,11 @@ class Settings(BaseSettings):
 
     @cached_property
     def tokens(self) -> TokenPolicy:
-        """The token policy in force."""
-        return TokenPolicy(self.admin_token, self.predict_token)
+        """The token policy in force (the tokens file read now: ValueError if it is bad)."""
+        from .tenants import TokensFile
+
+        scoped = TokensFile(Path(self.tokens_file)) if self.tokens_file else None
+        return TokenPolicy(self.admin_token, self.predict_token, scoped)
 
     @field_validator("dtype")
     @classmethod

@@ -178,12 +178,13 @@ class TaskStats:
         return out
 
     # ---- GET /stats/tasks --------------------------------------------------------------------
-    def page(self, limit: int, after: str | None, sort: str) -> dict:
-        """Every task's counts, `limit` at a time in `sort` order; `next` is the cursor of the
-        page after (None on the last)."""
+    def page(self, limit: int, after: str | None, sort: str, keep=None) -> dict:
+        """Every task's counts (those `keep` passes), `limit` at a time in `sort` order;
+        `next` is the cursor of the page after (None on the last)."""
+        keep = keep or (lambda task: True)
         with self._lock:
-            entries = [self._figures(task, tally) for task, tally in self._full.items()]
-            labelled = sorted(t for t in self._chosen if not t.startswith("_"))
+            entries = [self._figures(t, tally) for t, tally in self._full.items() if keep(t)]
+            labelled = sorted(t for t in self._chosen if not t.startswith("_") and keep(t))
         key = sort_key(sort)
         entries.sort(key=key)
         if after:

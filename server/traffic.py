@@ -84,7 +84,7 @@ class Traffic:
             slot.forward_tasks += tasks
             slot.queue_rows = max(slot.queue_rows, queued_rows)
 
-    def snapshot(self, queued_rows: int, top: int = 10) -> dict:
+    def snapshot(self, queued_rows: int, top: int = 10, keep=None) -> dict:
         """The series of the last 15 minutes, the last minute's summary, the busiest tasks."""
         now = self._clock()
         with self._lock:
@@ -93,7 +93,7 @@ class Traffic:
             series = [_slot_figures(slot) for slot in window]
             recent = [s for s in slots if s.start > now - RECENT_SECONDS]
             summary = _figures([s.all for s in recent], RECENT_SECONDS) | _forward_figures(recent)
-            busiest = _busiest(recent, top)
+            busiest = _busiest(recent, top, keep or (lambda task: True))
             for task in busiest:  # each busy task's requests per slot, for a sparkline
                 task["requests_series"] = _task_requests(window, task["task"])
         return {
@@ -150,12 +150,14 @@ def _forward_figures(slots: list[Slot]) -> dict:
     }
 
 
-def _busiest(slots: list[Slot], top: int) -> list[dict]:
-    """The `top` tasks with the most requests in these slots, with their figures."""
+def _busiest(slots: list[Slot], top: int, keep) -> list[dict]:
+    """The `top` tasks (of those `keep` passes) with the most requests in these slots, with
+    their figures."""
     by_task: dict[str, list[Tally]] = {}
     for slot in slots:
         for task, tally in slot.tasks.items():
-            by_task.setdefault(task, []).append(tally)
+            if keep(task):
+                by_task.setdefault(task, []).append(tally)
     ranked = sorted(by_task.items(), key=lambda kv: (-sum(t.requests for t in kv[1]), kv[0]))
     return [{"task": task} | _figures(tallies, RECENT_SECONDS) for task, tallies in ranked[:top]]
 

@@ -88,14 +88,16 @@ def test_whoami_says_what_a_token_may_do(http, token, role, may):
     assert reply.json() == {
         "role": role,
         "may": may,
-        "tokens_set": {"admin": True, "predict": True},
+        "name": None if token is None else role,  # the global tokens' names
+        "tasks": None,  # every task
+        "tokens_set": {"admin": True, "predict": True, "scoped": 0},
     }
 
 
 def test_whoami_refuses_a_wrong_token_with_the_reason(http):
     reply = http.get("/whoami", headers=bearer("not-a-token-at-all"))
     assert reply.status_code == 403
-    assert "neither this server's admin nor its predict token" in reply.json()["error"]["message"]
+    assert "neither a global token nor one of the tokens file" in reply.json()["error"]["message"]
 
 
 def test_task_listing_pages_in_name_order_with_filters(http):

@@ -18,8 +18,9 @@ from ...patches.engine import TaskHead
 from ...patches.row_encoder import RowEncoder
 from ...patches.tuning import name_os_thread
 from ..errors import InvalidRequest, Overloaded, TaskQueueFull
+from ..tenants import EVERYONE, Caller
 from .batcher import Batcher
-from .registry import Lease, Registry
+from .registry import Lease, Registry, unknown_task
 from .watch import RolloutWatch
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,18 @@ class TaskCall:
 @dataclass(frozen=True)
 class Terms:
     """What the transport says of a request beyond its body: by when (time.monotonic()) its
-    rows must start their forward (None: no deadline)."""
+    rows must start their forward (None: no deadline), and who sent it (its token's scope and
+    quota)."""
 
     deadline: float | None = None
+    caller: Caller = EVERYONE
+
+    def admit(self, tasks: list[str], rows: int) -> None:
+        """Tasks outside the caller's scope are unknown to it; its quota pays for the rows."""
+        for task in tasks:
+            if not self.caller.sees(task):
+                raise unknown_task(task)
+        self.caller.spend(rows * len(tasks))
 
 
 NO_TERMS = Terms()
@@ -92,6 +102,7 @@ class PredictPipeline:
         queued (what a protocol's request asks of the task). A shadowed call's rows also run
         through the shadow version in the same forward, compared once both are computed."""
         inputs = asked.inputs
+        terms.admit([asked.task], len(inputs))
         lease = await self.lease(asked.task, asked.version, asked.route_key)
         try:
             if asked.check is not None:
@@ -184,6 +195,7 @@ class PredictPipeline:
         """Every input through each (task, version; None: as the task's rollout routes
         `route_key`), all rows batched together; every version is leased and checked before
         any work, so a bad one fails the call at once."""
+        terms.admit([task for task, _ in wanted], len(inputs))
         leases = await self.lease_all(wanted, inputs, check, route_key)
         admitted: list[Lease] = []
         try:

@@ -83,6 +83,15 @@ def check_task_name(task: str) -> None:
         raise invalid_task_name(task)
 
 
+def unknown_task(task: str) -> InvalidTaskName | UnknownTask:
+    """The error for a task this server does not hold (or a name it could never hold)."""
+    if not valid_task_name(task):
+        return invalid_task_name(task)
+    return UnknownTask(
+        f"no task named {task!r}; GET /tasks lists tasks, PUT /tasks/{task}/patch creates it"
+    )
+
+
 def invalid_task_name(task: str) -> InvalidTaskName:
     """The error for a name that could never be stored, saying what a valid one is."""
     return InvalidTaskName(
@@ -318,11 +327,7 @@ class Registry(RegistryRollouts):
 
     def _require_task(self, task: str) -> None:
         if task not in self._active:
-            check_task_name(task)  # a name that could never be stored says so
-            raise UnknownTask(
-                f"no task named {task!r}; GET /tasks lists tasks, PUT "
-                f"/tasks/{task}/patch creates it"
-            )
+            raise unknown_task(task)
 
     def _require_version(self, task: str, version: int) -> VersionInfo:
         self._require_task(task)

@@ -61,13 +61,21 @@ def ui_file_path(path: str) -> Path:
 
 @router.get("/whoami", include_in_schema=True)
 async def whoami(request: Request, state: StateDep):
-    """What the request's Bearer token opens (read, predict, admin), and which tokens the
-    server requires; 403 for a token that is neither the admin nor the predict token."""
+    """What the request's Bearer token opens (read, predict, admin), its name and task
+    patterns (a scoped token's; null tasks: every task), and which tokens the server requires;
+    403 for a token the server does not know."""
     tokens = state.settings.tokens
     opened = tokens.grants(request.headers.get("authorization", ""))
+    name, patterns = opened.pop("name", None), opened.pop("tasks", None)
     role = "admin" if opened["admin"] else "predict" if opened["predict"] else "none"
     return {
         "role": role,
         "may": opened,
-        "tokens_set": {"admin": bool(tokens.admin), "predict": bool(tokens.predict)},
+        "name": name,
+        "tasks": patterns,
+        "tokens_set": {
+            "admin": bool(tokens.admin),
+            "predict": bool(tokens.predict),
+            "scoped": len(tokens.scoped) if tokens.scoped is not None else 0,
+        },
     }

@@ -15,10 +15,12 @@ from fastapi import Depends, Path, Query, Request
 
 from ..auth import Access
 from ..core.pipeline import Terms
-from ..errors import BodyTooLarge, InvalidRequest
+from ..core.registry import unknown_task
+from ..errors import BodyTooLarge, InvalidRequest, WrongToken
 from ..limits import BodyLimit
 from ..state import ServerState
 from ..store.base import TASK_NAME
+from ..tenants import EVERYONE, Caller
 
 # path parameters: the pattern documents valid names in the OpenAPI page (an invalid one gets
 # the InvalidTaskName answer, see server/http/edge.py)
@@ -46,13 +48,33 @@ StateDep = Annotated[ServerState, Depends(get_state)]
 
 
 def requires(access: Access):
-    """A dependency that checks the request's Bearer token against the policy for `access`."""
+    """A dependency that checks the request's Bearer token against the policy for `access`
+    and the path's task against the token's scope; the caller is kept for the route."""
 
     async def check(request: Request, state: StateDep) -> None:
-        state.settings.tokens.check(access, request.headers.get("authorization", ""))
+        caller = state.settings.tokens.identify(access, request.headers.get("authorization", ""))
+        task = request.path_params.get("task")
+        if task is not None and not caller.sees(task):
+            raise outside_scope(caller, access, task)
+        request.state.caller = caller
 
     check.__name__ = f"require_{access.name.lower()}"
     return Depends(check)
+
+
+def outside_scope(caller: Caller, access: Access, task: str) -> Exception:
+    """A task outside the token's scope: absent for reads and predict, forbidden for writes."""
+    if access is Access.ADMIN:
+        return WrongToken(
+            f"the token {caller.name!r} may not change {task!r}: its tasks are "
+            f"{', '.join(caller.patterns or ())}"
+        )
+    return unknown_task(task)
+
+
+def caller_of(request: Request) -> Caller:
+    """Who sent the request (set by the route's token dependency; everyone on open routes)."""
+    return getattr(request.state, "caller", EVERYONE)
 
 
 AdminAuth = requires(Access.ADMIN)
@@ -66,7 +88,8 @@ TIMEOUT_HEADER = "x-bitpatch-timeout-ms"
 def terms_of(request: Request, state: ServerState) -> Terms:
     """The request's deadline: now plus its X-Bitpatch-Timeout-Ms, else --max-queue-ms (0 and
     no header: none); InvalidRequest for a header that is not a positive number."""
-    return Terms(deadline_after(request.headers.get(TIMEOUT_HEADER), state.settings.max_queue_ms))
+    deadline = deadline_after(request.headers.get(TIMEOUT_HEADER), state.settings.max_queue_ms)
+    return Terms(deadline, caller_of(request))
 
 
 def deadline_after(timeout_ms: str | None, default_ms: float) -> float | None:

@@ -54,6 +54,7 @@ STATUS: dict[type[errors.ServerError], int] = {
     errors.RolloutConflict: 409,
     errors.Overloaded: 503,
     errors.TaskQueueFull: 429,
+    errors.QuotaExceeded: 429,
     errors.DeadlineExceeded: 503,
     errors.NotReady: 503,
     errors.StoreUnavailable: 503,
@@ -160,7 +161,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def counted(request: Request, api: str, task: str | None = None) -> RequestCount:
     """Count this request in the request metrics when it is answered (see EdgeMiddleware)."""
-    count = RequestCount(api, task)
+    caller = getattr(request.state, "caller", None)
+    token = caller.name if caller is not None and caller.name != "anonymous" else None
+    count = RequestCount(api, task, token=token)
     request.scope[COUNT_KEY] = count
     return count
 

@@ -6,13 +6,13 @@ import time
 from typing import Annotated, Literal
 
 import torch
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ... import __version__
 from ...patches.tuning import kernel_cache_caps
 from ..core.batch_history import RECENT_BATCHES
-from .deps import PAGE_SIZE, PageAfter, PageLimit, ReaderAuth, StateDep
+from .deps import PAGE_SIZE, PageAfter, PageLimit, ReaderAuth, StateDep, caller_of
 from .edge import REPLICA
 
 router = APIRouter()
@@ -87,17 +87,19 @@ async def recent_batches(
 
 @router.get("/stats/traffic", dependencies=[ReaderAuth])
 async def traffic(
+    request: Request,
     state: StateDep,
     top: Annotated[int, Query(ge=1, le=100, description="how many of the busiest tasks")] = 10,
 ):
     """Live traffic: 5-second slots of the last 15 minutes, the last minute's summary and the
     busiest tasks (requests/s, p50/p95 ms, errors, rows and tasks per forward, queue)."""
     queued = state.ready().batcher.queued_rows
-    return state.metrics.traffic.snapshot(queued, top)
+    return state.metrics.traffic.snapshot(queued, top, caller_of(request).sees)
 
 
 @router.get("/stats/tasks", dependencies=[ReaderAuth])
 async def task_counts(
+    request: Request,
     state: StateDep,
     limit: PageLimit = PAGE_SIZE,
     after: PageAfter = "",
@@ -110,4 +112,4 @@ async def task_counts(
     counts, p50/p95/p99 latency from the histogram buckets, uploads, activations), a page at a
     time; `labelled` names the tasks with their own /metrics series now."""
     state.ready()
-    return state.metrics.tasks_seen.page(limit, after or None, sort)
+    return state.metrics.tasks_seen.page(limit, after or None, sort, caller_of(request).sees)

@@ -22,6 +22,7 @@ from .deps import (
     StateDep,
     TaskName,
     VersionNumber,
+    caller_of,
     read_limited,
 )
 from .schemas import TaskPublic, TasksPublic, UploadPublic, VersionPublic
@@ -134,7 +135,13 @@ async def upload_patch(
     if created:
         state.metrics.task_event("uploads", task)
         state.metrics.tasks.set(registry.task_count())
-        log.info("event=upload task=%s version=%d sha256=%s", task, info.version, info.sha256)
+        log.info(
+            "event=upload task=%s version=%d sha256=%s token=%s",
+            task,
+            info.version,
+            info.sha256,
+            caller_of(request).name,
+        )
     response.status_code = 201 if created else 200
     return UploadPublic(
         task=task,
@@ -155,15 +162,20 @@ async def upload_patch(
     dependencies=[ReaderAuth],
 )
 async def list_tasks(
+    request: Request,
     state: StateDep,
     limit: PageLimit = PAGE_SIZE,
     after: PageAfter = "",
     prefix: Annotated[str, Query(description="only names that start with this")] = "",
     kind: Annotated[str, Query(description="only tasks of this kind")] = "",
 ):
-    """Tasks with their active version, in name order, a page at a time."""
-    registry = state.ready().registry
-    keep = (lambda t: _kind_of(registry, t) == kind) if kind else None
+    """Tasks with their active version, in name order, a page at a time (only the token's
+    tasks for a scoped token)."""
+    registry, caller = state.ready().registry, caller_of(request)
+
+    def keep(task: str) -> bool:
+        return caller.sees(task) and (not kind or _kind_of(registry, task) == kind)
+
     page = registry.task_page(limit, after, prefix, keep)
     listed = [p for p in (_listed(registry, t) for t in page.names) if p is not None]
     return TasksPublic(tasks=listed, total=page.total, next=page.next)
@@ -195,12 +207,13 @@ async def get_task(task: TaskName, state: StateDep):
 @router.post(
     "/tasks/{task}/versions/{version}/activate", response_model=TaskPublic, dependencies=[AdminAuth]
 )
-async def activate(task: TaskName, version: VersionNumber, state: StateDep):
+async def activate(task: TaskName, version: VersionNumber, request: Request, state: StateDep):
     """Make a stored version active (rollback or roll forward)."""
     registry = state.ready().registry
     await run_in_threadpool(registry.activate, task, version)
     state.metrics.task_event("activations", task)
-    log.info("event=activate task=%s version=%d", task, version)
+    token = caller_of(request).name
+    log.info("event=activate task=%s version=%d token=%s", task, version, token)
     return _task_public(registry, task, True)
 
 
@@ -218,20 +231,21 @@ async def download(task: TaskName, version: VersionNumber, state: StateDep):
 
 
 @router.delete("/tasks/{task}/versions/{version}", dependencies=[AdminAuth])
-async def delete_version(task: TaskName, version: VersionNumber, state: StateDep):
+async def delete_version(task: TaskName, version: VersionNumber, request: Request, state: StateDep):
     """Delete a version that is not active (409 for the active one)."""
     registry = state.ready().registry
     await run_in_threadpool(registry.delete_version, task, version)
-    log.info("event=delete_version task=%s version=%d", task, version)
+    token = caller_of(request).name
+    log.info("event=delete_version task=%s version=%d token=%s", task, version, token)
     return {"task": task, "deleted_version": version}
 
 
 @router.delete("/tasks/{task}", dependencies=[AdminAuth])
-async def delete_task(task: TaskName, state: StateDep):
+async def delete_task(task: TaskName, request: Request, state: StateDep):
     """Delete a task and all its versions."""
     registry = state.ready().registry
     await run_in_threadpool(registry.delete_task, task)
     state.metrics.tasks_seen.forget(task)
     state.metrics.tasks.set(registry.task_count())
-    log.info("event=delete_task task=%s", task)
+    log.info("event=delete_task task=%s token=%s", task, caller_of(request).name)
     return {"task": task, "deleted": True}

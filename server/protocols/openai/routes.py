@@ -17,6 +17,7 @@ from ...http.deps import (
     ReaderAuth,
     StateDep,
     TaskName,
+    caller_of,
     read_limited,
     terms_of,
 )
@@ -53,11 +54,13 @@ async def embeddings(request: Request, state: StateDep):
 
 
 @router.get("/models", dependencies=[ReaderAuth])
-async def models(state: StateDep, limit: PageLimit = PAGE_SIZE, after: PageAfter = ""):
+async def models(
+    request: Request, state: StateDep, limit: PageLimit = PAGE_SIZE, after: PageAfter = ""
+):
     """Tasks as OpenAI lists models, in name order, `limit` at a time, with the fields of
     OpenAI's paged lists (`has_more`, `first_id`, `last_id`: the next page is `after=last_id`)."""
     registry = state.ready().registry
-    page = registry.task_page(limit, after)
+    page = registry.task_page(limit, after, keep=caller_of(request).sees)
     data = [e for e in (model_entry_or_none(registry, t) for t in page.names) if e is not None]
     return {
         "object": "list",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from contextvars import ContextVar
 
 import grpc
 import orjson
@@ -17,11 +18,12 @@ from ....patches.patch_file import PatchError
 from ... import errors
 from ...auth import Access
 from ...core.pipeline import Outcome, Terms
-from ...http.deps import PAGE_SIZE
+from ...http.deps import PAGE_SIZE, outside_scope
 from ...http.edge import status_of
 from ...limits import Limits
 from ...metrics import RequestCount
 from ...state import ServerState
+from ...tenants import EVERYONE, Caller
 from ..adapter import KEY_HEADER, Adapter, serve
 from .grpc_messages import METHODS, SERVICE, method_types
 from .model import (
@@ -69,6 +71,14 @@ def code_of(err: Exception) -> grpc.StatusCode:
     return CODES.get(status_of(err), Code.INTERNAL)
 
 
+CALLER: ContextVar[Caller] = ContextVar("bitpatch_grpc_caller", default=EVERYONE)
+
+
+def model_named(request) -> str:
+    """The model (task) an RPC's request names ('' for none)."""
+    return getattr(request, "model_name", "") or getattr(request, "name", "")
+
+
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
     """Every RPC: its token checked against the policy (from `authorization` metadata), its
     domain errors answered as status codes with their message, predict-like RPCs counted."""
@@ -86,8 +96,13 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
 
         async def answer(data, context):
             try:
-                self.state.settings.tokens.check(ACCESS.get(method, Access.OPEN), authorization)
+                access = ACCESS.get(method, Access.OPEN)
+                caller = self.state.settings.tokens.identify(access, authorization)
                 request = decode_message(decode, data, method) if decode else data
+                task = model_named(request)
+                if task and not caller.sees(task):
+                    raise outside_scope(caller, access, task)
+                CALLER.set(caller)
                 if method in COUNTED:
                     return await self.counted(inner, request, context)
                 return await inner(request, context)
@@ -105,7 +120,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
 
     async def counted(self, inner, request, context):
         """`inner`, counted by the status code it answers with (not while loading)."""
-        count = RequestCount("grpc", request.model_name)
+        caller = CALLER.get()
+        token = caller.name if caller is not EVERYONE else None
+        count = RequestCount("grpc", request.model_name, token=token)
         try:
             reply = await inner(request, context)
         except errors.NotReady:
@@ -222,7 +239,7 @@ class InferenceService:
         `bitpatch-next` and `bitpatch-total` trailing metadata tell what is beyond."""
         registry = self.state.ready().registry
         limit, after = page_asked(context.invocation_metadata())
-        page = registry.task_page(limit, after)
+        page = registry.task_page(limit, after, keep=CALLER.get().sees)
         reply = self.response("RepositoryIndex")
         for task in page.names:
             if (version := registry.active_or_none(task)) is not None:
@@ -236,7 +253,8 @@ class InferenceService:
     async def ModelInfer(self, request, context):
         key = dict(context.invocation_metadata() or ()).get(KEY_HEADER)
         source, settings = (request, key), self.state.settings
-        terms = Terms(grpc_deadline(context.time_remaining(), settings.max_queue_ms))
+        deadline = grpc_deadline(context.time_remaining(), settings.max_queue_ms)
+        terms = Terms(deadline, CALLER.get())
         return await serve(GRPC_INFER, self.state.ready(), source, settings.limits, None, terms)
 
     @staticmethod

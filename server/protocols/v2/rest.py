@@ -19,6 +19,7 @@ from ...http.deps import (
     ReaderAuth,
     StateDep,
     TaskName,
+    caller_of,
     read_limited,
     terms_of,
 )
@@ -109,7 +110,7 @@ async def repository_index(
     `Link: <...>; rel="next"` header (and `X-Total-Count` counts every task)."""
     registry = state.ready().registry
     await read_index_body(request, state.settings.limits.index)
-    page = registry.task_page(limit, after)
+    page = registry.task_page(limit, after, keep=caller_of(request).sees)
     response.headers["X-Total-Count"] = str(page.total)
     if page.next is not None:
         following = request.url.include_query_params(limit=limit, after=page.next)

@@ -17,10 +17,16 @@ export async function refreshSession() {
   session.may = who.may;
   session.tokensSet = who.tokens_set;
   const label = document.getElementById('whoami');
-  label.textContent = ROLE_TEXT[who.role];
+  label.textContent = who.tasks ? scopedText(who) : ROLE_TEXT[who.role];
   label.dataset.role = who.role;
   document.body.dataset.role = who.role;
   return who;
+}
+
+// A token of the tokens file: its name, what it may do, and on which tasks.
+function scopedText(who) {
+  const may = ['read', 'predict', 'admin'].filter((what) => who.may[what]).join(', ');
+  return `token "${who.name}": ${may || 'nothing'} on ${who.tasks.join(', ')}`;
 }
 
 export function showError(err, context = '') {

@@ -1,0 +1,213 @@
+"""Tenants sharing one server: a noisy neighbour and overload, with open-loop clients (each
+request is sent at its scheduled time whatever the answers; latency counts from that time).
+
+- Noisy neighbour: task A's clients send at 5x the server's capacity, task B's at 10%; B's
+  latency and errors beside A against B alone, on a server with fair batching and one with
+  arrival-order batching (both with --max-queue-per-task), side by side in one run.
+- Overload: 16 tasks at 2x capacity with a deadline (X-Bitpatch-Timeout-Ms) and without: how
+  fast a shed request is answered, and the admitted requests' p99 against the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .launcher import ServerProcess
+from .loadgen import RawRequest, _post, run_load
+from .servers import PatchSource
+
+TASKS = 16
+PER_TASK_QUEUE = 64  # --max-queue-per-task of both servers
+DEADLINE_MS = 250
+CONNECTIONS = 256  # open-loop connection pool
+
+
+@dataclass
+class OpenResult:
+    """Latencies (s, from the scheduled send) of answered requests by status."""
+
+    by_status: dict[str, list[float]] = field(default_factory=dict)
+    sent: int = 0
+    late_sends: int = 0  # requests that waited for a free connection
+
+    def add(self, status: str, seconds: float) -> None:
+        """One answer."""
+        self.by_status.setdefault(status, []).append(seconds)
+
+    def summary(self, seconds: float) -> dict:
+        """Rates, errors and percentiles (ms) of the 200s and of the refusals."""
+        ok = np.array(self.by_status.get("200", [0.0])) * 1000
+        refused = [x for s, xs in self.by_status.items() if s != "200" for x in xs]
+        out = {
+            "sent_per_s": round(self.sent / seconds, 1),
+            "answered_per_s": round(len(self.by_status.get("200", [])) / seconds, 1),
+            "errors": {s: len(xs) for s, xs in self.by_status.items() if s != "200"},
+            "p50_ms": round(float(np.percentile(ok, 50)), 2),
+            "p99_ms": round(float(np.percentile(ok, 99)), 2),
+            "max_ms": round(float(ok.max()), 2),
+        }
+        if refused:
+            out["refused_p99_ms"] = round(float(np.percentile(np.array(refused) * 1000, 99)), 2)
+        return out
+
+
+class Pool:
+    """Keep-alive connections to one server, opened as needed up to CONNECTIONS."""
+
+    def __init__(self, url: str):
+        self.host, port = url.removeprefix("http://").split(":")
+        self.port, self.idle, self.opened = int(port), [], 0
+        self.free = asyncio.Semaphore(CONNECTIONS)
+
+    async def send(self, request: RawRequest) -> int:
+        """POST on an idle connection (or a new one); the status."""
+        async with self.free:
+            conn = self.idle.pop() if self.idle else await self._open()
+            try:
+                status, _ = await _post(*conn, self.host, request)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                conn[1].close()
+                return 0
+            self.idle.append(conn)
+            return status
+
+    async def _open(self):
+        self.opened += 1
+        return await asyncio.open_connection(self.host, self.port)
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+def predict(task: str, timeout_ms: int | None = None) -> RawRequest:
+    """One single-input predict request."""
+    body = json.dumps({"inputs": ["a short and friendly review of the film"]}).encode()
+    headers = f"X-Bitpatch-Timeout-Ms: {timeout_ms}\r\n" if timeout_ms else ""
+    return RawRequest(f"/tasks/{task}/predict", body, 1, headers)
+
+
+async def open_loop(pool: Pool, streams: list[tuple[float, callable]], seconds: float) -> list:
+    """Each stream (rate per s, make_request(rng)) sends at Poisson times for `seconds`; one
+    OpenResult per stream."""
+    results = [OpenResult() for _ in streams]
+    pending: list[asyncio.Task] = []
+
+    async def one(result: OpenResult, request: RawRequest, at: float) -> None:
+        status = await pool.send(request)
+        result.add(str(status), time.perf_counter() - at)
+
+    async def stream(i: int, rate: float, make) -> None:
+        rng, at = random.Random(i), time.perf_counter()
+        end = at + seconds
+        while (at := at + rng.expovariate(rate)) < end:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            results[i].sent += 1
+            pending.append(asyncio.create_task(one(results[i], make(rng), at)))
+
+    await asyncio.gather(*(stream(i, r, m) for i, (r, m) in enumerate(streams)))
+    await asyncio.gather(*pending)
+    return results
+
+
+def run_streams(url: str, streams, seconds: float) -> list[dict]:
+    """Open-loop streams against a server; each stream's summary."""
+
+    async def main():
+        pool = Pool(url)
+        try:
+            return await open_loop(pool, streams, seconds)
+        finally:
+            pool.close()
+
+    return [r.summary(seconds) for r in asyncio.run(main())]
+
+
+def capacity(url: str, seconds: float) -> float:
+    """Requests/s of 32 closed-loop clients, one input each, over the 16 tasks."""
+    result = asyncio.run(
+        run_load(url, lambda rng: predict(f"t{rng.randrange(TASKS)}"), 32, seconds)
+    )
+    return result.summary()["requests_per_s"]
+
+
+def noisy_neighbour(url: str, rate: float, seconds: float) -> dict:
+    """B alone at 10% of capacity, then B beside A at 5x."""
+    quiet = (0.1 * rate, lambda rng: predict("t1"))
+    noisy = (5.0 * rate, lambda rng: predict("t0"))
+    alone = run_streams(url, [quiet], seconds)[0]
+    beside, flood = run_streams(url, [quiet, noisy], seconds)
+    return {
+        "b_alone": alone,
+        "b_beside_a": beside,
+        "a": flood,
+        "b_p99_ratio": round(beside["p99_ms"] / alone["p99_ms"], 2),
+    }
+
+
+def overload(url: str, rate: float, seconds: float) -> dict:
+    """16 tasks at 2x capacity, with and without a deadline."""
+    out = {}
+    for name, timeout in (("deadline", DEADLINE_MS), ("no_deadline", None)):
+        make = lambda rng, t=timeout: predict(f"t{rng.randrange(TASKS)}", t)  # noqa: E731
+        out[name] = run_streams(url, [(2.0 * rate, make)], seconds)[0]
+    return out | {"deadline_ms": DEADLINE_MS}
+
+
+def run_tenancy(quick: bool) -> dict:
+    """Capacity, then the noisy neighbour on a fair and an arrival-order server, then
+    overload on the fair one."""
+    seconds = 3.0 if quick else 10.0
+    source = PatchSource()
+    results: dict = {"seconds_per_phase": seconds}
+    with tempfile.TemporaryDirectory(prefix="bitpatch-tenancy-") as tmp:
+        store = Path(tmp) / "store"
+        flags = ("--no-demo-patches", "--max-queue-per-task", str(PER_TASK_QUEUE))
+        for policy in ("fair", "arrival"):
+            with ServerProcess("default", store, *flags, "--batching", policy) as server:
+                if policy == "fair":
+                    source.upload(server.url, TASKS)
+                rate = capacity(server.url, seconds)
+                results[policy] = {"capacity_per_s": round(rate, 1)}
+                results[policy]["noisy"] = noisy_neighbour(server.url, rate, seconds)
+                if policy == "fair":
+                    results["overload"] = overload(server.url, rate, seconds)
+    return results
+
+
+def tenancy_markdown(results: dict) -> str:
+    """The tables of docs/BENCHMARKS.md."""
+    lines = [
+        "| batching | capacity req/s | B alone p50/p99 ms | B beside A p50/p99 ms | B p99 "
+        "ratio | B errors | A answered/s (refused) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for policy in ("fair", "arrival"):
+        r = results[policy]
+        n = r["noisy"]
+        alone, beside, flood = n["b_alone"], n["b_beside_a"], n["a"]
+        lines.append(
+            f"| {policy} | {r['capacity_per_s']} | {alone['p50_ms']} / {alone['p99_ms']} | "
+            f"{beside['p50_ms']} / {beside['p99_ms']} | {n['b_p99_ratio']}x | "
+            f"{sum(beside['errors'].values())} | {flood['answered_per_s']} "
+            f"({sum(flood['errors'].values())}) |"
+        )
+    o = results["overload"]
+    lines += ["", "| 16 tasks at 2x capacity | answered/s | admitted p50/p99 ms | refused | "
+              "refused answered in p99 ms |", "|---|---|---|---|---|"]  # fmt: skip
+    for name in ("deadline", "no_deadline"):
+        r = o[name]
+        label = f"X-Bitpatch-Timeout-Ms: {o['deadline_ms']}" if name == "deadline" else "none"
+        lines.append(
+            f"| {label} | {r['answered_per_s']} | {r['p50_ms']} / {r['p99_ms']} | "
+            f"{r['errors']} | {r.get('refused_p99_ms', '-')} |"
+        )
+    return "\n".join(lines)

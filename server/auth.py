@@ -88,7 +88,10 @@ class TokenPolicy:
         token = sent_token(authorization)
         caller = self._caller_of(token) if token is not None else None
         if token is not None and caller is None and (self.accepted(Access.READ) or self.scoped):
-            raise WrongToken("the token is neither a global token nor one of the tokens file")
+            scoped = ", nor one of its tokens file" if self.scoped else ""
+            raise WrongToken(
+                f"the token is neither this server's admin nor its predict token{scoped}"
+            )
         opened: dict = {}
         for access in (Access.READ, Access.PREDICT, Access.ADMIN):
             try:

@@ -97,7 +97,7 @@ def test_whoami_says_what_a_token_may_do(http, token, role, may):
 def test_whoami_refuses_a_wrong_token_with_the_reason(http):
     reply = http.get("/whoami", headers=bearer("not-a-token-at-all"))
     assert reply.status_code == 403
-    assert "neither a global token nor one of the tokens file" in reply.json()["error"]["message"]
+    assert "neither this server's admin nor its predict token" in reply.json()["error"]["message"]
 
 
 def test_task_listing_pages_in_name_order_with_filters(http):

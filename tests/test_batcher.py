@@ -335,7 +335,7 @@ def test_a_deadline_that_cannot_be_met_is_refused_before_any_work(engine):
         for _ in range(5):  # five forwards queued behind the held one
             batcher.admit(1, "t0")
             batcher.submit(lease(engine, "t0"), rows(engine, ["q"]))
-        batcher._forward_seconds = 0.2  # as if each forward took 200 ms
+        batcher._row_seconds = 0.2  # as if each row took 200 ms
         with pytest.raises(DeadlineExceeded):
             batcher.admit(1, "t0", time.monotonic() + 0.5)
         batcher.admit(1, "t1", time.monotonic() + 60)  # room enough: admitted

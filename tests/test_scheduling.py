@@ -45,8 +45,8 @@ def test_a_flooding_task_does_not_delay_another_tasks_rows():
         queue.add(rows_of("quiet", 2, at=10.0))
     assert tasks_taken(fair.take(32)) == {"noisy": 30, "quiet": 2}
     assert tasks_taken(arrival.take(32)) == {"noisy": 32}  # quiet waits behind 320 rows
-    assert len(fair) == 320 - 30 and arrival.forwards_before("quiet", 1, 32) == 10
-    assert fair.forwards_before("quiet", 1, 32) == 1  # its share of the next forward
+    assert len(fair) == 320 - 30 and arrival.rows_before("quiet", 1) == 291
+    assert fair.rows_before("quiet", 1) == 2  # one of its own, one of the noisy task's
 
 
 def test_rows_past_their_deadline_leave_the_queue():

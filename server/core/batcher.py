@@ -45,7 +45,7 @@ from .registry import Lease
 from .scheduling import queue_for
 
 log = logging.getLogger(__name__)
-FORWARD_SMOOTHING = 0.2  # weight of the newest forward in the recent forward time
+FORWARD_SMOOTHING = 0.2  # weight of the newest forward in the recent seconds per row
 # a lone forward of at most this many rows is widened to every worker's threads: at low load
 # that halves a request's latency; a larger batch alone means the load is high, where the
 # extra OpenMP threads' spinning between parallel regions cost CPU and add no throughput
@@ -133,7 +133,7 @@ class Batcher:
         self.max_queue, self.max_queue_per_task = plan.max_queue, plan.max_queue_per_task
         self._queue = queue_for(plan.policy)
         self._task_rows: dict[str, int] = {}  # rows admitted and not yet taken, per task
-        self._forward_seconds = 0.0  # recent forward time (0 until the first forward)
+        self._row_seconds = 0.0  # recent forward seconds per row (0 until the first forward)
         self._incoming = 0  # requests admitted and being tokenized, not yet queued
         self._ready = threading.Condition()
         self._stopping = False
@@ -196,11 +196,14 @@ class Batcher:
             self._incoming += 1
 
     def _check_deadline(self, n_rows: int, task: str, deadline: float) -> None:
-        """DeadlineExceeded when the forwards ahead of the rows would start them too late
-        (caller holds _ready)."""
-        forwards = self._queue.forwards_before(task, n_rows, self.max_batch_size)
-        rounds = (forwards - 1) // self._workers + (1 if self._busy else 0)
-        wait = rounds * self._forward_seconds
+        """DeadlineExceeded when the rows computed before these, at the recent seconds per
+        row on every worker, would start them too late (caller holds _ready)."""
+        ahead = (
+            self._queue.rows_before(task, n_rows)
+            - n_rows
+            + len(self._busy) * (self.max_batch_size // 2)
+        )  # the forwards running now: half done on average
+        wait = ahead * self._row_seconds / self._workers
         if time.monotonic() + wait > deadline:
             self.metrics.rejections.labels("deadline").inc()
             raise DeadlineExceeded(
@@ -353,9 +356,9 @@ class Batcher:
         groups = self.engine.forward_by_task(padded, keys)
         out = _predictions(batch, groups)
         seconds = time.perf_counter() - started
-        recent = self._forward_seconds
-        self._forward_seconds = (
-            seconds if not recent else recent + FORWARD_SMOOTHING * (seconds - recent)
+        per_row, recent = seconds / len(batch), self._row_seconds
+        self._row_seconds = (
+            per_row if not recent else recent + FORWARD_SMOOTHING * (per_row - recent)
         )
         self.metrics.forward.observe(seconds)
         self.metrics.batch_rows.observe(len(batch))

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,8 +36,9 @@ class RowQueue(Protocol):
     def expire(self, now: float) -> list[Row]:
         """Remove and return every row whose request's deadline passed."""
 
-    def forwards_before(self, task: str, rows: int, batch_size: int) -> int:
-        """How many forwards start before the last of `rows` new rows of `task` is taken."""
+    def rows_before(self, task: str, rows: int) -> int:
+        """How many rows are taken (its own included) until the last of `rows` new rows of
+        `task` is."""
 
 
 @dataclass
@@ -73,9 +73,9 @@ class ArrivalQueue:
             self.rows = [r for r in self.rows if id(r) not in gone]
         return late
 
-    def forwards_before(self, task: str, rows: int, batch_size: int) -> int:
+    def rows_before(self, task: str, rows: int) -> int:
         """Everything queued goes first."""
-        return math.ceil((len(self.rows) + rows) / batch_size)
+        return len(self.rows) + rows
 
 
 class FairQueue:
@@ -125,12 +125,12 @@ class FairQueue:
         self.count -= len(late)
         return late
 
-    def forwards_before(self, task: str, rows: int, batch_size: int) -> int:
-        """The forwards its own queue needs at its share (other tasks' rows do not count)."""
-        waiting = len(self.tasks) + (task not in self.tasks)
-        share = max(1, batch_size // waiting)
+    def rows_before(self, task: str, rows: int) -> int:
+        """Its own queue, and as many of each other task's rows (max-min fair shares: a task
+        with fewer waiting goes no further)."""
         mine = len(self.tasks.get(task, ())) + rows
-        return math.ceil(mine / share)
+        others = sum(min(len(q), mine) for t, q in self.tasks.items() if t != task)
+        return mine + others
 
 
 def fair_shares(waiting: dict[str, int], batch_size: int, age=None) -> dict[str, int]:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -167,8 +166,3 @@ QUEUES = {"fair": FairQueue, "arrival": ArrivalQueue}
 def queue_for(policy: str) -> RowQueue:
     """A new empty queue of the named policy."""
     return QUEUES[policy]()
-
-
-def tasks_of(rows: Iterable[Row]) -> set[str]:
-    """The tasks some rows belong to."""
-    return {r.job.lease.task for r in rows}

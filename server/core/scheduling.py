@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -40,14 +39,11 @@ class RowQueue(Protocol):
         `task` is."""
 
 
-@dataclass
 class ArrivalQueue:
     """First come, first served, grouping rows of similar length."""
 
-    rows: list[Row]
-
     def __init__(self):
-        self.rows = []
+        self.rows: list[Row] = []
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -182,9 +182,10 @@ class TaskStats:
         """Every task's counts (those `keep` passes), `limit` at a time in `sort` order;
         `next` is the cursor of the page after (None on the last)."""
         keep = keep or (lambda task: True)
-        with self._lock:
-            entries = [self._figures(t, tally) for t, tally in self._full.items() if keep(t)]
+        with self._lock:  # only copied under the lock: request counting goes on meanwhile
+            tallies = [(t, tally) for t, tally in self._full.items() if keep(t)]
             labelled = sorted(t for t in self._chosen if not t.startswith("_") and keep(t))
+        entries = [self._figures(t, tally) for t, tally in tallies]
         key = sort_key(sort)
         entries.sort(key=key)
         if after:

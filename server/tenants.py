@@ -186,7 +186,7 @@ class TokensFile:
     def reload(self, first: bool = False) -> bool:
         """Read the file now; whether the tokens changed. At start a bad file is an error."""
         try:
-            stat = self.path.stat()
+            stamp = self._stamp_of()
             tokens = parse_tokens(self.path.read_text(), str(self.path))
         except (OSError, ValueError) as err:
             if first:
@@ -200,7 +200,7 @@ class TokensFile:
             kept = old.get(token.sha256)
             fresh[token.sha256] = kept if kept and kept[0] == token else (token, token.caller())
         with self._lock:
-            self._entries, self._stamp = fresh, (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            self._entries, self._stamp = fresh, stamp
         log.info("event=tokens_file_loaded path=%s tokens=%d", self.path, len(fresh))
         return True
 

@@ -133,6 +133,7 @@ class Batcher:
         self.max_queue, self.max_queue_per_task = plan.max_queue, plan.max_queue_per_task
         self._queue = queue_for(plan.policy)
         self._task_rows: dict[str, int] = {}  # rows admitted and not yet taken, per task
+        self._timed = 0  # queued rows with a deadline
         self._row_seconds = 0.0  # recent forward seconds per row (0 until the first forward)
         self._incoming = 0  # requests admitted and being tokenized, not yet queued
         self._ready = threading.Condition()
@@ -244,6 +245,7 @@ class Batcher:
         with self._ready:
             self._incoming -= 1
             self._queue.add([Row(job, i, len(row["input_ids"])) for i, row in enumerate(rows)])
+            self._timed += len(rows) if deadline is not None else 0
             self.metrics.queue_rows.set(len(self._queue))
             self._ready.notify_all()  # idle workers, and any waiting for this request to fill
         return job.future
@@ -282,10 +284,14 @@ class Batcher:
                         return batch, lone
 
     def _expire(self) -> None:
-        """Fail the queued rows whose deadline passed (caller holds _ready)."""
+        """Fail the queued rows whose deadline passed (caller holds _ready; no scan while no
+        queued row has a deadline)."""
+        if not self._timed:
+            return
         late = self._queue.expire(time.monotonic())
         if not late:
             return
+        self._timed -= len(late)
         for task, count in Counter(r.job.lease.task for r in late).items():
             self._untake(task, count)
         self.metrics.rejections.labels("deadline").inc(len({id(r.job) for r in late}))
@@ -334,6 +340,7 @@ class Batcher:
         if not self._queue:
             return [], False  # every row was late: nothing to run
         chosen = self._queue.take(self.max_batch_size)
+        self._timed -= sum(r.job.deadline is not None for r in chosen)
         for task, count in Counter(r.job.lease.task for r in chosen).items():
             self._untake(task, count)
         self.metrics.queue_rows.set(len(self._queue))

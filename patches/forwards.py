@@ -9,8 +9,9 @@ its own task's biases:
 - `padded`: the transformers model itself with per-row biases (any architecture).
 
 `auto` picks from what it detects, never by a benchmark at start: ONNX Runtime wherever it
-serves (a float32 backbone on the CPU, a packable architecture, the runtime installed), else
-the eager packed walk, else the padded one; the reason for a fallback is logged once.
+serves (a float32 backbone on the CPU, a packable architecture, the runtime installed) and is
+the faster one (not on Intel CPUs, where torch's MKL GEMMs outrun it), else the eager packed
+walk, else the padded one; the reason for a fallback is logged once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .backbone import Backbone
 from .forward_cache import ForwardCache, default_cache_root
 from .packed import PACKABLE_TYPES, RowTasks, packed_forward, supports_packing
 from .task_layers import row_biases
+from .tuning import cpu_vendor
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,18 @@ def onnx_unavailable(backbone: Backbone) -> str | None:
     return None
 
 
+def onnx_slower_here() -> str | None:
+    """Why the eager packed walk outruns ONNX Runtime on this CPU, or None where it does not.
+
+    Measured (bench micro, docs/BENCHMARKS.md): on AMD EPYCs ONNX Runtime's MLAS GEMMs beat
+    torch's (1.14x the eager walk with AVX2 only, 1.48x with AVX-512); on an Intel Xeon torch's
+    MKL GEMMs win (ONNX Runtime 0.8x the eager walk).
+    """
+    if cpu_vendor() == "GenuineIntel":
+        return "on an Intel CPU torch's MKL GEMMs outrun ONNX Runtime's (bench micro)"
+    return None
+
+
 def onnx_forward(backbone: Backbone, slices: Mapping[str, slice], cache_root: Path | None):
     """The ONNX Runtime forward of `backbone`, its graph from the cache or built now."""
     import onnx
@@ -131,6 +145,8 @@ def choose_forward(
     reason = onnx_unavailable(backbone)
     if requested == "onnxruntime" and reason:
         raise ValueError(f"the onnxruntime forward cannot serve this backbone: {reason}")
+    if requested == "auto" and reason is None:
+        reason = onnx_slower_here()
     if reason is None:
         try:
             return onnx_forward(backbone, slices, cache_root)

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
         description="auto | onnxruntime | packed | padded: onnxruntime runs the padding-free "
         "walk as one compiled graph (float32 on CPU), packed the same walk in eager PyTorch, "
         "padded the transformers model; auto takes the first of them this host and backbone "
-        "support",
+        "support, passing over onnxruntime on Intel CPUs (where the eager walk is faster)",
     )
     forward_cache: str | None = Field(
         None,

@@ -8,6 +8,7 @@ import sys
 import pytest
 from transformers import AutoModel
 
+from bitpatch.patches import forwards
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.forwards import FORWARDS
@@ -19,8 +20,25 @@ def engine(folder, dtype="float32", forward="auto", cache_root=None) -> MultiTas
     return MultiTaskEngine(load_backbone(str(folder), dtype, "cpu"), forward, cache_root)
 
 
-def test_auto_runs_onnxruntime_for_a_float32_cpu_backbone(tiny_bert_dir, tmp_path):
+@pytest.fixture
+def amd_cpu(monkeypatch):
+    """The host reads as an AMD CPU (where ONNX Runtime outruns the eager walk)."""
+    monkeypatch.setattr(forwards, "cpu_vendor", lambda: "AuthenticAMD")
+
+
+def test_auto_runs_onnxruntime_for_a_float32_cpu_backbone(tiny_bert_dir, tmp_path, amd_cpu):
     assert engine(tiny_bert_dir, cache_root=tmp_path).forward_name == "onnxruntime"
+
+
+def test_auto_keeps_the_eager_walk_on_an_intel_cpu_and_says_why(
+    tiny_bert_dir, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(forwards, "cpu_vendor", lambda: "GenuineIntel")
+    with caplog.at_level(logging.INFO, logger="bitpatch.patches.forwards"):
+        assert engine(tiny_bert_dir, cache_root=tmp_path).forward_name == "packed"
+    assert "instead_of=onnxruntime reason=on an Intel CPU torch's MKL" in caplog.text
+    forced = engine(tiny_bert_dir, forward="onnxruntime", cache_root=tmp_path)
+    assert forced.forward_name == "onnxruntime"  # forcing it still serves through it
 
 
 def test_auto_keeps_the_eager_walk_in_bfloat16_and_says_why(tiny_bert_dir, caplog):
@@ -31,7 +49,7 @@ def test_auto_keeps_the_eager_walk_in_bfloat16_and_says_why(tiny_bert_dir, caplo
 
 
 def test_without_onnxruntime_auto_falls_back_and_forcing_it_fails(
-    tiny_bert_dir, monkeypatch, caplog
+    tiny_bert_dir, monkeypatch, caplog, amd_cpu
 ):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     with caplog.at_level(logging.INFO, logger="bitpatch.patches.forwards"):
@@ -41,7 +59,7 @@ def test_without_onnxruntime_auto_falls_back_and_forcing_it_fails(
         engine(tiny_bert_dir, forward="onnxruntime")
 
 
-def test_a_graph_it_cannot_build_falls_back_to_the_eager_walk(tmp_path, caplog):
+def test_a_graph_it_cannot_build_falls_back_to_the_eager_walk(tmp_path, caplog, amd_cpu):
     tokenizer = make_tokenizer("bert")
     config = make_config("bert", len(tokenizer))
     config.hidden_act = "silu"  # not expressed by the graph

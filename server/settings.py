@@ -74,9 +74,9 @@ class Settings(BaseSettings):
     )
     batching: str = Field(
         "fair",
-        description="fair: each forward's rows are shared equally among the tasks waiting (a "
-        "flooding task cannot delay the others); arrival: first come, first served, grouping "
-        "rows of similar length",
+        description="fair: each forward's rows are shared among the flows waiting, a scoped "
+        "token's tenant by its weight, else each task equally (a flooding tenant or task cannot "
+        "delay the others); arrival: first come, first served, grouping rows of similar length",
     )
     max_inputs: int = Field(64, ge=1, description="inputs per predict request at most")
     max_input_chars: int = Field(
@@ -118,8 +118,9 @@ class Settings(BaseSettings):
     tokens_file: str | None = Field(
         None,
         description="a YAML or JSON list of scoped tokens {name, sha256, role: predict|read|"
-        "admin, tasks: [pattern, ...], rows_per_second?, burst?}: each acts only on the tasks "
-        "its patterns match; re-read when it changes",
+        "admin, tasks: [pattern, ...], rows_per_second?, burst?, weight?}: each acts only on the "
+        "tasks its patterns match (weight: its tenant's share in fair batching); re-read when it "
+        "changes",
     )
     demo_patches: bool = Field(True, description="seed an empty store with the demo patches")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")

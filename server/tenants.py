@@ -4,6 +4,8 @@ role and optional quota; beside them the two global tokens (--admin-token, --pre
 A scoped token acts only on the tasks its shell-style patterns match. Outside them a read or
 predict answers exactly as for an absent task (no existence leak) and a write is forbidden.
 Roles: `predict` predicts; `read` also reads tasks and downloads patches; `admin` also writes.
+Each scoped token is one tenant in fair batching: its rows, whichever of its tasks they are
+for, share one flow of `weight` (default 1).
 The file is re-read when it changes; a malformed one keeps the previous tokens (logged).
 Token names, never tokens, appear in logs and metrics.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from .auth import Access
+from .core.scheduling import Flow, task_flow
 from .errors import MissingToken, QuotaExceeded, WrongToken
 
 log = logging.getLogger(__name__)
@@ -65,12 +68,20 @@ class Quota:
 @dataclass(frozen=True)
 class Caller:
     """Who a request comes from: a token's name, what it opens, which tasks it may see (None:
-    every task) and its quota."""
+    every task), its quota and its weight in fair batching."""
 
     name: str
     opens: frozenset[Access]
     patterns: tuple[str, ...] | None = None
     quota: Quota | None = None
+    weight: float = 1.0
+
+    def flow(self, task: str) -> Flow:
+        """Whose fair share its rows count toward: a scoped token's tenant (all its tasks),
+        else the task."""
+        if self.patterns is None:
+            return task_flow(task)
+        return Flow(f"token:{self.name}", self.weight)
 
     def sees(self, task: str) -> bool:
         """Whether the task is within the token's scope."""
@@ -108,13 +119,14 @@ class ScopedToken:
     tasks: tuple[str, ...]
     rows_per_second: float | None = None
     burst: float | None = None
+    weight: float = 1.0
 
     def caller(self) -> Caller:
         """The caller this token makes (its quota fresh)."""
         quota = None
         if self.rows_per_second:
             quota = Quota(self.rows_per_second, self.burst or self.rows_per_second)
-        return Caller(self.name, frozenset(ROLES[self.role]), self.tasks, quota)
+        return Caller(self.name, frozenset(ROLES[self.role]), self.tasks, quota, self.weight)
 
 
 def parse_tokens(text: str, source: str) -> list[ScopedToken]:
@@ -134,7 +146,7 @@ def parse_tokens(text: str, source: str) -> list[ScopedToken]:
 
 def _entry(item: object, where: str) -> ScopedToken:
     """One checked entry."""
-    allowed = {"name", "sha256", "role", "tasks", "rows_per_second", "burst"}
+    allowed = {"name", "sha256", "role", "tasks", "rows_per_second", "burst", "weight"}
     if not isinstance(item, dict) or not {"name", "sha256", "role", "tasks"} <= set(item):
         raise ValueError(f"{where}: expected {{name, sha256, role, tasks}}, got {item!r}")
     if set(item) - allowed:
@@ -151,11 +163,13 @@ def _entry(item: object, where: str) -> ScopedToken:
         raise ValueError(f"{where}: role must be one of {sorted(ROLES)}, got {role!r}")
     if not isinstance(tasks, list) or not all(isinstance(t, str) and t for t in tasks):
         raise ValueError(f"{where}: tasks must be a list of patterns such as 'customer42-*'")
-    rate, burst = item.get("rows_per_second"), item.get("burst")
-    for key, number in (("rows_per_second", rate), ("burst", burst)):
-        if number is not None and (not isinstance(number, int | float) or number <= 0):
-            raise ValueError(f"{where}: {key} must be a positive number")
-    return ScopedToken(name, digest.lower(), role, tuple(tasks), rate, burst)
+    rate, burst, weight = item.get("rows_per_second"), item.get("burst"), item.get("weight")
+    for key, number in (("rows_per_second", rate), ("burst", burst), ("weight", weight)):
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int | float) or not 0 < number < 1e6
+        ):
+            raise ValueError(f"{where}: {key} must be a positive number, got {number!r}")
+    return ScopedToken(name, digest.lower(), role, tuple(tasks), rate, burst, float(weight or 1))
 
 
 def _hex(text: str) -> bool:

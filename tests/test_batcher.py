@@ -15,7 +15,7 @@ from bitpatch.patches.encoding import encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.server.core.batcher import WIDEN_ROWS, Batcher, BatchPlan
 from bitpatch.server.core.registry import Lease
-from bitpatch.server.core.scheduling import pick_rows
+from bitpatch.server.core.scheduling import Flow, pick_rows
 from bitpatch.server.errors import DeadlineExceeded, Overloaded, TaskQueueFull
 from bitpatch.server.metrics import Metrics
 from bitpatch.server.settings import Settings
@@ -352,3 +352,30 @@ def test_a_deadline_that_cannot_be_met_is_refused_before_any_work(engine):
         return computed
 
     assert asyncio.run(scenario()) == []  # the late row never ran
+
+
+def test_a_forward_shares_its_rows_between_tenants_by_weight(engine):
+    gold, basic = Flow("token:gold", 3.0), Flow("token:basic", 1.0)
+
+    async def scenario():
+        batcher = Batcher(engine, Metrics(), BatchPlan(8, 0, 100, workers=1))
+        batcher.start()
+        engine.gate.clear()
+        batcher.admit(1, "t3")
+        held = batcher.submit(lease(engine, "t3"), rows(engine, ["held"]))
+        while engine.inside == 0:
+            await asyncio.sleep(0.01)
+        engine.calls.clear()
+        queued = []
+        for task, flow in (("t0", gold), ("t1", gold), ("t2", basic), ("t2", basic)):
+            batcher.admit(6, task, flow=flow)  # gold: two tasks, basic: one
+            queued.append(batcher.submit(lease(engine, task), rows(engine, ["x"] * 6), flow=flow))
+        engine.gate.set()
+        await asyncio.gather(held, *queued)
+        await batcher.stop()
+        return engine.calls
+
+    calls = [keys for keys in asyncio.run(scenario()) if keys != ["t3"]]  # after the held one
+    first = calls[0]
+    assert len(first) == 8 and first.count("t2") == 2  # 6 of gold's rows, 2 of basic's
+    assert sum(len(keys) for keys in calls) == 24

@@ -1,19 +1,27 @@
-"""Which rows a forward takes: fair shares among waiting tasks, arrival order, deadlines."""
+"""Which rows a forward takes: weighted fair shares among waiting flows (tasks, tenants),
+arrival order, deadlines."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from bitpatch.server.core.scheduling import ArrivalQueue, FairQueue, fair_shares
+from bitpatch.server.core.scheduling import (
+    ArrivalQueue,
+    FairQueue,
+    Flow,
+    fair_shares,
+    task_flow,
+)
 
 
-def rows_of(task: str, n: int, at: float, deadline: float | None = None, length: int = 8):
-    """n queued rows of one request of `task`, queued at `at`."""
+def rows_of(task: str, n: int, at: float, deadline=None, length: int = 8, flow=None):
+    """n queued rows of one request of `task`, queued at `at` (in `flow`; None: the task's)."""
     job = SimpleNamespace(
         lease=SimpleNamespace(task=task),
         queued_at=at,
         deadline=deadline,
         late=lambda now: deadline is not None and now > deadline,
+        flow=flow,
     )
     return [SimpleNamespace(job=job, index=i, length=length) for i in range(n)]
 
@@ -45,8 +53,8 @@ def test_a_flooding_task_does_not_delay_another_tasks_rows():
         queue.add(rows_of("quiet", 2, at=10.0))
     assert tasks_taken(fair.take(32)) == {"noisy": 30, "quiet": 2}
     assert tasks_taken(arrival.take(32)) == {"noisy": 32}  # quiet waits behind 320 rows
-    assert len(fair) == 320 - 30 and arrival.rows_before("quiet", 1) == 291
-    assert fair.rows_before("quiet", 1) == 2  # one of its own, one of the noisy task's
+    assert len(fair) == 320 - 30 and arrival.rows_before(task_flow("quiet"), 1) == 291
+    assert fair.rows_before(task_flow("quiet"), 1) == 2  # its own, one of the noisy task's
 
 
 def test_rows_past_their_deadline_leave_the_queue():
@@ -58,3 +66,31 @@ def test_rows_past_their_deadline_leave_the_queue():
         late = queue.expire(6.0)
         assert tasks_taken(late) == {"a": 3} and len(queue) == 3
         assert tasks_taken(queue.take(32)) == {"a": 1, "b": 2} and len(queue) == 0
+
+
+def test_shares_follow_the_weights():
+    weights = {"gold": 3.0, "basic": 1.0}
+    assert fair_shares({"gold": 100, "basic": 100}, 32, weight=weights.get) == {
+        "gold": 24,
+        "basic": 8,
+    }
+    # a heavy flow with few rows leaves the rest to the light one
+    assert fair_shares({"gold": 4, "basic": 100}, 32, weight=weights.get) == {
+        "gold": 4,
+        "basic": 28,
+    }
+    assert fair_shares({"gold": 100}, 32, weight=weights.get) == {"gold": 32}  # alone: all
+    three = fair_shares({"a": 99, "b": 99, "c": 99}, 32, weight={"a": 2, "b": 1, "c": 1}.get)
+    assert sum(three.values()) == 32 and three["a"] == 16
+
+
+def test_a_tenant_shares_one_flow_across_its_tasks():
+    gold, basic = Flow("token:gold", 3.0), Flow("token:basic", 1.0)
+    queue = FairQueue()
+    for i in range(8):  # basic spreads 80 rows over 8 tasks, gold sends 40 to one
+        queue.add(rows_of(f"basic-{i}", 10, at=float(i), flow=basic))
+    queue.add(rows_of("gold-1", 40, at=9.0, flow=gold))
+    taken = tasks_taken(queue.take(32))
+    assert taken["gold-1"] == 24 and sum(taken.values()) == 32
+    assert queue.rows_before(gold, 3) == 19 + 6  # its 16 + 3, and a third as many of basic's
+    assert queue.rows_before(basic, 1) == 73 + 16  # its 72 + 1, and all 16 of gold's left

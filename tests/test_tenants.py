@@ -191,6 +191,9 @@ def test_the_file_is_reloaded_live_and_a_bad_one_kept_out(http, tokens_path):
 def test_parsing_says_what_is_wrong_where(tmp_path, caplog):
     good = [entry("a", "read", ["t-*"], rows_per_second=5)]
     assert parse_tokens(json.dumps(good), "f")[0].rows_per_second == 5
+    weighted = parse_tokens(json.dumps([entry("g", "read", ["t-*"], weight=3)]), "f")[0]
+    assert weighted.caller().flow("t-1") == weighted.caller().flow("t-2")  # one tenant flow
+    assert weighted.caller().flow("t-1").weight == 3.0
     yaml_text = "- name: a\n  sha256: '" + "0" * 64 + "'\n  role: admin\n  tasks: ['*']\n"
     assert parse_tokens(yaml_text, "f")[0].role == "admin"
     for bad, words in (
@@ -199,6 +202,9 @@ def test_parsing_says_what_is_wrong_where(tmp_path, caplog):
         ({**entry("a", "read", ["x"]), "sha256": "abc"}, "64 hex digits"),
         (entry("a", "read", "x"), "tasks must be a list"),
         (entry("a", "read", ["x"], burst=-1), "burst must be a positive number"),
+        (entry("a", "read", ["x"], weight=0), "weight must be a positive number, got 0"),
+        (entry("a", "read", ["x"], weight="heavy"), "weight must be a positive number"),
+        (entry("a", "read", ["x"], weight=True), "weight must be a positive number"),
         ({**entry("a", "read", ["x"]), "colour": 1}, "unknown keys"),
     ):
         with pytest.raises(ValueError, match=words.replace("{", r"\{").replace("}", r"\}")):

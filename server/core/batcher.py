@@ -42,7 +42,7 @@ from ..metrics import Metrics
 from ..settings import Settings
 from .batch_history import BatchHistory
 from .registry import Lease
-from .scheduling import queue_for
+from .scheduling import Flow, queue_for, task_flow
 
 log = logging.getLogger(__name__)
 FORWARD_SMOOTHING = 0.2  # weight of the newest forward in the recent seconds per row
@@ -102,6 +102,7 @@ class Job:
     shadow: bool = False  # a rollout's shadow rows: they ride along, nobody waits for them
     deadline: float | None = None  # time.monotonic() by which its rows must start
     queued_at: float = field(default_factory=time.monotonic)
+    flow: Flow | None = None  # whose fair share its rows count toward (None: its task's)
 
     def late(self, now: float) -> bool:
         """Whether its deadline passed."""
@@ -171,10 +172,13 @@ class Batcher:
         await asyncio.gather(*self._running)  # their last results were posted before they ended
         self._executor.shutdown(wait=True)
 
-    def admit(self, n_rows: int, task: str, deadline: float | None = None) -> None:
+    def admit(
+        self, n_rows: int, task: str, deadline: float | None = None, flow: Flow | None = None
+    ) -> None:
         """Reserve room for a request about to be tokenized: Overloaded (503) when the queue is
         full, TaskQueueFull (429) when its task's is, DeadlineExceeded (503) when its rows
-        could not start before `deadline` (time.monotonic())."""
+        could not start before `deadline` (time.monotonic()) in their flow (default: the
+        task's)."""
         with self._ready:
             if len(self._queue) + n_rows > self.max_queue:
                 self.metrics.rejections.labels("queue_full").inc()
@@ -192,15 +196,15 @@ class Batcher:
                     headers={"Retry-After": "1"},
                 )
             if deadline is not None:
-                self._check_deadline(n_rows, task, deadline)
+                self._check_deadline(n_rows, flow or task_flow(task), deadline)
             self._task_rows[task] = mine + n_rows
             self._incoming += 1
 
-    def _check_deadline(self, n_rows: int, task: str, deadline: float) -> None:
+    def _check_deadline(self, n_rows: int, flow: Flow, deadline: float) -> None:
         """DeadlineExceeded when the rows computed before these, at the recent seconds per
         row on every worker, would start them too late (caller holds _ready)."""
         ahead = (
-            self._queue.rows_before(task, n_rows)
+            self._queue.rows_before(flow, n_rows)
             - n_rows
             + len(self._busy) * (self.max_batch_size // 2)
         )  # the forwards running now: half done on average
@@ -236,12 +240,14 @@ class Batcher:
         on_done: Callable[[], None] = lambda: None,
         shadow: bool = False,
         deadline: float | None = None,
+        flow: Flow | None = None,
     ) -> asyncio.Future:
         """Queue an admitted request's rows (`shadow`: a rollout's shadow rows, which do not
-        count toward widening a lone forward); `on_done` runs on the event loop once they are
-        computed (or failed, or past `deadline`)."""
+        count toward widening a lone forward) in `flow` (default: the task's); `on_done` runs
+        on the event loop once they are computed (or failed, or past `deadline`)."""
         future = asyncio.get_running_loop().create_future()
         job = Job(lease, rows, future, on_done, [None] * len(rows), len(rows), shadow, deadline)
+        job.flow = flow
         with self._ready:
             self._incoming -= 1
             self._queue.add([Row(job, i, len(row["input_ids"])) for i, row in enumerate(rows)])

@@ -21,6 +21,7 @@ from ..errors import InvalidRequest, Overloaded, TaskQueueFull
 from ..tenants import EVERYONE, Caller
 from .batcher import Batcher
 from .registry import Lease, Registry, unknown_task
+from .scheduling import Flow
 from .watch import RolloutWatch
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ class Terms:
             if not self.caller.sees(task):
                 raise unknown_task(task)
         self.caller.spend(rows * len(tasks))
+
+    def flow(self, task: str) -> Flow:
+        """Whose fair share the rows for `task` count toward."""
+        return self.caller.flow(task)
 
 
 NO_TERMS = Terms()
@@ -108,7 +113,7 @@ class PredictPipeline:
             if asked.check is not None:
                 asked.check(lease.head)
             check_inputs_fit(lease, inputs)
-            self.batcher.admit(len(inputs), lease.task, terms.deadline)
+            self.batcher.admit(len(inputs), lease.task, terms.deadline, terms.flow(lease.task))
         except BaseException:
             self.registry.release(lease)
             raise
@@ -126,7 +131,8 @@ class PredictPipeline:
         # the batcher gives the lease back once the rows are computed, even if this request
         # is cancelled meanwhile (its rows may already be in a forward)
         release = lambda: self.registry.release(lease)  # noqa: E731
-        done = self.batcher.submit(lease, rows, release, deadline=terms.deadline)
+        flow = terms.flow(lease.task)
+        done = self.batcher.submit(lease, rows, release, deadline=terms.deadline, flow=flow)
         if shadow_lease is not None:
             self.shadow(shadow_lease, lease, inputs, rows, done)
         predictions = await done
@@ -200,7 +206,8 @@ class PredictPipeline:
         admitted: list[Lease] = []
         try:
             for lease in leases:
-                self.batcher.admit(len(inputs), lease.task, terms.deadline)
+                flow = terms.flow(lease.task)
+                self.batcher.admit(len(inputs), lease.task, terms.deadline, flow)
                 admitted.append(lease)
             rows = await self.tokenize_once(leases, inputs)
         except BaseException:
@@ -215,6 +222,7 @@ class PredictPipeline:
                 rows[shape_of(lease)],
                 partial(self.registry.release, lease),
                 deadline=terms.deadline,
+                flow=terms.flow(lease.task),
             )
             for lease in leases
         ]

@@ -1,10 +1,13 @@
 """Which queued rows the next forward takes: the seam between the batcher and its policy.
 
-- `FairQueue` (the default): every task waiting gets an equal share of each forward's rows
-  (max-min fair: a task with fewer rows than its share leaves the rest to the others), its own
-  rows oldest first; with more tasks waiting than a forward has rows, the tasks whose oldest row
-  waited longest go first. A task alone gets the whole batch. A task that floods the server
-  fills only its own queue: everyone else's rows still go out in the next forward.
+Rows belong to flows: a scoped token's tenant (every task it calls; its `weight` from the
+tokens file), else the row's task (weight 1).
+- `FairQueue` (the default): every flow waiting gets a share of each forward's rows in
+  proportion to its weight (weighted max-min fair: a flow with fewer rows than its share leaves
+  the rest to the others), its own rows oldest first; with more flows waiting than a forward has
+  rows, the flows whose oldest row waited longest go first. A flow alone gets the whole batch.
+  A flow that floods the server fills only its own queue: everyone else's rows still go out in
+  the next forward.
 - `ArrivalQueue`: the oldest row and the queued rows nearest to it in length (first come, first
   served; the least padding for the padded forward).
 """
@@ -12,12 +15,31 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .batcher import Row
 
 LOOKAHEAD = 4  # ArrivalQueue: batches' worth of queued rows searched for similar lengths
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Whose share a row counts toward, and that share's weight."""
+
+    key: str
+    weight: float = 1.0
+
+
+def task_flow(task: str) -> Flow:
+    """The flow of a task's rows sent without a scoped token."""
+    return Flow(f"task:{task}")
+
+
+def flow_of(row: Row) -> Flow:
+    """The flow a queued row belongs to."""
+    return row.job.flow or task_flow(row.job.lease.task)
 
 
 class RowQueue(Protocol):
@@ -34,9 +56,9 @@ class RowQueue(Protocol):
     def expire(self, now: float) -> list[Row]:
         """Remove and return every row whose request's deadline passed."""
 
-    def rows_before(self, task: str, rows: int) -> int:
+    def rows_before(self, flow: Flow, rows: int) -> int:
         """How many rows are taken (its own included) until the last of `rows` new rows of
-        `task` is."""
+        `flow` is."""
 
 
 class ArrivalQueue:
@@ -68,85 +90,100 @@ class ArrivalQueue:
             self.rows = [r for r in self.rows if id(r) not in gone]
         return late
 
-    def rows_before(self, task: str, rows: int) -> int:
+    def rows_before(self, flow: Flow, rows: int) -> int:
         """Everything queued goes first."""
         return len(self.rows) + rows
 
 
 class FairQueue:
-    """A queue per task; each forward shares its rows equally among the tasks waiting."""
+    """A queue per flow; each forward shares its rows among the flows waiting by weight."""
 
     def __init__(self):
-        self.tasks: dict[str, deque[Row]] = {}
+        self.flows: dict[str, deque[Row]] = {}
+        self.weights: dict[str, float] = {}
         self.count = 0
 
     def __len__(self) -> int:
         return self.count
 
     def add(self, rows: list[Row]) -> None:
-        """At the end of their task's queue."""
+        """At the end of their flow's queue."""
         for row in rows:
-            self.tasks.setdefault(row.job.lease.task, deque()).append(row)
+            flow = flow_of(row)
+            self.flows.setdefault(flow.key, deque()).append(row)
+            self.weights[flow.key] = flow.weight
         self.count += len(rows)
 
     def take(self, batch_size: int) -> list[Row]:
-        """Each waiting task's share of `batch_size` rows, oldest first within a task."""
-        shares = fair_shares({t: len(q) for t, q in self.tasks.items()}, batch_size, self._age)
+        """Each waiting flow's share of `batch_size` rows, oldest first within a flow."""
+        waiting = {key: len(q) for key, q in self.flows.items()}
+        shares = fair_shares(waiting, batch_size, self._age, self.weights.get)
         chosen: list[Row] = []
-        for task, share in shares.items():
-            queue = self.tasks[task]
+        for key, share in shares.items():
+            queue = self.flows[key]
             chosen += [queue.popleft() for _ in range(share)]
             if not queue:
-                del self.tasks[task]
+                self._drop(key)
         self.count -= len(chosen)
         return chosen
 
-    def _age(self, task: str) -> float:
-        """When the task's oldest queued row arrived."""
-        return self.tasks[task][0].job.queued_at
+    def _drop(self, key: str) -> None:
+        del self.flows[key], self.weights[key]
+
+    def _age(self, key: str) -> float:
+        """When the flow's oldest queued row arrived."""
+        return self.flows[key][0].job.queued_at
 
     def expire(self, now: float) -> list[Row]:
-        """Rows past their deadline (they are queued in arrival order within a task)."""
+        """Rows past their deadline (they are queued in arrival order within a flow)."""
         late: list[Row] = []
-        for task in list(self.tasks):
-            queue = self.tasks[task]
+        for key in list(self.flows):
+            queue = self.flows[key]
             kept = deque(r for r in queue if not r.job.late(now))
             if len(kept) != len(queue):
                 late += [r for r in queue if r.job.late(now)]
                 if kept:
-                    self.tasks[task] = kept
+                    self.flows[key] = kept
                 else:
-                    del self.tasks[task]
+                    self._drop(key)
         self.count -= len(late)
         return late
 
-    def rows_before(self, task: str, rows: int) -> int:
-        """Its own queue, and as many of each other task's rows (max-min fair shares: a task
-        with fewer waiting goes no further)."""
-        mine = len(self.tasks.get(task, ())) + rows
-        others = sum(min(len(q), mine) for t, q in self.tasks.items() if t != task)
-        return mine + others
+    def rows_before(self, flow: Flow, rows: int) -> int:
+        """Its own queue, and each other flow's rows taken meanwhile (in proportion to the
+        weights; a flow with fewer waiting goes no further)."""
+        mine = len(self.flows.get(flow.key, ())) + rows
+        others = sum(
+            min(len(q), mine * self.weights[key] / flow.weight)
+            for key, q in self.flows.items()
+            if key != flow.key
+        )
+        return mine + round(others)
 
 
-def fair_shares(waiting: dict[str, int], batch_size: int, age=None) -> dict[str, int]:
-    """Rows each task gets of a forward of `batch_size` (max-min fair); with more tasks than
-    rows, one row each to the tasks with the oldest `age` (the earliest value)."""
+def fair_shares(waiting: dict[str, int], batch_size: int, age=None, weight=None) -> dict[str, int]:
+    """Rows each flow gets of a forward of `batch_size` (weighted max-min fair; `weight`: key ->
+    weight, default equal); with more flows than rows, one row each to the flows with the
+    oldest `age` (the earliest value)."""
     if len(waiting) > batch_size:
         oldest = sorted(waiting, key=age)[:batch_size]
-        return {task: 1 for task in oldest}
+        return {key: 1 for key in oldest}
+    weight = weight or (lambda key: 1.0)
     shares = dict.fromkeys(waiting, 0)
-    left, open_tasks = batch_size, [t for t in waiting if waiting[t]]
-    while left and open_tasks:
-        each = max(1, left // len(open_tasks))
-        for task in list(open_tasks):
-            give = min(each, waiting[task] - shares[task], left)
-            shares[task] += give
+    left = batch_size
+    open_flows = sorted((k for k in waiting if waiting[k]), key=lambda k: -weight(k))
+    while left and open_flows:
+        total, budget = sum(weight(k) for k in open_flows), left  # this round's rows
+        for key in list(open_flows):
+            grant = max(1, int(budget * weight(key) / total))
+            give = min(grant, waiting[key] - shares[key], left)
+            shares[key] += give
             left -= give
-            if shares[task] == waiting[task]:
-                open_tasks.remove(task)
+            if shares[key] == waiting[key]:
+                open_flows.remove(key)
             if not left:
                 break
-    return {task: n for task, n in shares.items() if n}
+    return {key: n for key, n in shares.items() if n}
 
 
 def pick_rows(lengths: list[int], batch_size: int) -> list[int]:

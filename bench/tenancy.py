@@ -35,31 +35,63 @@ CONNECTIONS = 256  # open-loop connection pool
 
 @dataclass
 class OpenResult:
-    """Latencies (s, from the scheduled send) of answered requests by status."""
+    """Latencies (s, from the scheduled send) of answered requests by status, and of the
+    deadline refusals by where the server refused them."""
 
     by_status: dict[str, list[float]] = field(default_factory=dict)
+    refused_at: dict[str, list[float]] = field(default_factory=dict)  # admission | queue
     sent: int = 0
-    late_sends: int = 0  # requests that waited for a free connection
+    started: float = field(default_factory=time.perf_counter)
+    last_answer: float = 0.0
 
-    def add(self, status: str, seconds: float) -> None:
+    def add(self, status: str, seconds: float, payload: bytes = b"") -> None:
         """One answer."""
         self.by_status.setdefault(status, []).append(seconds)
+        self.last_answer = time.perf_counter()
+        where = refused_where(status, payload)
+        if where:
+            self.refused_at.setdefault(where, []).append(seconds)
 
     def summary(self, seconds: float) -> dict:
-        """Rates, errors and percentiles (ms) of the 200s and of the refusals."""
+        """Rates, errors and percentiles (ms) of the 200s and of the refusals; answered/s over
+        the time until the last answer (a queue may answer long after the sends end)."""
         ok = np.array(self.by_status.get("200", [0.0])) * 1000
         refused = [x for s, xs in self.by_status.items() if s != "200" for x in xs]
+        span = max(seconds, self.last_answer - self.started)
         out = {
             "sent_per_s": round(self.sent / seconds, 1),
-            "answered_per_s": round(len(self.by_status.get("200", [])) / seconds, 1),
+            "answered_per_s": round(len(self.by_status.get("200", [])) / span, 1),
             "errors": {s: len(xs) for s, xs in self.by_status.items() if s != "200"},
             "p50_ms": round(float(np.percentile(ok, 50)), 2),
             "p99_ms": round(float(np.percentile(ok, 99)), 2),
             "max_ms": round(float(ok.max()), 2),
         }
         if refused:
-            out["refused_p99_ms"] = round(float(np.percentile(np.array(refused) * 1000, 99)), 2)
+            out["refused_p99_ms"] = _p99_ms(refused)
+        for where, xs in sorted(self.refused_at.items()):
+            out[f"refused_at_{where}"] = {"count": len(xs), "p50_ms": _p50_ms(xs),
+                                          "p99_ms": _p99_ms(xs)}  # fmt: skip
         return out
+
+
+def refused_where(status: str, payload: bytes) -> str | None:
+    """Where a 503 deadline refusal came from: admission (before any work) or the queue (a
+    row still waiting at its deadline); None for any other answer."""
+    if status != "503":
+        return None
+    if b"would start in" in payload:
+        return "admission"
+    if b"did not start before" in payload:
+        return "queue"
+    return None
+
+
+def _p50_ms(seconds: list[float]) -> float:
+    return round(float(np.percentile(np.array(seconds) * 1000, 50)), 2)
+
+
+def _p99_ms(seconds: list[float]) -> float:
+    return round(float(np.percentile(np.array(seconds) * 1000, 99)), 2)
 
 
 class Pool:
@@ -70,17 +102,17 @@ class Pool:
         self.port, self.idle, self.opened = int(port), [], 0
         self.free = asyncio.Semaphore(CONNECTIONS)
 
-    async def send(self, request: RawRequest) -> int:
-        """POST on an idle connection (or a new one); the status."""
+    async def send(self, request: RawRequest) -> tuple[int, bytes]:
+        """POST on an idle connection (or a new one); the status and body."""
         async with self.free:
             conn = self.idle.pop() if self.idle else await self._open()
             try:
-                status, _ = await _post(*conn, self.host, request)
+                status, payload = await _post(*conn, self.host, request)
             except (ConnectionError, asyncio.IncompleteReadError):
                 conn[1].close()
-                return 0
+                return 0, b""
             self.idle.append(conn)
-            return status
+            return status, payload
 
     async def _open(self):
         self.opened += 1
@@ -101,12 +133,12 @@ def predict(task: str, rows: int = 1, timeout_ms: int | None = None) -> RawReque
 async def open_loop(pool: Pool, streams: list[tuple[float, callable]], seconds: float) -> list:
     """Each stream (rate per s, make_request(rng)) sends at Poisson times for `seconds`; one
     OpenResult per stream."""
-    results = [OpenResult() for _ in streams]
+    results = [OpenResult() for _ in streams]  # their clocks start now
     pending: list[asyncio.Task] = []
 
     async def one(result: OpenResult, request: RawRequest, at: float) -> None:
-        status = await pool.send(request)
-        result.add(str(status), time.perf_counter() - at)
+        status, payload = await pool.send(request)
+        result.add(str(status), time.perf_counter() - at, payload)
 
     async def stream(i: int, rate: float, make) -> None:
         rng, at = random.Random(i), time.perf_counter()
@@ -220,14 +252,18 @@ def tenancy_markdown(results: dict) -> str:
     lines += [
         "",
         "| 16 tasks at 2x capacity (4-input requests) | answered/s | admitted p50/p99 ms "
-        "(client) | admitted p99 ms (server, worst task) | refused | refused answered in p99 ms |",
-        "|---|---|---|---|---|---|",
+        "(client) | admitted p99 ms (server, worst task) | refused | refused at admission: "
+        "p50/p99 ms | dropped from the queue at the deadline: count, p99 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in ("deadline", "no_deadline"):
         r = o[name]
         label = f"X-Bitpatch-Timeout-Ms: {o['deadline_ms']}" if name == "deadline" else "none"
+        admission, queue = r.get("refused_at_admission"), r.get("refused_at_queue")
+        shed = f"{admission['p50_ms']} / {admission['p99_ms']}" if admission else "-"
+        dropped = f"{queue['count']}, {queue['p99_ms']}" if queue else "0"
         lines.append(
             f"| {label} | {r['answered_per_s']} | {r['p50_ms']} / {r['p99_ms']} | "
-            f"{r['server_p99_ms_worst_task']} | {r['errors']} | {r.get('refused_p99_ms', '-')} |"
+            f"{r['server_p99_ms_worst_task']} | {r['errors']} | {shed} | {dropped} |"
         )
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
 from bitpatch.patches.forwards import onnx_unavailable
+from bitpatch.patches.packed import PLAIN_LINEAR
 from bitpatch.patches.tuning import cpu_has_bf16
 
 from .launcher import ServerProcess
@@ -88,11 +89,14 @@ def run_backends(reps: int = 5, n_batches: int = 20, n_tasks: int = 16) -> dict:
     engines, batches, flops = {}, None, 0.0
     for dtype, forward in variants():
         backbone = load_backbone("default", dtype=dtype, device="cpu")
-        engine = MultiTaskEngine(backbone, forward)
-        for patch in random_patches(backbone, n_tasks):
-            engine.register(patch.task, patch)
-        engine.warm_up()
+        engine = _engine(backbone, forward, n_tasks)
         engines[(dtype, forward)] = engine
+        kernel = getattr(engine.backbone_forward, "linear", PLAIN_LINEAR)
+        if kernel is not PLAIN_LINEAR:  # the same walk on F.linear: what the kernel gains
+            plain = _engine(backbone, forward, n_tasks)
+            plain.backbone_forward.linear = PLAIN_LINEAR
+            engines[(dtype, f"{forward}, F.linear")] = plain
+            engines[(dtype, f"{forward}, {kernel.name}")] = engines.pop((dtype, forward))
         if batches is None:
             batches = glue_batches(backbone.tokenizer, n_batches)
             flops = useful_flops(backbone.model, batches)
@@ -128,6 +132,15 @@ def run_backends(reps: int = 5, n_batches: int = 20, n_tasks: int = 16) -> dict:
         "rounds": reps,
         "rows": table,
     }
+
+
+def _engine(backbone, forward: str, n_tasks: int) -> MultiTaskEngine:
+    """An engine on `forward` with `n_tasks` random patches, warmed up."""
+    engine = MultiTaskEngine(backbone, forward)
+    for patch in random_patches(backbone, n_tasks):
+        engine.register(patch.task, patch)
+    engine.warm_up()
+    return engine
 
 
 def start_times() -> list[dict]:

@@ -74,6 +74,8 @@ class Engine(Protocol):
     @property
     def forward_name(self) -> str: ...
     @property
+    def forward_kernel(self) -> str: ...
+    @property
     def state(self) -> EngineState: ...
     def register(self, key: str, patch: PatchFile | CheckedPatch) -> None: ...
     def unregister(self, key: str) -> None: ...
@@ -118,6 +120,11 @@ class MultiTaskEngine:
     def forward_name(self) -> str:
         """Which forward runs: onnxruntime, packed or padded."""
         return self.backbone_forward.name
+
+    @property
+    def forward_kernel(self) -> str:
+        """What runs the forward's matrix products: aten, onednn_prepacked or onnxruntime."""
+        return self.backbone_forward.kernel
 
     @property
     def state(self) -> EngineState:

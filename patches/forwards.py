@@ -28,6 +28,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from .backbone import Backbone
 from .forward_cache import ForwardCache, default_cache_root
 from .packed import PACKABLE_TYPES, RowTasks, packed_forward, supports_packing
+from .prepacked import linear_kernel
 from .task_layers import row_biases
 from .tuning import cpu_vendor
 
@@ -41,6 +42,7 @@ class BackboneForward(Protocol):
     """One forward of a padded batch, row i under the biases table[row_task[i]]."""
 
     name: str
+    kernel: str  # what runs its matrix products
 
     def __call__(
         self, inputs: Mapping[str, torch.Tensor], table: torch.Tensor, row_task: torch.Tensor
@@ -50,18 +52,26 @@ class BackboneForward(Protocol):
 class _Eager:
     """An eager walk: the model's own modules."""
 
+    kernel = "aten"
+
     def __init__(self, model: nn.Module, slices: Mapping[str, slice]):
         self.model, self.slices = model, slices
 
 
 class PackedForward(_Eager):
-    """The eager padding-free walk."""
+    """The eager padding-free walk, its Linear products through the fastest kernel this host
+    and dtype support (`prepacked.py`)."""
 
     name = "packed"
 
+    def __init__(self, model: nn.Module, slices: Mapping[str, slice]):
+        super().__init__(model, slices)
+        self.linear = linear_kernel(model)
+        self.kernel = self.linear.name
+
     def __call__(self, inputs, table, row_task) -> BaseModelOutputWithPooling:
         tasks = RowTasks(lambda name: table[:, self.slices[name]], row_task, len(table))
-        return packed_forward(self.model, inputs, tasks)
+        return packed_forward(self.model, inputs, tasks, self.linear)
 
 
 class PaddedForward(_Eager):

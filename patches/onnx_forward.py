@@ -41,6 +41,7 @@ class OnnxForward:
     -> the backbone's output, as `packed_forward` computes it."""
 
     name = "onnxruntime"
+    kernel = "onnxruntime"
 
     def __init__(self, model: nn.Module, slices: Mapping[str, slice], cache: ForwardCache):
         import onnxruntime

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -29,15 +30,23 @@ class RowTasks:
 
 
 class _TokenBiases:
-    """Adds each packed token's task bias to a layer output.
+    """Adds each packed token's task bias to a layer output, and runs the walk's Linear
+    products (through its kernel).
 
     One task: the (dim,) bias goes into the fused op. Several: `out += onehot @ table`, a
     (N, U) x (U, dim) product accumulated in place; gathering an (N, dim) bias per layer
     instead cost up to 75% more per Linear in float32.
     """
 
-    def __init__(self, tasks: RowTasks, token_row: torch.Tensor, dtype: torch.dtype):
+    def __init__(
+        self,
+        tasks: RowTasks,
+        token_row: torch.Tensor,
+        dtype: torch.dtype,
+        linear: LinearKernel | None = None,
+    ):
         self.tasks = tasks
+        self.linear = linear or PLAIN_LINEAR  # the walk's matrix products
         self.onehot = None
         if tasks.count > 1:
             token_task = tasks.row_task.index_select(0, token_row)  # (N,)
@@ -111,19 +120,44 @@ class Packing:
         return grid.view(self.rows, self.length, -1)
 
 
+class LinearKernel(Protocol):
+    """x @ W.T (+ bias) for one of the model's Linear modules: (N, in) -> (N, out)."""
+
+    name: str
+
+    def __call__(self, x: torch.Tensor, module: nn.Linear, bias: torch.Tensor | None): ...
+
+
+class PlainLinear:
+    """F.linear on the module's own weight."""
+
+    name = "aten"
+
+    def __call__(self, x, module, bias):
+        return F.linear(x, module.weight, bias)
+
+
+PLAIN_LINEAR = PlainLinear()
+
+
 def packed_forward(
-    model: nn.Module, batch: dict[str, torch.Tensor], tasks: RowTasks
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    tasks: RowTasks,
+    linear: LinearKernel = PLAIN_LINEAR,
 ) -> BaseModelOutputWithPooling:
-    """The model's output for a right-padded batch, computed without pad tokens."""
+    """The model's output for a right-padded batch, computed without pad tokens; every Linear
+    through `linear`."""
     packing = Packing.of(batch["attention_mask"])
-    biases = _TokenBiases(tasks, packing.token_row, model.dtype)
+    biases = _TokenBiases(tasks, packing.token_row, model.dtype, linear)
     hidden = _embed(model.embeddings, batch, packing, biases)  # (N, H)
     for layer in model.encoder.layer:
         hidden = _layer(layer, hidden, packing, biases)  # (N, H)
     last = packing.unpack(hidden)  # (B, T, H)
     pooled = None
     if getattr(model, "pooler", None) is not None:
-        row_biases = _TokenBiases(tasks, torch.arange(packing.rows, device=last.device), last.dtype)
+        rows = torch.arange(packing.rows, device=last.device)
+        row_biases = _TokenBiases(tasks, rows, last.dtype, linear)
         pooled = torch.tanh(_linear(last[:, 0], model.pooler.dense, row_biases))  # (B, H)
     return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pooled)
 
@@ -189,8 +223,8 @@ def _linear(x: torch.Tensor, module: nn.Linear, biases: _TokenBiases) -> torch.T
     """x @ W.T plus the task bias of each token (or row): (N, in) -> (N, out)."""
     shared = biases.shared(module.bias_name)
     if shared is not None:
-        return F.linear(x, module.weight, shared)
-    return biases.add_(F.linear(x, module.weight), module.bias_name)
+        return biases.linear(x, module, shared)
+    return biases.add_(biases.linear(x, module, None), module.bias_name)
 
 
 def _layer_norm(x: torch.Tensor, module: nn.LayerNorm, biases: _TokenBiases) -> torch.Tensor:

@@ -453,6 +453,7 @@ def test_forward_modes_serve_the_engine_answers(
     with ServerProcess(tiny_bert_dir, store, *flags) as srv, httpx.Client(base_url=srv.url) as http:
         info = http.get("/info").json()
         assert (info["forward"], info["workers"]) == (mode, workers)
+        assert info["forward_kernel"] == ("onnxruntime" if mode == "onnxruntime" else "aten")
         # a forward alone widens to both workers' threads; one worker has them anyway
         assert info["threads_per_worker"] == 2 // workers
         assert info["lone_forward_threads"] == (2 if widen else 2 // workers)

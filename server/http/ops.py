@@ -42,6 +42,7 @@ async def info(state: StateDep):
         "dtype": str(backbone.dtype).removeprefix("torch."),
         "device": str(backbone.device),
         "forward": registry.engine.forward_name,
+        "forward_kernel": registry.engine.forward_kernel,
         "cudnn_attention": on_gpu and torch.backends.cuda.cudnn_sdp_enabled(),
         "kernel_cache": kernel_cache_caps(),
         "bitpatch_version": __version__,

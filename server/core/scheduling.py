@@ -128,6 +128,7 @@ class FairQueue:
         return chosen
 
     def _drop(self, key: str) -> None:
+        """Forget a flow with nothing queued."""
         del self.flows[key], self.weights[key]
 
     def _age(self, key: str) -> float:

@@ -4,8 +4,9 @@ request is sent at its scheduled time whatever the answers; latency counts from 
 Capacity is the server's rows per second (closed-loop clients sending 4-input requests over 16
 tasks). Load is counted in rows, so the forward is what is overloaded, not the HTTP parser:
 - Noisy neighbour: task A sends 8-input requests at 5x capacity, task B 1-input requests at
-  10%; B's latency and errors beside A against B alone, on a server with fair batching and one
-  with arrival-order batching (both with --max-queue-per-task), side by side in one run.
+  10%; B's latency and errors beside A against B alone, side by side in one run on three
+  servers (all with --max-queue-per-task): fair batching (the default), fair batching with
+  express forwards (--express-rows 8), and arrival-order batching.
 - Overload: 16 tasks at 2x capacity (4-input requests) with a deadline (X-Bitpatch-Timeout-Ms)
   and without: how fast a shed request is answered, the admitted requests' p99 against the
   deadline plus one forward.
@@ -31,6 +32,11 @@ TASKS = 16
 PER_TASK_QUEUE = 64  # --max-queue-per-task of both servers
 DEADLINE_MS = 250
 CONNECTIONS = 256  # open-loop connection pool
+POLICIES = {  # the noisy neighbour's servers: name -> flags
+    "fair": ("--batching", "fair"),
+    "fair_express": ("--batching", "fair", "--express-rows", "8"),
+    "arrival": ("--batching", "arrival"),
+}
 
 
 @dataclass
@@ -211,16 +217,16 @@ def server_p99(url: str) -> float | None:
 
 
 def run_tenancy(quick: bool) -> dict:
-    """Capacity, then the noisy neighbour on a fair and an arrival-order server, then
-    overload on the fair one."""
+    """Capacity, then the noisy neighbour on each of POLICIES' servers, then overload on the
+    default one."""
     seconds = 3.0 if quick else 10.0
     source = PatchSource()
     results: dict = {"seconds_per_phase": seconds}
     with tempfile.TemporaryDirectory(prefix="bitpatch-tenancy-") as tmp:
         store = Path(tmp) / "store"
         flags = ("--no-demo-patches", "--max-queue-per-task", str(PER_TASK_QUEUE))
-        for policy in ("fair", "arrival"):
-            with ServerProcess("default", store, *flags, "--batching", policy) as server:
+        for policy, policy_flags in POLICIES.items():
+            with ServerProcess("default", store, *flags, *policy_flags) as server:
                 if policy == "fair":
                     source.upload(server.url, TASKS)
                 rate = capacity(server.url, seconds)
@@ -234,11 +240,11 @@ def run_tenancy(quick: bool) -> dict:
 def tenancy_markdown(results: dict) -> str:
     """The tables of docs/BENCHMARKS.md."""
     lines = [
-        "| batching | capacity rows/s | B alone p50/p99 ms | B beside A p50/p99 ms | B p99 "
+        "| server | capacity rows/s | B alone p50/p99 ms | B beside A p50/p99 ms | B p99 "
         "ratio | B errors | A answered/s (refused) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for policy in ("fair", "arrival"):
+    for policy in (p for p in POLICIES if p in results):
         r = results[policy]
         n = r["noisy"]
         alone, beside, flood = n["b_alone"], n["b_beside_a"], n["a"]

@@ -45,11 +45,12 @@ async def _start(state: ServerState) -> None:
     )
     plan = state.plan
     log.info(
-        "event=ready tasks=%d workers=%d threads_per_worker=%d lone_threads=%s",
+        "event=ready tasks=%d workers=%d threads_per_worker=%d lone_threads=%s express_rows=%d",
         registry.task_count(),
         plan.workers,
         plan.threads_per_worker,
         plan.lone_threads,
+        plan.express_rows,
     )
 
 

@@ -93,6 +93,11 @@ class Metrics:
             "worker's threads",
             registry=r,
         )
+        self.express_forwards = Counter(
+            "bitpatch_express_forwards",
+            "Forwards of light flows' rows run beside the workers' full forwards",
+            registry=r,
+        )
         self.queue_rows = Gauge("bitpatch_queue_rows", "Rows waiting for a forward", registry=r)
         self.token_requests = Counter(
             "bitpatch_token_requests",

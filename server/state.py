@@ -39,7 +39,7 @@ class ServerState:
     failure: str | None = None
     following: asyncio.Task | None = None  # the store-sync loop
     plan: BatchPlan = field(init=False)
-    # torch work (loading, forwards) runs only on these `plan.workers` threads; once batching
+    # torch work (loading, forwards) runs only on these `plan.threads` threads; once batching
     # starts, each of them runs its worker loop until shutdown
     inference: ThreadPoolExecutor = field(init=False)
 
@@ -51,7 +51,7 @@ class ServerState:
             on_gpu = False
         self.plan = BatchPlan.from_settings(self.settings, on_gpu, torch.get_num_threads())
         self.inference = ThreadPoolExecutor(
-            self.plan.workers, thread_name_prefix="bitpatch-inference"
+            self.plan.threads, thread_name_prefix="bitpatch-inference"
         )
 
     def load(self) -> Registry:

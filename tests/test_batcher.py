@@ -35,12 +35,14 @@ class RecordingEngine(MultiTaskEngine):
         self.gate.set()
         self.delay = 0.0
         self.inside = 0  # forwards waiting at the gate right now
+        self.held: set[str] | None = None  # keys whose forwards wait at the gate (None: all)
         self._count_lock = threading.Lock()
 
     def forward_by_task(self, batch, keys):
         with self._count_lock:
             self.inside += 1
-        self.gate.wait(10)
+        if self.held is None or self.held & set(keys):
+            self.gate.wait(10)
         with self._count_lock:
             self.inside -= 1
         time.sleep(self.delay)
@@ -301,6 +303,10 @@ def test_the_plan_splits_the_cores_between_workers():
     assert plan(Settings(workers=4, threads=8), on_gpu=False, cores=2) == (4, 2, 8)
     assert plan(Settings(workers=3), on_gpu=False, cores=2) == (3, 1, 3)
     assert plan(Settings(widen_lone_forwards=False), on_gpu=False, cores=2) == (2, 1, None)
+    express = Settings(express_rows=4)
+    assert BatchPlan.from_settings(express, on_gpu=False, cores=2).threads == 3  # and its thread
+    assert BatchPlan.from_settings(express, on_gpu=True, cores=2).express_rows == 0
+    assert BatchPlan.from_settings(Settings(), on_gpu=False, cores=2).threads == 2  # off
 
 
 def test_one_task_over_its_queue_bound_gets_429_and_others_go_on(engine):
@@ -379,3 +385,61 @@ def test_a_forward_shares_its_rows_between_tenants_by_weight(engine):
     first = calls[0]
     assert len(first) == 8 and first.count("t2") == 2  # 6 of gold's rows, 2 of basic's
     assert sum(len(keys) for keys in calls) == 24
+
+
+def test_a_light_tasks_row_runs_in_an_express_forward_beside_a_busy_worker(engine):
+    async def scenario():
+        batcher = Batcher(
+            engine, Metrics(), BatchPlan(4, 0, 100, express_rows=2), one_thread_workers(2)
+        )
+        batcher.start()
+        engine.calls.clear()
+        engine.held, engine.gate = {"t0"}, threading.Event()
+        batcher.admit(4, "t0")
+        flood = [batcher.submit(lease(engine, "t0"), rows(engine, list("abcd")))]
+        await asyncio.sleep(0.1)  # the one worker holds the flood's first forward
+        batcher.admit(8, "t0")  # a backlog of two full forwards
+        flood.append(batcher.submit(lease(engine, "t0"), rows(engine, list("efghijkl"))))
+        batcher.admit(1, "t1")
+        quiet = await asyncio.wait_for(
+            batcher.submit(lease(engine, "t1"), rows(engine, ["q"])), 5
+        )  # answered while the worker's forward is still held
+        held = engine.inside
+        engine.gate.set()
+        await asyncio.gather(*flood)
+        await batcher.stop()
+        engine.held = None
+        return quiet, held, engine.calls, batcher.metrics.express_forwards._value.get()
+
+    quiet, held, calls, express = asyncio.run(scenario())
+    assert len(quiet) == 1 and held == 1
+    assert calls[0] == ["t1"] and calls[1:] == [["t0"] * 4] * 3
+    assert express == 1
+
+
+def test_without_a_backlog_a_light_row_waits_for_the_next_full_forward(engine):
+    async def scenario():
+        batcher = Batcher(
+            engine, Metrics(), BatchPlan(4, 0, 100, express_rows=2), one_thread_workers(2)
+        )
+        batcher.start()
+        engine.calls.clear()
+        engine.held, engine.gate = {"t0"}, threading.Event()
+        batcher.admit(4, "t0")
+        first = batcher.submit(lease(engine, "t0"), rows(engine, list("abcd")))
+        await asyncio.sleep(0.1)
+        batcher.admit(4, "t0")  # four rows: no backlog over a full forward
+        second = batcher.submit(lease(engine, "t0"), rows(engine, list("efgh")))
+        batcher.admit(1, "t1")
+        quiet = batcher.submit(lease(engine, "t1"), rows(engine, ["q"]))
+        await asyncio.sleep(0.2)
+        early = quiet.done()
+        engine.gate.set()
+        await asyncio.gather(first, second, quiet)
+        await batcher.stop()
+        engine.held = None
+        return early, engine.calls, batcher.metrics.express_forwards._value.get()
+
+    early, calls, express = asyncio.run(scenario())
+    assert not early and express == 0
+    assert sorted(calls[1]) == ["t0", "t0", "t0", "t1"]  # it rode in the next full forward

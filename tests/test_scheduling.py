@@ -3,6 +3,7 @@ arrival order, deadlines."""
 
 from __future__ import annotations
 
+from collections import Counter
 from types import SimpleNamespace
 
 from bitpatch.server.core.scheduling import (
@@ -94,3 +95,22 @@ def test_a_tenant_shares_one_flow_across_its_tasks():
     assert taken["gold-1"] == 24 and sum(taken.values()) == 32
     assert queue.rows_before(gold, 3) == 19 + 6  # its 16 + 3, and a third as many of basic's
     assert queue.rows_before(basic, 1) == 73 + 16  # its 72 + 1, and all 16 of gold's left
+
+
+def test_light_flows_are_taken_alone_whole_and_oldest_first():
+    queue = FairQueue()
+    queue.add(rows_of("flood", 40, at=0.0))
+    queue.add(rows_of("quiet", 1, at=2.0))
+    queue.add(rows_of("busy", 2, at=1.0))  # light by its queue, but 9 rows are running
+    queue.add(rows_of("pair", 2, at=3.0))
+    queue.add(rows_of("late", 2, at=4.0))  # would not fit beside the others
+    running = Counter({"task:flood": 32, "task:busy": 9, "task:pair": 2})
+    taken = queue.take_light(4, running)
+    assert [r.job.lease.task for r in taken] == ["quiet", "pair", "pair"]
+    assert len(queue) == 44 and tasks_taken(queue.take(64)) == {"flood": 40, "busy": 2, "late": 2}
+
+
+def test_arrival_order_has_no_light_flows():
+    queue = ArrivalQueue()
+    queue.add(rows_of("quiet", 1, at=0.0))
+    assert queue.take_light(4, Counter()) == [] and len(queue) == 1

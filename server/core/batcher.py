@@ -17,6 +17,14 @@ The lowest-numbered idle worker takes the next batch, so at low load the first w
 alone; a batch of a few rows that leaves nothing queued while no other worker is busy is a
 *lone* forward and may run on every worker's threads (`lone_threads`): the others wait until it
 ends.
+
+Express forwards (`express_rows`, CPU only, off by default): while some task has more than
+max-batch-size rows admitted and not yet taken (a backlog), the rows of light flows (a tenant or
+task with at most express_rows rows queued and as many in running forwards) are taken first,
+alone, in a short forward: by the next worker to free up, or, while every worker is busy, by
+one more thread (one torch thread) beside the full forwards. A light flow's row then rides in
+none of the flood's full forwards. Short forwards cost more CPU per row than full ones, so the
+flood gets less throughput.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -42,7 +51,7 @@ from ..metrics import Metrics
 from ..settings import Settings
 from .batch_history import BatchHistory
 from .registry import Lease
-from .scheduling import Flow, queue_for, task_flow
+from .scheduling import Flow, flow_of, queue_for, task_flow
 
 log = logging.getLogger(__name__)
 FORWARD_SMOOTHING = 0.2  # weight of the newest forward in the recent seconds per row
@@ -71,12 +80,18 @@ class BatchPlan:
     lone_threads: int | None = None
     max_queue_per_task: int = 0  # 0: only max_queue bounds a task
     policy: str = "fair"  # scheduling.QUEUES
+    express_rows: int = 0  # rows of an express forward at most; 0: no express thread
+
+    @property
+    def threads(self) -> int:
+        """Inference threads: the workers, and the express thread if any."""
+        return self.workers + (1 if self.express_rows else 0)
 
     @classmethod
     def from_settings(cls, settings: Settings, on_gpu: bool, cores: int) -> BatchPlan:
         """The plan for `cores` CPU threads: on CPU two forwards in flight by default (a core
-        taken by the event loop slows one forward instead of stalling a whole OpenMP team),
-        on a GPU one."""
+        taken by the event loop slows one forward instead of stalling a whole OpenMP team)
+        and express forwards, on a GPU one forward."""
         threads = settings.threads or cores
         workers = settings.workers or (1 if on_gpu else min(2, threads))
         per_worker = max(1, threads // workers)
@@ -91,6 +106,7 @@ class BatchPlan:
             lone,
             settings.max_queue_per_task,
             settings.batching,
+            0 if on_gpu else settings.express_rows,
         )
 
 
@@ -149,10 +165,13 @@ class Batcher:
         self._busy: set[int] = set()  # workers computing a batch now
         self._lone = False  # a lone forward holds every worker's threads
         self._lone_threads = plan.lone_threads  # torch threads of a lone forward; None: never
+        self._express_rows = plan.express_rows
+        self._express_busy = False  # an express forward runs now
+        self._running_flows: Counter[str] = Counter()  # flow key -> rows in running forwards
         # the threads that run torch (shared with loading; see ServerState.inference): once
         # started, each of them runs one worker loop until stop()
         self._executor = inference or ThreadPoolExecutor(
-            plan.workers, thread_name_prefix="bitpatch-forward"
+            plan.threads, thread_name_prefix="bitpatch-forward"
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: list[asyncio.Future] = []
@@ -164,11 +183,12 @@ class Batcher:
         return len(self._queue)
 
     def start(self) -> None:
-        """Start one worker loop per inference thread; results come back to the running loop."""
+        """Start one worker loop per inference thread (and the express loop); results come
+        back to the running loop."""
         self._loop = asyncio.get_running_loop()
-        self._running = [
-            asyncio.wrap_future(self._executor.submit(self._work, i)) for i in range(self._workers)
-        ]
+        loops = [partial(self._work, i) for i in range(self._workers)]
+        loops += [self._express] if self._express_rows else []
+        self._running = [asyncio.wrap_future(self._executor.submit(f)) for f in loops]
 
     async def stop(self) -> None:
         """Finish every queued row and admitted request and the forwards in flight, then stop."""
@@ -266,18 +286,75 @@ class Batcher:
         name_os_thread(f"bp-forward-{worker}")
         while (taken := self._next_batch(worker)) is not None:
             batch, lone = taken
-            try:
-                with self._threads(lone):
-                    outcome = self._compute(batch)
-            except Exception as err:  # a failed forward fails its requests, not the server
-                log.exception("event=forward_failed rows=%d", len(batch))
-                outcome = err
+            with self._threads(lone):
+                outcome = self._run(batch, timed=True)
             with self._ready:  # idle before the answers go out: a request that follows
                 self._busy.discard(worker)  # them finds no worker busy (and may run widened)
                 if lone:  # the other workers may take batches again
                     self._lone = False
-                self._ready.notify_all()
+                self._ran(batch)
             self._loop.call_soon_threadsafe(_resolve, batch, outcome)
+
+    def _express(self) -> None:
+        """Express thread (one torch thread): light flows' rows while every worker is busy."""
+        name_os_thread("bp-express")
+        torch.set_num_threads(1)
+        while (batch := self._next_express()) is not None:
+            outcome = self._run(batch, timed=False)
+            with self._ready:
+                self._express_busy = False
+                self._ran(batch)
+            self._loop.call_soon_threadsafe(_resolve, batch, outcome)
+
+    def _next_express(self) -> list[Row] | None:
+        """Wait until every worker is busy and light flows have rows, take them (None once
+        stopping: the workers finish the queue)."""
+        with self._ready:
+            while not self._stopping:
+                if self._express_due():
+                    self._expire()
+                    batch = self._take_light()
+                    if batch:
+                        self._express_busy = True
+                        self._taken(batch)
+                        self.metrics.express_forwards.inc()
+                        return batch
+                self._ready.wait(0.5)
+            return None
+
+    def _take_light(self) -> list[Row]:
+        """Light flows' rows for a short forward, while some task has more than a full
+        forward's rows admitted and not yet taken (caller holds _ready)."""
+        backlog = max(self._task_rows.values(), default=0) > self.max_batch_size
+        if not (self._express_rows and backlog):
+            return []
+        return self._queue.take_light(self._express_rows, self._running_flows)
+
+    def _express_due(self) -> bool:
+        """Rows wait and every worker runs a forward of its own (caller holds _ready)."""
+        full = len(self._busy) == self._workers and not self._lone
+        return full and not self._express_busy and bool(self._queue)
+
+    def _run(self, batch: list[Row], timed: bool) -> list[dict] | Exception:
+        """The batch's predictions, or the error that fails its requests (not the server);
+        `timed`: its time per row feeds the deadline estimate (a worker's full forward)."""
+        try:
+            out, seconds = self._compute(batch)
+        except Exception as err:
+            log.exception("event=forward_failed rows=%d", len(batch))
+            return err
+        if timed:
+            per_row, recent = seconds / len(batch), self._row_seconds
+            self._row_seconds = (
+                per_row if not recent else recent + FORWARD_SMOOTHING * (per_row - recent)
+            )
+        return out
+
+    def _ran(self, batch: list[Row]) -> None:
+        """A forward ended: its flows leave the running count (caller holds _ready)."""
+        self._running_flows.subtract(flow_of(r).key for r in batch)
+        self._running_flows = +self._running_flows  # drop the zeros
+        self._ready.notify_all()
 
     def _next_batch(self, worker: int) -> tuple[list[Row], bool] | None:
         """Wait for rows (None once stopping with nothing left), let the batch fill, take it;
@@ -350,12 +427,9 @@ class Batcher:
         self._expire()
         if not self._queue:
             return [], False  # every row was late: nothing to run
-        chosen = self._queue.take(self.max_batch_size)
-        self._timed -= sum(r.job.deadline is not None for r in chosen)
-        for task, count in Counter(r.job.lease.task for r in chosen).items():
-            self._untake(task, count)
-        self.metrics.queue_rows.set(len(self._queue))
-        idle = not self._queue and self._incoming == 0 and not self._busy
+        chosen = self._take_light() or self._queue.take(self.max_batch_size)
+        self._taken(chosen)
+        idle = not (self._queue or self._incoming or self._busy or self._express_busy)
         served = sum(not r.job.shadow for r in chosen)  # shadow rows ride along
         self._lone = idle and self._lone_threads is not None and served <= WIDEN_ROWS
         self._busy.add(worker)
@@ -365,8 +439,16 @@ class Batcher:
             self.metrics.lone_forwards.inc()
         return chosen, self._lone
 
-    def _compute(self, batch: list[Row]) -> list[dict]:
-        """Inference thread: collate, one forward, predictions."""
+    def _taken(self, chosen: list[Row]) -> None:
+        """Rows leave the queue for a forward (caller holds _ready)."""
+        self._timed -= sum(r.job.deadline is not None for r in chosen)
+        for task, count in Counter(r.job.lease.task for r in chosen).items():
+            self._untake(task, count)
+        self._running_flows.update(flow_of(r).key for r in chosen)
+        self.metrics.queue_rows.set(len(self._queue))
+
+    def _compute(self, batch: list[Row]) -> tuple[list[dict], float]:
+        """Inference thread: collate, one forward, predictions; and its seconds."""
         started = time.perf_counter()
         rows = [r.job.rows[r.index] for r in batch]
         keys = [r.job.lease.key for r in batch]
@@ -374,10 +456,6 @@ class Batcher:
         groups = self.engine.forward_by_task(padded, keys)
         out = _predictions(batch, groups)
         seconds = time.perf_counter() - started
-        per_row, recent = seconds / len(batch), self._row_seconds
-        self._row_seconds = (
-            per_row if not recent else recent + FORWARD_SMOOTHING * (per_row - recent)
-        )
         self.metrics.forward.observe(seconds)
         self.metrics.batch_rows.observe(len(batch))
         tasks = len(set(keys))
@@ -391,7 +469,7 @@ class Batcher:
         task_rows = dict(Counter(r.job.lease.task for r in batch))
         self.history.record([r.length for r in batch], task_rows, seconds, dict(kinds))
         self.metrics.tasks_seen.rows(task_rows)
-        return out
+        return out, seconds
 
 
 def _resolve(batch: list[Row], outcome: list[dict] | Exception) -> None:

@@ -7,14 +7,17 @@ tokens file), else the row's task (weight 1).
   the rest to the others), its own rows oldest first; with more flows waiting than a forward has
   rows, the flows whose oldest row waited longest go first. A flow alone gets the whole batch.
   A flow that floods the server fills only its own queue: everyone else's rows still go out in
-  the next forward.
+  the next forward. While a task has a backlog (over a full forward), the batcher may take
+  the rows of *light* flows (at most a few rows queued and a few in running forwards) first,
+  alone, in a short forward (`take_light`): a quiet tenant's row then rides in none of the
+  flood's full forwards.
 - `ArrivalQueue`: the oldest row and the queued rows nearest to it in length (first come, first
   served; the least padding for the padded forward).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,6 +59,11 @@ class RowQueue(Protocol):
     def expire(self, now: float) -> list[Row]:
         """Remove and return every row whose request's deadline passed."""
 
+    def take_light(self, limit: int, running: Counter[str]) -> list[Row]:
+        """Remove and return up to `limit` rows of light flows: flows with at most `limit`
+        rows queued and at most `limit` in `running` (flow key -> rows in running forwards),
+        those waiting longest first (none: the policy has no short forwards)."""
+
     def rows_before(self, flow: Flow, rows: int) -> int:
         """How many rows are taken (its own included) until the last of `rows` new rows of
         `flow` is."""
@@ -89,6 +97,10 @@ class ArrivalQueue:
             gone = {id(r) for r in late}
             self.rows = [r for r in self.rows if id(r) not in gone]
         return late
+
+    def take_light(self, limit: int, running: Counter[str]) -> list[Row]:
+        """First come, first served has no express forwards."""
+        return []
 
     def rows_before(self, flow: Flow, rows: int) -> int:
         """Everything queued goes first."""
@@ -149,6 +161,23 @@ class FairQueue:
                     self._drop(key)
         self.count -= len(late)
         return late
+
+    def take_light(self, limit: int, running: Counter[str]) -> list[Row]:
+        """Whole light flows, the one whose oldest row waited longest first, while they fit."""
+        light = [
+            key
+            for key, queue in self.flows.items()
+            if len(queue) <= limit and running.get(key, 0) <= limit
+        ]
+        chosen: list[Row] = []
+        for key in sorted(light, key=self._age):
+            queue = self.flows[key]
+            if len(chosen) + len(queue) > limit:
+                break
+            chosen += queue
+            self._drop(key)
+        self.count -= len(chosen)
+        return chosen
 
     def rows_before(self, flow: Flow, rows: int) -> int:
         """Its own queue, and each other flow's rows taken meanwhile (in proportion to the

@@ -51,6 +51,7 @@ async def info(state: StateDep):
         "workers": state.plan.workers,
         "threads_per_worker": state.plan.threads_per_worker,
         "lone_forward_threads": state.plan.lone_threads or state.plan.threads_per_worker,
+        "express_rows": state.plan.express_rows,
         "max_batch_size": state.settings.max_batch_size,
         "max_inputs": state.settings.max_inputs,
         "max_request_bytes": state.settings.limits.request.size,

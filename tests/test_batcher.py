@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from bitpatch.server.core.scheduling import Flow, pick_rows
 from bitpatch.server.errors import DeadlineExceeded, Overloaded, TaskQueueFull
 from bitpatch.server.metrics import Metrics
 from bitpatch.server.settings import Settings
+from bitpatch.testing import ServerProcess
 
 from tiny import make_model, random_patch
 
@@ -443,3 +445,42 @@ def test_without_a_backlog_a_light_row_waits_for_the_next_full_forward(engine):
     early, calls, express = asyncio.run(scenario())
     assert not early and express == 0
     assert sorted(calls[1]) == ["t0", "t0", "t0", "t1"]  # it rode in the next full forward
+
+
+def test_a_server_with_express_forwards_answers_a_flood_and_a_quiet_task_alike(
+    tiny_bert_dir, tmp_path
+):
+    model = make_model("bert")[0]
+    flags = ("--no-demo-patches", "--express-rows", "2", "--max-batch-size", "4")
+    with ServerProcess(tiny_bert_dir, tmp_path / "store", *flags) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for i in range(2):
+                patch = random_patch(model, f"t{i}", 2, "cls", seed=i).to_bytes()
+                assert http.put(f"/tasks/t{i}/patch", content=patch).status_code == 201
+            assert http.get("/info").json()["express_rows"] == 2
+            texts = [f"text number {i}" for i in range(8)]
+            alone = {
+                (t, x): http.post(f"/tasks/{t}/predict", json={"inputs": [x]}).json()
+                for t in ("t0", "t1")
+                for x in texts
+            }
+
+        async def together():
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                flood = [client.post("/tasks/t0/predict", json={"inputs": texts})] * 12
+                quiet = [client.post("/tasks/t1/predict", json={"inputs": [x]}) for x in texts]
+                return await asyncio.gather(*flood, *quiet)
+
+        replies = asyncio.run(together())
+    for reply in replies[:12]:
+        for text, prediction in zip(texts, reply.json()["predictions"], strict=True):
+            assert_close(prediction, alone[("t0", text)]["predictions"][0])
+    for text, reply in zip(texts, replies[12:], strict=True):
+        assert_close(reply.json()["predictions"][0], alone[("t1", text)]["predictions"][0])
+
+
+def assert_close(got: dict, want: dict) -> None:
+    """One classification prediction equal to another up to float32 rounding."""
+    assert got["label"] == want["label"]
+    for label, p in want["scores"].items():
+        assert abs(got["scores"][label] - p) <= 1e-5

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import random
 import tempfile
 import time
@@ -136,9 +137,11 @@ def predict(task: str, rows: int = 1, timeout_ms: int | None = None) -> RawReque
     return RawRequest(f"/tasks/{task}/predict", body, rows, headers)
 
 
-async def open_loop(pool: Pool, streams: list[tuple[float, callable]], seconds: float) -> list:
-    """Each stream (rate per s, make_request(rng)) sends at Poisson times for `seconds`; one
-    OpenResult per stream."""
+async def open_loop(
+    pool: Pool, streams: list[tuple[float, callable]], seconds: float, seed: int = 0
+) -> list:
+    """Each stream (rate per s, make_request(rng)) sends at Poisson times for `seconds` (stream
+    i drawn from seed + i); one OpenResult per stream."""
     results = [OpenResult() for _ in streams]  # their clocks start now
     pending: list[asyncio.Task] = []
 
@@ -147,7 +150,7 @@ async def open_loop(pool: Pool, streams: list[tuple[float, callable]], seconds: 
         result.add(str(status), time.perf_counter() - at, payload)
 
     async def stream(i: int, rate: float, make) -> None:
-        rng, at = random.Random(i), time.perf_counter()
+        rng, at = random.Random(seed + i), time.perf_counter()
         end = at + seconds
         while (at := at + rng.expovariate(rate)) < end:
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
@@ -160,16 +163,36 @@ async def open_loop(pool: Pool, streams: list[tuple[float, callable]], seconds: 
 
 
 def run_streams(url: str, streams, seconds: float) -> list[dict]:
-    """Open-loop streams against a server; each stream's summary."""
+    """Open-loop streams against a server, each in a client process of its own (tenants'
+    clients are separate machines: a flood's answers must not delay another tenant's sends);
+    each stream's summary."""
+    if len(streams) == 1:
+        return [_one_stream(url, streams[0], seconds, 0)]
+    fork = multiprocessing.get_context("fork")  # the streams' request makers are closures
+    results = fork.Queue()
+    clients = [
+        fork.Process(target=lambda i=i, s=s: results.put((i, _one_stream(url, s, seconds, i))))
+        for i, s in enumerate(streams)
+    ]
+    for client in clients:
+        client.start()
+    summaries = dict(results.get() for _ in clients)
+    for client in clients:
+        client.join()
+    return [summaries[i] for i in range(len(streams))]
+
+
+def _one_stream(url: str, stream, seconds: float, seed: int) -> dict:
+    """One open-loop stream's summary, from this process."""
 
     async def main():
         pool = Pool(url)
         try:
-            return await open_loop(pool, streams, seconds)
+            return await open_loop(pool, [stream], seconds, seed)
         finally:
             pool.close()
 
-    return [r.summary(seconds) for r in asyncio.run(main())]
+    return asyncio.run(main())[0].summary(seconds)
 
 
 def capacity(url: str, seconds: float) -> float:

@@ -144,7 +144,7 @@ class Settings(BaseSettings):
         description="on CPU, while a task has a backlog, the rows of light flows (at most this "
         "many queued and as many in running forwards) go first, alone, in short forwards, and "
         "one more thread runs them while every worker is busy: a quiet tenant's median latency "
-        "beside a flood falls ~2.5x, for about a quarter of the flood's throughput "
+        "beside a flood falls ~2.5x, for a quarter to a third of the flood's throughput "
         "(docs/TENANCY.md; 0: off)",
     )
     cudnn_attention: bool = Field(

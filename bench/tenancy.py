@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .launcher import ServerProcess
-from .loadgen import RawRequest, _post, run_load
+from .loadgen import RawRequest, _post, freeze_client_heap, run_load
 from .servers import PatchSource
 
 TASKS = 16
@@ -166,6 +166,7 @@ def run_streams(url: str, streams, seconds: float) -> list[dict]:
     """Open-loop streams against a server, each in a client process of its own (tenants'
     clients are separate machines: a flood's answers must not delay another tenant's sends);
     each stream's summary."""
+    freeze_client_heap()
     if len(streams) == 1:
         return [_one_stream(url, streams[0], seconds, 0)]
     fork = multiprocessing.get_context("fork")  # the streams' request makers are closures

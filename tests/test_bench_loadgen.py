@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
-from bench.loadgen import run_load
+from bench.loadgen import freeze_client_heap, run_load
 from bench.server_bench import first_requests, request_maker
 
 
@@ -43,3 +44,13 @@ def test_one_client_sends_the_requests_its_bare_reference_is_timed_on():
     answered = asyncio.run(scenario())
     assert answered == len(bodies) > 10
     assert [b["inputs"] for b in bodies] == [[x] for x in first_requests(len(bodies))]
+
+
+def test_a_load_generator_exempts_what_it_holds_from_later_collections():
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        freeze_client_heap()
+        assert gc.get_freeze_count() > 1000  # pytest, torch and this module at least
+    finally:
+        gc.unfreeze()

@@ -4,10 +4,10 @@ request is sent at its scheduled time whatever the answers; latency counts from 
 Capacity is the server's rows per second (closed-loop clients sending 4-input requests over 16
 tasks). Load is counted in rows, so the forward is what is overloaded, not the HTTP parser:
 - Noisy neighbour: task A sends 8-input requests at 5x capacity, task B 1-input requests at
-  10%; B's latency and errors beside A against B alone, side by side in one run on four
+  10%; B's latency and errors beside A against B alone, side by side in one run on five
   servers (all with --max-queue-per-task): fair batching (the default), fair batching with
-  express forwards (--express-rows 8), fair batching with half-size forwards
-  (--max-batch-size 16), and arrival-order batching.
+  express forwards (--express-rows 8), fair batching with smaller forwards (--max-batch-size 16
+  and 8), and arrival-order batching.
 - Overload: 16 tasks at 2x capacity (4-input requests) with a deadline (X-Bitpatch-Timeout-Ms)
   and without: how fast a shed request is answered, the admitted requests' p99 against the
   deadline plus one forward.
@@ -38,6 +38,7 @@ POLICIES = {  # the noisy neighbour's servers: name -> flags
     "fair": ("--batching", "fair"),
     "fair_express": ("--batching", "fair", "--express-rows", "8"),
     "fair_batch16": ("--batching", "fair", "--max-batch-size", "16"),
+    "fair_batch8": ("--batching", "fair", "--max-batch-size", "8"),
     "arrival": ("--batching", "arrival"),
 }
 

@@ -484,3 +484,22 @@ def assert_close(got: dict, want: dict) -> None:
     assert got["label"] == want["label"]
     for label, p in want["scores"].items():
         assert abs(got["scores"][label] - p) <= 1e-5
+
+
+def test_the_express_thread_leaves_the_workers_their_own_torch_threads(engine):
+    async def scenario():
+        plan = BatchPlan(4, 0, 100, workers=1, threads_per_worker=2, express_rows=2)
+        batcher = Batcher(engine, Metrics(), plan)  # fresh threads: none set its torch threads
+        batcher.start()
+        await asyncio.sleep(0.1)  # the express thread has set its own (one)
+        engine.threads.clear()
+        batcher.admit(1, "t0")
+        await batcher.submit(lease(engine, "t0"), rows(engine, ["a"]))
+        await batcher.stop()
+        return list(engine.threads)
+
+    before = torch.get_num_threads()
+    try:
+        assert [n for _, n in asyncio.run(scenario())] == [2]
+    finally:
+        torch.set_num_threads(before)

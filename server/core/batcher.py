@@ -165,6 +165,7 @@ class Batcher:
         self._busy: set[int] = set()  # workers computing a batch now
         self._lone = False  # a lone forward holds every worker's threads
         self._lone_threads = plan.lone_threads  # torch threads of a lone forward; None: never
+        self._threads_per_worker = plan.threads_per_worker
         self._express_rows = plan.express_rows
         self._express_busy = False  # an express forward runs now
         self._running_flows: Counter[str] = Counter()  # flow key -> rows in running forwards
@@ -284,6 +285,7 @@ class Batcher:
     def _work(self, worker: int) -> None:
         """Inference thread: take a batch, compute it, post the results; until stopped."""
         name_os_thread(f"bp-forward-{worker}")
+        _own_torch_threads(self._threads_per_worker)
         while (taken := self._next_batch(worker)) is not None:
             batch, lone = taken
             with self._threads(lone):
@@ -298,7 +300,7 @@ class Batcher:
     def _express(self) -> None:
         """Express thread (one torch thread): light flows' rows while every worker is busy."""
         name_os_thread("bp-express")
-        torch.set_num_threads(1)
+        _own_torch_threads(1)
         while (batch := self._next_express()) is not None:
             outcome = self._run(batch, timed=False)
             with self._ready:
@@ -470,6 +472,14 @@ class Batcher:
         self.history.record([r.length for r in batch], task_rows, seconds, dict(kinds))
         self.metrics.tasks_seen.rows(task_rows)
         return out, seconds
+
+
+def _own_torch_threads(count: int) -> None:
+    """Size the calling thread's torch threads. torch sizes a thread at its first use from the
+    process-wide value, which the last set_num_threads on any thread wrote, so that first use
+    comes before the setting here (or a worker could get the express thread's one)."""
+    torch.get_num_threads()
+    torch.set_num_threads(count)
 
 
 def _resolve(batch: list[Row], outcome: list[dict] | Exception) -> None:

@@ -389,17 +389,24 @@ def test_a_forward_shares_its_rows_between_tenants_by_weight(engine):
     assert sum(len(keys) for keys in calls) == 24
 
 
+async def held_flood(engine) -> tuple[Batcher, asyncio.Future]:
+    """A one-worker batcher with express forwards whose worker holds a 4-row forward of t0."""
+    batcher = Batcher(
+        engine, Metrics(), BatchPlan(4, 0, 100, express_rows=2), one_thread_workers(2)
+    )
+    batcher.start()
+    engine.calls.clear()
+    engine.held, engine.gate = {"t0"}, threading.Event()
+    batcher.admit(4, "t0")
+    first = batcher.submit(lease(engine, "t0"), rows(engine, list("abcd")))
+    await asyncio.sleep(0.1)  # the one worker holds the flood's first forward
+    return batcher, first
+
+
 def test_a_light_tasks_row_runs_in_an_express_forward_beside_a_busy_worker(engine):
     async def scenario():
-        batcher = Batcher(
-            engine, Metrics(), BatchPlan(4, 0, 100, express_rows=2), one_thread_workers(2)
-        )
-        batcher.start()
-        engine.calls.clear()
-        engine.held, engine.gate = {"t0"}, threading.Event()
-        batcher.admit(4, "t0")
-        flood = [batcher.submit(lease(engine, "t0"), rows(engine, list("abcd")))]
-        await asyncio.sleep(0.1)  # the one worker holds the flood's first forward
+        batcher, first = await held_flood(engine)
+        flood = [first]
         batcher.admit(8, "t0")  # a backlog of two full forwards
         flood.append(batcher.submit(lease(engine, "t0"), rows(engine, list("efghijkl"))))
         batcher.admit(1, "t1")
@@ -421,15 +428,7 @@ def test_a_light_tasks_row_runs_in_an_express_forward_beside_a_busy_worker(engin
 
 def test_without_a_backlog_a_light_row_waits_for_the_next_full_forward(engine):
     async def scenario():
-        batcher = Batcher(
-            engine, Metrics(), BatchPlan(4, 0, 100, express_rows=2), one_thread_workers(2)
-        )
-        batcher.start()
-        engine.calls.clear()
-        engine.held, engine.gate = {"t0"}, threading.Event()
-        batcher.admit(4, "t0")
-        first = batcher.submit(lease(engine, "t0"), rows(engine, list("abcd")))
-        await asyncio.sleep(0.1)
+        batcher, first = await held_flood(engine)
         batcher.admit(4, "t0")  # four rows: no backlog over a full forward
         second = batcher.submit(lease(engine, "t0"), rows(engine, list("efgh")))
         batcher.admit(1, "t1")

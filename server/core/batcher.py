@@ -168,7 +168,8 @@ class Batcher:
         self._threads_per_worker = plan.threads_per_worker
         self._express_rows = plan.express_rows
         self._express_busy = False  # an express forward runs now
-        self._running_flows: Counter[str] = Counter()  # flow key -> rows in running forwards
+        # flow key -> rows in running forwards (kept only with express forwards: light flows)
+        self._running_flows: Counter[str] = Counter()
         # the threads that run torch (shared with loading; see ServerState.inference): once
         # started, each of them runs one worker loop until stop()
         self._executor = inference or ThreadPoolExecutor(
@@ -354,8 +355,13 @@ class Batcher:
 
     def _ran(self, batch: list[Row]) -> None:
         """A forward ended: its flows leave the running count (caller holds _ready)."""
-        self._running_flows.subtract(flow_of(r).key for r in batch)
-        self._running_flows = +self._running_flows  # drop the zeros
+        if self._express_rows:
+            for key, count in Counter(flow_of(r).key for r in batch).items():
+                left = self._running_flows[key] - count
+                if left > 0:
+                    self._running_flows[key] = left
+                else:
+                    del self._running_flows[key]
         self._ready.notify_all()
 
     def _next_batch(self, worker: int) -> tuple[list[Row], bool] | None:
@@ -446,7 +452,8 @@ class Batcher:
         self._timed -= sum(r.job.deadline is not None for r in chosen)
         for task, count in Counter(r.job.lease.task for r in chosen).items():
             self._untake(task, count)
-        self._running_flows.update(flow_of(r).key for r in chosen)
+        if self._express_rows:
+            self._running_flows.update(flow_of(r).key for r in chosen)
         self.metrics.queue_rows.set(len(self._queue))
 
     def _compute(self, batch: list[Row]) -> tuple[list[dict], float]:

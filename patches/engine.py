@@ -76,6 +76,8 @@ class Engine(Protocol):
     @property
     def forward_kernel(self) -> str: ...
     @property
+    def forward_yields(self) -> bool: ...
+    @property
     def state(self) -> EngineState: ...
     def register(self, key: str, patch: PatchFile | CheckedPatch) -> None: ...
     def unregister(self, key: str) -> None: ...
@@ -125,6 +127,11 @@ class MultiTaskEngine:
     def forward_kernel(self) -> str:
         """What runs the forward's matrix products: aten, onednn_prepacked or onnxruntime."""
         return self.backbone_forward.kernel
+
+    @property
+    def forward_yields(self) -> bool:
+        """Whether its forward lets its thread run other work between layers (layer_breaks.py)."""
+        return self.backbone_forward.yields
 
     @property
     def state(self) -> EngineState:

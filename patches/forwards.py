@@ -43,6 +43,7 @@ class BackboneForward(Protocol):
 
     name: str
     kernel: str  # what runs its matrix products
+    yields: bool  # whether it calls layer_breaks.layer_done() between layers
 
     def __call__(
         self, inputs: Mapping[str, torch.Tensor], table: torch.Tensor, row_task: torch.Tensor
@@ -53,6 +54,7 @@ class _Eager:
     """An eager walk: the model's own modules."""
 
     kernel = "aten"
+    yields = False
 
     def __init__(self, model: nn.Module, slices: Mapping[str, slice]):
         self.model, self.slices = model, slices
@@ -63,6 +65,7 @@ class PackedForward(_Eager):
     and dtype support (`prepacked.py`)."""
 
     name = "packed"
+    yields = True
 
     def __init__(self, model: nn.Module, slices: Mapping[str, slice]):
         super().__init__(model, slices)

@@ -42,6 +42,7 @@ class OnnxForward:
 
     name = "onnxruntime"
     kernel = "onnxruntime"
+    yields = False  # one graph call: no layer breaks
 
     def __init__(self, model: nn.Module, slices: Mapping[str, slice], cache: ForwardCache):
         import onnxruntime

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from .layer_breaks import layer_done
+
 
 @dataclass(frozen=True)
 class RowTasks:
@@ -151,7 +153,9 @@ def packed_forward(
     packing = Packing.of(batch["attention_mask"])
     biases = _TokenBiases(tasks, packing.token_row, model.dtype, linear)
     hidden = _embed(model.embeddings, batch, packing, biases)  # (N, H)
-    for layer in model.encoder.layer:
+    for i, layer in enumerate(model.encoder.layer):
+        if i:
+            layer_done()  # other work of this thread may run here (layer_breaks.py)
         hidden = _layer(layer, hidden, packing, biases)  # (N, H)
     last = packing.unpack(hidden)  # (B, T, H)
     pooled = None
@@ -192,6 +196,7 @@ def _layer(layer: nn.Module, hidden: torch.Tensor, packing: Packing, biases: _To
     context = _attend(attention.self, hidden, packing, biases)  # (N, H)
     out = _linear(context, attention.output.dense, biases)
     hidden = _layer_norm(out + hidden, attention.output.LayerNorm, biases)
+    layer_done()  # and between its attention and its feed-forward
     inner = layer.intermediate.intermediate_act_fn(
         _linear(hidden, layer.intermediate.dense, biases)
     )  # (N, I)

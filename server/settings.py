@@ -141,11 +141,12 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=64,
-        description="on CPU, while a task has a backlog, the rows of light flows (at most this "
-        "many queued and as many in running forwards) go first, alone, in short forwards, and "
-        "one more thread runs them while every worker is busy: a quiet tenant's median latency "
-        "beside a flood falls ~2.5x, for a quarter to a third of the flood's throughput "
-        "(docs/TENANCY.md; 0: off)",
+        description="on CPU, while some flow has more than a forward's rows queued and "
+        "running, the rows of light flows (at most this many queued and as many running) go "
+        "first, alone, in short forwards that a busy worker runs between two halves of a "
+        "layer (or, for a forward without layer breaks, one more thread): a quiet tenant "
+        "beside a flood waits for half a layer instead of whole forwards, for part of the "
+        "flood's throughput (docs/TENANCY.md; 0: off)",
     )
     cudnn_attention: bool = Field(
         False,

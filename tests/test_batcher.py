@@ -28,8 +28,8 @@ from tiny import make_model, random_patch
 class RecordingEngine(MultiTaskEngine):
     """The real engine, recording each forward's keys; can be held at a gate."""
 
-    def __init__(self, backbone):
-        super().__init__(backbone)
+    def __init__(self, backbone, forward="packed"):
+        super().__init__(backbone, forward)
         self.calls: list[list[str]] = []
         self.threads: list[tuple[int, int]] = []  # (worker thread, its torch threads) per forward
         self.lengths: list[list[int]] = []
@@ -54,13 +54,25 @@ class RecordingEngine(MultiTaskEngine):
         return super().forward_by_task(batch, keys)
 
 
-@pytest.fixture(scope="module")
-def engine():
+def recording_engine(forward: str) -> RecordingEngine:
+    """A tiny BERT engine with four tasks, t0..t3."""
     model, tokenizer = make_model("bert")
-    engine = RecordingEngine(backbone_from_model(model, tokenizer, "tiny"))
+    engine = RecordingEngine(backbone_from_model(model, tokenizer, "tiny"), forward)
     for i in range(4):
         engine.register(f"t{i}", random_patch(model, f"t{i}", 2, "cls", seed=i))
     return engine
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """Its forward (the packed walk) has layer breaks."""
+    return recording_engine("packed")
+
+
+@pytest.fixture(scope="module")
+def unbroken_engine():
+    """Its forward (the padded one) has no layer breaks: express forwards get a thread."""
+    return recording_engine("padded")
 
 
 def lease(engine, key: str) -> Lease:
@@ -389,11 +401,10 @@ def test_a_forward_shares_its_rows_between_tenants_by_weight(engine):
     assert sum(len(keys) for keys in calls) == 24
 
 
-async def held_flood(engine) -> tuple[Batcher, asyncio.Future]:
+async def held_flood(engine, batch_size: int = 4) -> tuple[Batcher, asyncio.Future]:
     """A one-worker batcher with express forwards whose worker holds a 4-row forward of t0."""
-    batcher = Batcher(
-        engine, Metrics(), BatchPlan(4, 0, 100, express_rows=2), one_thread_workers(2)
-    )
+    plan = BatchPlan(batch_size, 0, 100, express_rows=2)
+    batcher = Batcher(engine, Metrics(), plan, one_thread_workers(2))
     batcher.start()
     engine.calls.clear()
     engine.held, engine.gate = {"t0"}, threading.Event()
@@ -403,7 +414,9 @@ async def held_flood(engine) -> tuple[Batcher, asyncio.Future]:
     return batcher, first
 
 
-def test_a_light_tasks_row_runs_in_an_express_forward_beside_a_busy_worker(engine):
+def test_a_light_tasks_row_runs_in_an_express_forward_beside_a_busy_worker(unbroken_engine):
+    engine = unbroken_engine
+
     async def scenario():
         batcher, first = await held_flood(engine)
         flood = [first]
@@ -426,10 +439,63 @@ def test_a_light_tasks_row_runs_in_an_express_forward_beside_a_busy_worker(engin
     assert express == 1
 
 
-def test_without_a_backlog_a_light_row_waits_for_the_next_full_forward(engine):
+class BreakHeldBatcher(Batcher):
+    """Holds its worker at the first layer break it reaches until `gate` opens."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.reached, self.gate = threading.Event(), threading.Event()
+
+    def _express_in_break(self):
+        if not self.reached.is_set():
+            self.reached.set()
+            self.gate.wait(10)
+        super()._express_in_break()
+
+
+def test_a_light_row_runs_in_a_layer_break_of_the_floods_forward(engine):
     async def scenario():
-        batcher, first = await held_flood(engine)
-        batcher.admit(4, "t0")  # four rows: no backlog over a full forward
+        plan = BatchPlan(4, 0, 100, express_rows=2)
+        batcher = BreakHeldBatcher(engine, Metrics(), plan, one_thread_workers(1))
+        batcher.start()
+        engine.calls.clear()
+        done: list[str] = []
+        batcher.admit(4, "t0")
+        flood = [batcher.submit(lease(engine, "t0"), rows(engine, list("abcd")))]
+        await asyncio.to_thread(batcher.reached.wait, 5)  # after the forward's first layer
+        batcher.admit(8, "t0")  # a backlog of two full forwards
+        flood.append(batcher.submit(lease(engine, "t0"), rows(engine, list("efghijkl"))))
+        batcher.admit(1, "t1")
+        quiet = batcher.submit(lease(engine, "t1"), rows(engine, ["q"]))
+        for name, future in (("flood", flood[0]), ("quiet", quiet)):
+            future.add_done_callback(lambda _, name=name: done.append(name))
+        batcher.gate.set()
+        replies = await asyncio.gather(*flood, quiet)
+        await batcher.stop()
+        return done, replies, engine.calls, batcher.metrics.express_forwards._value.get()
+
+    done, replies, calls, express = asyncio.run(scenario())
+    assert done == ["quiet", "flood"]  # answered before the forward it broke into
+    assert calls == [["t0"] * 4, ["t1"], ["t0"] * 4, ["t0"] * 4] and express == 1
+    texts = list("abcdefghijkl")
+    alone = [engine.predict("t0", [text])[0] for text in texts]
+    assert_all_close(replies[0] + replies[1], alone)
+    assert_all_close(replies[2], engine.predict("t1", ["q"]))
+
+
+def assert_all_close(got: list[dict], want: list[dict]) -> None:
+    """Classification predictions equal one by one up to float32 rounding."""
+    assert len(got) == len(want)
+    for one, other in zip(got, want, strict=True):
+        assert_close(one, other)
+
+
+def test_while_no_flow_is_heavy_a_light_row_waits_for_the_next_full_forward(unbroken_engine):
+    engine = unbroken_engine
+
+    async def scenario():
+        batcher, first = await held_flood(engine, batch_size=8)
+        batcher.admit(4, "t0")  # 4 running and 4 queued: one forward's rows, not more
         second = batcher.submit(lease(engine, "t0"), rows(engine, list("efgh")))
         batcher.admit(1, "t1")
         quiet = batcher.submit(lease(engine, "t1"), rows(engine, ["q"]))
@@ -443,14 +509,16 @@ def test_without_a_backlog_a_light_row_waits_for_the_next_full_forward(engine):
 
     early, calls, express = asyncio.run(scenario())
     assert not early and express == 0
-    assert sorted(calls[1]) == ["t0", "t0", "t0", "t1"]  # it rode in the next full forward
+    assert sorted(calls[1]) == ["t0"] * 4 + ["t1"]  # it rode in the next full forward
 
 
+@pytest.mark.parametrize("forward", ["packed", "padded"])  # in layer breaks; on a thread
 def test_a_server_with_express_forwards_answers_a_flood_and_a_quiet_task_alike(
-    tiny_bert_dir, tmp_path
+    tiny_bert_dir, tmp_path, forward
 ):
     model = make_model("bert")[0]
     flags = ("--no-demo-patches", "--express-rows", "2", "--max-batch-size", "4")
+    flags += ("--forward", forward)
     with ServerProcess(tiny_bert_dir, tmp_path / "store", *flags) as server:
         with httpx.Client(base_url=server.url, timeout=60) as http:
             for i in range(2):
@@ -485,7 +553,9 @@ def assert_close(got: dict, want: dict) -> None:
         assert abs(got["scores"][label] - p) <= 1e-5
 
 
-def test_the_express_thread_leaves_the_workers_their_own_torch_threads(engine):
+def test_the_express_thread_leaves_the_workers_their_own_torch_threads(unbroken_engine):
+    engine = unbroken_engine
+
     async def scenario():
         plan = BatchPlan(4, 0, 100, workers=1, threads_per_worker=2, express_rows=2)
         batcher = Batcher(engine, Metrics(), plan)  # fresh threads: none set its torch threads

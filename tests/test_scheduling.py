@@ -105,12 +105,22 @@ def test_light_flows_are_taken_alone_whole_and_oldest_first():
     queue.add(rows_of("pair", 2, at=3.0))
     queue.add(rows_of("late", 2, at=4.0))  # would not fit beside the others
     running = Counter({"task:flood": 32, "task:busy": 9, "task:pair": 2})
-    taken = queue.take_light(4, running)
+    taken = queue.take_light(4, running, heavy=32)
     assert [r.job.lease.task for r in taken] == ["quiet", "pair", "pair"]
     assert len(queue) == 44 and tasks_taken(queue.take(64)) == {"flood": 40, "busy": 2, "late": 2}
+
+
+def test_light_flows_wait_while_no_flow_is_heavy():
+    queue = FairQueue()
+    queue.add(rows_of("even", 16, at=0.0))
+    queue.add(rows_of("quiet", 1, at=1.0))
+    running = Counter({"task:even": 16})  # 32 rows: a forward's, not more
+    assert queue.take_light(4, running, heavy=32) == []
+    running["task:even"] += 1
+    assert [r.job.lease.task for r in queue.take_light(4, running, heavy=32)] == ["quiet"]
 
 
 def test_arrival_order_has_no_light_flows():
     queue = ArrivalQueue()
     queue.add(rows_of("quiet", 1, at=0.0))
-    assert queue.take_light(4, Counter()) == [] and len(queue) == 1
+    assert queue.take_light(4, Counter(), heavy=0) == [] and len(queue) == 1

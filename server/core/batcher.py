@@ -18,13 +18,16 @@ alone; a batch of a few rows that leaves nothing queued while no other worker is
 *lone* forward and may run on every worker's threads (`lone_threads`): the others wait until it
 ends.
 
-Express forwards (`express_rows`, CPU only, off by default): while some task has more than
-max-batch-size rows admitted and not yet taken (a backlog), the rows of light flows (a tenant or
-task with at most express_rows rows queued and as many in running forwards) are taken first,
-alone, in a short forward: by the next worker to free up, or, while every worker is busy, by
-one more thread (one torch thread) beside the full forwards. A light flow's row then rides in
-none of the flood's full forwards. Short forwards cost more CPU per row than full ones, so the
-flood gets less throughput.
+Express forwards (`express_rows`, CPU only): while some flow is heavy (more than max-batch-size
+rows queued and in running forwards), the rows of light flows (a tenant or task with at most
+express_rows rows queued and as many in running forwards) are taken first, alone, in a short
+forward: by the next worker to free up, or, while every worker is busy, by the first worker to
+finish a layer of its full forward, which runs the short forward on its own threads before its
+next layer (patches/layer_breaks.py). A light flow's row then waits at most one layer of the
+flood's forwards, never a whole one, and no thread is added. A forward without layer breaks (one
+ONNX Runtime graph) gets one more thread (one torch thread) that runs express forwards beside
+the full ones instead. Short forwards cost more CPU per row than full ones, so the flood gets
+somewhat less throughput.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -44,6 +47,7 @@ import torch
 
 from ...patches.encoding import EncodedRow, collate
 from ...patches.engine import Engine, TaskLogits
+from ...patches.layer_breaks import between_layers
 from ...patches.outputs import to_predictions
 from ...patches.tuning import name_os_thread
 from ..errors import DeadlineExceeded, Overloaded, TaskQueueFull
@@ -167,7 +171,10 @@ class Batcher:
         self._lone_threads = plan.lone_threads  # torch threads of a lone forward; None: never
         self._threads_per_worker = plan.threads_per_worker
         self._express_rows = plan.express_rows
-        self._express_busy = False  # an express forward runs now
+        self._express_busy = False  # the express thread runs an express forward now
+        # express forwards run in the workers' layer breaks, or else on an express thread
+        self._in_breaks = bool(plan.express_rows) and engine.forward_yields
+        self._paused = threading.local()  # seconds this thread's full forward spent in breaks
         # flow key -> rows in running forwards (kept only with express forwards: light flows)
         self._running_flows: Counter[str] = Counter()
         # the threads that run torch (shared with loading; see ServerState.inference): once
@@ -185,11 +192,11 @@ class Batcher:
         return len(self._queue)
 
     def start(self) -> None:
-        """Start one worker loop per inference thread (and the express loop); results come
-        back to the running loop."""
+        """Start one worker loop per inference thread (and the express loop when forwards have
+        no layer breaks); results come back to the running loop."""
         self._loop = asyncio.get_running_loop()
         loops = [partial(self._work, i) for i in range(self._workers)]
-        loops += [self._express] if self._express_rows else []
+        loops += [self._express] if self._express_rows and not self._in_breaks else []
         self._running = [asyncio.wrap_future(self._executor.submit(f)) for f in loops]
 
     async def stop(self) -> None:
@@ -289,7 +296,10 @@ class Batcher:
         _own_torch_threads(self._threads_per_worker)
         while (taken := self._next_batch(worker)) is not None:
             batch, lone = taken
-            with self._threads(lone):
+            breaks = nullcontext()  # a lone forward holds every core: nothing breaks in
+            if self._in_breaks and not lone:
+                breaks = between_layers(self._express_in_break)
+            with self._threads(lone), breaks:
                 outcome = self._run(batch, timed=True)
             with self._ready:  # idle before the answers go out: a request that follows
                 self._busy.discard(worker)  # them finds no worker busy (and may run widened)
@@ -309,6 +319,26 @@ class Batcher:
                 self._ran(batch)
             self._loop.call_soon_threadsafe(_resolve, batch, outcome)
 
+    def _express_in_break(self) -> None:
+        """A worker between two halves of its forward: light flows' rows, if any wait, run now
+        in a short forward on its threads (their seconds do not count as the full
+        forward's)."""
+        if not self._queue:  # a hint read without the lock; taken again under it
+            return
+        with self._ready:
+            self._expire()
+            batch = self._take_light()
+            if not batch:
+                return
+            self._taken(batch)
+            self.metrics.express_forwards.inc()
+        paused, started = self._paused.seconds, time.perf_counter()
+        outcome = self._run(batch, timed=False)  # (its _compute zeroes _paused.seconds)
+        with self._ready:
+            self._ran(batch)
+        self._loop.call_soon_threadsafe(_resolve, batch, outcome)
+        self._paused.seconds = paused + time.perf_counter() - started
+
     def _next_express(self) -> list[Row] | None:
         """Wait until every worker is busy and light flows have rows, take them (None once
         stopping: the workers finish the queue)."""
@@ -326,12 +356,11 @@ class Batcher:
             return None
 
     def _take_light(self) -> list[Row]:
-        """Light flows' rows for a short forward, while some task has more than a full
-        forward's rows admitted and not yet taken (caller holds _ready)."""
-        backlog = max(self._task_rows.values(), default=0) > self.max_batch_size
-        if not (self._express_rows and backlog):
+        """Light flows' rows for a short forward, while some flow has more than a full
+        forward's rows queued and in running forwards (caller holds _ready)."""
+        if not self._express_rows:
             return []
-        return self._queue.take_light(self._express_rows, self._running_flows)
+        return self._queue.take_light(self._express_rows, self._running_flows, self.max_batch_size)
 
     def _express_due(self) -> bool:
         """Rows wait and every worker runs a forward of its own (caller holds _ready)."""
@@ -457,14 +486,16 @@ class Batcher:
         self.metrics.queue_rows.set(len(self._queue))
 
     def _compute(self, batch: list[Row]) -> tuple[list[dict], float]:
-        """Inference thread: collate, one forward, predictions; and its seconds."""
+        """Inference thread: collate, one forward, predictions; and its seconds (without the
+        express forwards it ran in its layer breaks)."""
+        self._paused.seconds = 0.0
         started = time.perf_counter()
         rows = [r.job.rows[r.index] for r in batch]
         keys = [r.job.lease.key for r in batch]
         padded = collate(rows, self.engine.backbone.tokenizer.pad_token_id)
         groups = self.engine.forward_by_task(padded, keys)
         out = _predictions(batch, groups)
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started - self._paused.seconds
         self.metrics.forward.observe(seconds)
         self.metrics.batch_rows.observe(len(batch))
         tasks = len(set(keys))

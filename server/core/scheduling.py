@@ -7,10 +7,10 @@ tokens file), else the row's task (weight 1).
   the rest to the others), its own rows oldest first; with more flows waiting than a forward has
   rows, the flows whose oldest row waited longest go first. A flow alone gets the whole batch.
   A flow that floods the server fills only its own queue: everyone else's rows still go out in
-  the next forward. While a task has a backlog (over a full forward), the batcher may take
-  the rows of *light* flows (at most a few rows queued and a few in running forwards) first,
-  alone, in a short forward (`take_light`): a quiet tenant's row then rides in none of the
-  flood's full forwards.
+  the next forward. While some flow is heavy (over a full forward's rows queued and in
+  running forwards), the batcher may take the rows of *light* flows (at most a few rows
+  queued and a few in running forwards) first, alone, in a short forward (`take_light`): a
+  quiet tenant's row then rides in none of the flood's full forwards.
 - `ArrivalQueue`: the oldest row and the queued rows nearest to it in length (first come, first
   served; the least padding for the padded forward).
 """
@@ -59,10 +59,11 @@ class RowQueue(Protocol):
     def expire(self, now: float) -> list[Row]:
         """Remove and return every row whose request's deadline passed."""
 
-    def take_light(self, limit: int, running: Counter[str]) -> list[Row]:
-        """Remove and return up to `limit` rows of light flows: flows with at most `limit`
-        rows queued and at most `limit` in `running` (flow key -> rows in running forwards),
-        those waiting longest first (none: the policy has no short forwards)."""
+    def take_light(self, limit: int, running: Counter[str], heavy: int) -> list[Row]:
+        """While some flow is heavy (more than `heavy` rows queued and in `running`, flow key
+        -> rows in running forwards), remove and return up to `limit` rows of light flows:
+        flows with at most `limit` rows queued and at most `limit` running, those waiting
+        longest first (none: the policy has no short forwards)."""
 
     def rows_before(self, flow: Flow, rows: int) -> int:
         """How many rows are taken (its own included) until the last of `rows` new rows of
@@ -98,7 +99,7 @@ class ArrivalQueue:
             self.rows = [r for r in self.rows if id(r) not in gone]
         return late
 
-    def take_light(self, limit: int, running: Counter[str]) -> list[Row]:
+    def take_light(self, limit: int, running: Counter[str], heavy: int) -> list[Row]:
         """First come, first served has no express forwards."""
         return []
 
@@ -162,8 +163,11 @@ class FairQueue:
         self.count -= len(late)
         return late
 
-    def take_light(self, limit: int, running: Counter[str]) -> list[Row]:
-        """Whole light flows, the one whose oldest row waited longest first, while they fit."""
+    def take_light(self, limit: int, running: Counter[str], heavy: int) -> list[Row]:
+        """Whole light flows, the one whose oldest row waited longest first, while they fit
+        (none while no flow is heavy)."""
+        if not self._some_heavy(running, heavy):
+            return []
         light = [
             key
             for key, queue in self.flows.items()
@@ -178,6 +182,12 @@ class FairQueue:
             self._drop(key)
         self.count -= len(chosen)
         return chosen
+
+    def _some_heavy(self, running: Counter[str], heavy: int) -> bool:
+        """Some flow has more than `heavy` rows queued and running."""
+        if max(running.values(), default=0) > heavy:
+            return True
+        return any(len(q) + running.get(key, 0) > heavy for key, q in self.flows.items())
 
     def rows_before(self, flow: Flow, rows: int) -> int:
         """Its own queue, and each other flow's rows taken meanwhile (in proportion to the

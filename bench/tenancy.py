@@ -11,6 +11,9 @@ tasks). Load is counted in rows, so the forward is what is overloaded, not the H
 - Overload: 16 tasks at 2x capacity (4-input requests) with a deadline (X-Bitpatch-Timeout-Ms)
   and without: how fast a shed request is answered, the admitted requests' p99 against the
   deadline plus one forward.
+- Refusal storm: 16 closed-loop clients resend at once every refused 1-input request of one
+  task (--max-queue-per-task 4): the admitted requests' rate and latency with Python's 5 ms
+  thread switch interval and with the server's default (--gil-switch-ms).
 """
 
 from __future__ import annotations
@@ -243,6 +246,26 @@ def server_p99(url: str) -> float | None:
     return page["tasks"][0]["p99_ms"] if page["tasks"] else None
 
 
+STORM_SWITCH_MS = (5.0, 0.2)  # Python's default, the server's
+
+
+def refusal_storm(store: Path, flags: tuple, seconds: float) -> dict:
+    """Admitted and refused requests/s under a storm of instant retries, per switch interval."""
+    out = {}
+    for switch_ms in STORM_SWITCH_MS:
+        storm_flags = (*flags, "--max-queue-per-task", "4", "--gil-switch-ms", str(switch_ms))
+        with ServerProcess("default", store, *storm_flags) as server:
+            make = lambda rng: predict("t0")  # noqa: E731
+            summary = asyncio.run(run_load(server.url, make, 16, seconds)).summary()
+        out[str(switch_ms)] = {
+            "admitted_per_s": round(summary["requests_per_s"], 1),
+            "admitted_p50_ms": round(summary["p50_ms"], 1),
+            "admitted_p99_ms": round(summary["p99_ms"], 1),
+            "refused_per_s": round(summary["errors"] / seconds, 1),
+        }
+    return out
+
+
 def run_tenancy(quick: bool) -> dict:
     """Capacity, then the noisy neighbour on each of POLICIES' servers, then overload on the
     default one."""
@@ -261,6 +284,7 @@ def run_tenancy(quick: bool) -> dict:
                 results[policy]["noisy"] = noisy_neighbour(server.url, rate, seconds)
         fair_rate = results["fair"]["capacity_rows_per_s"]
         results["overload"] = overload(store, flags, fair_rate, seconds)
+        results["storm"] = refusal_storm(store, ("--no-demo-patches",), seconds)
     return results
 
 
@@ -299,4 +323,15 @@ def tenancy_markdown(results: dict) -> str:
             f"| {label} | {r['answered_per_s']} | {r['p50_ms']} / {r['p99_ms']} | "
             f"{r['server_p99_ms_worst_task']} | {r['errors']} | {shed} | {dropped} |"
         )
+    if "storm" in results:
+        lines += [
+            "",
+            "| refusal storm, --gil-switch-ms | admitted/s | admitted p50 / p99 ms | refused/s |",
+            "|---|---|---|---|",
+        ]
+        for switch_ms, r in results["storm"].items():
+            lines.append(
+                f"| {switch_ms} | {r['admitted_per_s']} | {r['admitted_p50_ms']} / "
+                f"{r['admitted_p99_ms']} | {r['refused_per_s']} |"
+            )
     return "\n".join(lines)

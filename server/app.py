@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 
 from fastapi import FastAPI
 
@@ -37,6 +38,7 @@ async def _start(state: ServerState) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         return
     s = state.settings
+    sys.setswitchinterval(s.gil_switch_ms / 1000)
     if s.gc_freeze:
         freeze_heap()
     state.start_serving(registry)

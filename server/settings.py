@@ -165,6 +165,15 @@ class Settings(BaseSettings):
         "so full collections under traffic skip the ~0.4M objects of torch, transformers and "
         "the app (each one held the interpreter lock for ~0.25 s)",
     )
+    gil_switch_ms: float = Field(
+        0.2,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval (ms): how long the event loop may hold "
+        "the interpreter lock while a forward thread waits for it between two torch ops. An "
+        "eager forward takes the lock back after each of its ~200 ops, so under a storm of "
+        "requests Python's 5 ms default let the event loop stall forwards ~9x (docs/TENANCY.md)",
+    )
     log_level: str = Field("info", description="debug | info | warning | error")
 
     @cached_property

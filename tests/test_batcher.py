@@ -518,13 +518,14 @@ def test_a_server_with_express_forwards_answers_a_flood_and_a_quiet_task_alike(
 ):
     model = make_model("bert")[0]
     flags = ("--no-demo-patches", "--express-rows", "2", "--max-batch-size", "4")
-    flags += ("--forward", forward)
+    flags += ("--forward", forward, "--gil-switch-ms", "0.5")
     with ServerProcess(tiny_bert_dir, tmp_path / "store", *flags) as server:
         with httpx.Client(base_url=server.url, timeout=60) as http:
             for i in range(2):
                 patch = random_patch(model, f"t{i}", 2, "cls", seed=i).to_bytes()
                 assert http.put(f"/tasks/t{i}/patch", content=patch).status_code == 201
-            assert http.get("/info").json()["express_rows"] == 2
+            info = http.get("/info").json()
+            assert (info["express_rows"], info["gil_switch_ms"]) == (2, 0.5)
             texts = [f"text number {i}" for i in range(8)]
             alone = {
                 (t, x): http.post(f"/tasks/{t}/predict", json={"inputs": [x]}).json()

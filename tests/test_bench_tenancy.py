@@ -46,3 +46,18 @@ def test_the_overload_table_shows_both_kinds_of_refusal():
     )
     assert "| 3.0 / 30.0 | 1, 260.0 |" in table
     assert "| none | 10.0 | 9.0 / 20.0 | 900.0 | {} | - | 0 |" in table
+
+
+def test_the_storm_table_has_a_row_per_switch_interval():
+    side = {"p50_ms": 9.0, "p99_ms": 20.0, "errors": {}, "answered_per_s": 10.0}
+    overload = {"deadline": {**side, "server_p99_ms_worst_task": 1.0}, "deadline_ms": 250,
+                "no_deadline": {**side, "server_p99_ms_worst_task": 1.0}}  # fmt: skip
+    storm = {
+        "5.0": {"admitted_per_s": 5.6, "admitted_p50_ms": 1500.0, "admitted_p99_ms": 2000.0,
+                "refused_per_s": 3100.0},
+        "0.2": {"admitted_per_s": 50.0, "admitted_p50_ms": 160.0, "admitted_p99_ms": 300.0,
+                "refused_per_s": 2300.0},
+    }  # fmt: skip
+    table = tenancy_markdown({"overload": overload, "storm": storm})
+    assert "| 5.0 | 5.6 | 1500.0 / 2000.0 | 3100.0 |" in table
+    assert "| 0.2 | 50.0 | 160.0 / 300.0 | 2300.0 |" in table

@@ -457,6 +457,7 @@ def test_forward_modes_serve_the_engine_answers(
         # a forward alone widens to both workers' threads; one worker has them anyway
         assert info["threads_per_worker"] == 2 // workers
         assert info["lone_forward_threads"] == (2 if widen else 2 // workers)
+        assert info["gil_switch_ms"] == 0.2  # the default, set at start
         for p in patches:
             assert http.put(f"/tasks/{p.task}/patch", content=p.to_bytes()).status_code == 201
         with ThreadPoolExecutor(6) as pool:  # concurrent, so rows of all three tasks batch together

@@ -36,6 +36,8 @@ def test_bad_values_are_refused():
         Settings(max_batch_size=0)
     with pytest.raises(ValidationError, match="forward must be one of"):
         Settings(forward="unpadded")
+    with pytest.raises(ValidationError, match="greater than 0"):
+        Settings(gil_switch_ms=0)
 
 
 def test_readme_documents_every_setting():

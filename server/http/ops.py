@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Annotated, Literal
 
@@ -52,6 +53,7 @@ async def info(state: StateDep):
         "threads_per_worker": state.plan.threads_per_worker,
         "lone_forward_threads": state.plan.lone_threads or state.plan.threads_per_worker,
         "express_rows": state.plan.express_rows,
+        "gil_switch_ms": round(sys.getswitchinterval() * 1000, 3),
         "max_batch_size": state.settings.max_batch_size,
         "max_inputs": state.settings.max_inputs,
         "max_request_bytes": state.settings.limits.request.size,

@@ -84,11 +84,12 @@ class BatchPlan:
     lone_threads: int | None = None
     max_queue_per_task: int = 0  # 0: only max_queue bounds a task
     policy: str = "fair"  # scheduling.QUEUES
-    express_rows: int = 0  # rows of an express forward at most; 0: no express thread
+    express_rows: int = 0  # rows of an express forward at most; 0: no express forwards
 
     @property
     def threads(self) -> int:
-        """Inference threads: the workers, and the express thread if any."""
+        """Inference threads: the workers, and the express thread if any (started only for a
+        forward without layer breaks)."""
         return self.workers + (1 if self.express_rows else 0)
 
     @classmethod

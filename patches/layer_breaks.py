@@ -1,10 +1,10 @@
 """Layer breaks: a long forward lets its own thread run other work between two layers.
 
 An eager walk calls `layer_done()` between its transformer layers and between each layer's
-attention and feed-forward halves. Outside a `between_layers`
-block that does nothing; inside one, it runs the block's callback on the same thread (which may
-run a whole short forward of its own: its layer breaks do not call back again). The server uses
-it so a quiet tenant's rows need not wait out a flood's full forward (server/core/batcher.py).
+attention and feed-forward halves. Outside a `between_layers` block that does nothing; inside
+one, it runs the block's callback on the same thread (which may run a whole short forward of
+its own: its layer breaks do not call back again). The server uses it so a quiet tenant's rows
+need not wait out a flood's full forward (server/core/batcher.py).
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ class Batcher:
         self._express_busy = False  # the express thread runs an express forward now
         # express forwards run in the workers' layer breaks, or else on an express thread
         self._in_breaks = bool(plan.express_rows) and engine.forward_yields
-        self._paused = threading.local()  # seconds this thread's full forward spent in breaks
+        self._paused = threading.local()  # seconds each thread spent in express forwards in breaks
         # flow key -> rows in running forwards (kept only with express forwards: light flows)
         self._running_flows: Counter[str] = Counter()
         # the threads that run torch (shared with loading; see ServerState.inference): once
@@ -333,12 +333,12 @@ class Batcher:
                 return
             self._taken(batch)
             self.metrics.express_forwards.inc()
-        paused, started = self._paused.seconds, time.perf_counter()
-        outcome = self._run(batch, timed=False)  # (its _compute zeroes _paused.seconds)
+        started = time.perf_counter()
+        outcome = self._run(batch, timed=False)
         with self._ready:
             self._ran(batch)
         self._loop.call_soon_threadsafe(_resolve, batch, outcome)
-        self._paused.seconds = paused + time.perf_counter() - started
+        self._paused.seconds = _paused_seconds(self._paused) + time.perf_counter() - started
 
     def _next_express(self) -> list[Row] | None:
         """Wait until every worker is busy and light flows have rows, take them (None once
@@ -489,14 +489,14 @@ class Batcher:
     def _compute(self, batch: list[Row]) -> tuple[list[dict], float]:
         """Inference thread: collate, one forward, predictions; and its seconds (without the
         express forwards it ran in its layer breaks)."""
-        self._paused.seconds = 0.0
-        started = time.perf_counter()
+        paused_before, started = _paused_seconds(self._paused), time.perf_counter()
         rows = [r.job.rows[r.index] for r in batch]
         keys = [r.job.lease.key for r in batch]
         padded = collate(rows, self.engine.backbone.tokenizer.pad_token_id)
         groups = self.engine.forward_by_task(padded, keys)
         out = _predictions(batch, groups)
-        seconds = time.perf_counter() - started - self._paused.seconds
+        paused = _paused_seconds(self._paused) - paused_before
+        seconds = time.perf_counter() - started - paused
         self.metrics.forward.observe(seconds)
         self.metrics.batch_rows.observe(len(batch))
         tasks = len(set(keys))
@@ -511,6 +511,11 @@ class Batcher:
         self.history.record([r.length for r in batch], task_rows, seconds, dict(kinds))
         self.metrics.tasks_seen.rows(task_rows)
         return out, seconds
+
+
+def _paused_seconds(paused: threading.local) -> float:
+    """Seconds this thread has spent in express forwards in its layer breaks."""
+    return getattr(paused, "seconds", 0.0)
 
 
 def _own_torch_threads(count: int) -> None:

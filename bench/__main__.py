@@ -41,7 +41,7 @@ def main() -> None:
         "sharing a store (folder, S3); cost: server CPU per request (a section of server); "
         "protocols: the native API, v2 REST and v2 gRPC under "
         "one load; peers: bitpatch beside PEFT LoRA and Infinity; uploads: patch uploads/s of "
-        "8 clients and where an upload's time goes; rollouts: the cost of a 100% shadow; console: "
+        "8 clients and where an upload's time goes; rollouts: the cost of a 100%% shadow; console: "
         "the web console's load time in headless Chromium (--out: screenshots too); soak: 30 "
         "minutes of traffic and writes, flat memory/fds/threads, no error, no lost write; scale: "
         "1,000 to 50,000 tasks on one replica (start-up, memory, metrics, bulk push); tenancy: a "
@@ -68,10 +68,18 @@ def main() -> None:
     if args.suite == "micro":
         if args.threads:  # e.g. 1: what each of the server's two CPU workers runs with
             torch.set_num_threads(args.threads)
-        from .backends import backends_markdown, run_backends, start_times
+        from .backends import (
+            backends_markdown,
+            run_backends,
+            server_forwards,
+            short_batches,
+            start_times,
+        )
 
         backends = run_backends(reps=1 if args.quick else max(3, args.reps // 4))
         backends["starts"] = start_times()
+        backends["short"] = short_batches(reps=1 if args.quick else 5)
+        backends["servers"] = server_forwards(1.5 if args.quick else 8.0, 1 if args.quick else 4)
         print(backends_markdown(backends))
         print()
         rows = run_micro(reps=2 if args.quick else args.reps)

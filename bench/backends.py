@@ -3,7 +3,9 @@
 
 Batches: B=32 GLUE sentences in arrival order (~12 real tokens a row), max 128 tokens. Every
 variant runs all batches once per round; rounds interleave the variants, so the host's drift
-hits each alike; the median round is reported.
+hits each alike; the median round is reported. Then the float32 forwards on short batches (1 to
+32 rows, one thread: a server worker's), and float32 servers on each forward under the same
+loads, in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from bitpatch.patches.backbone import load_backbone
 from bitpatch.patches.encoding import collate, encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
-from bitpatch.patches.forwards import onnx_unavailable
+from bitpatch.patches.forwards import SMALL_TOKENS, onnx_unavailable
 from bitpatch.patches.packed import PLAIN_LINEAR
 from bitpatch.patches.tuning import cpu_has_bf16
 
@@ -169,6 +171,80 @@ def start_times() -> list[dict]:
     return out
 
 
+def float32_forwards() -> list[str]:
+    """The float32 forwards that differ on short batches and that this host serves."""
+    probe = load_backbone("default", dtype="float32", device="cpu")
+    graphs = ["onnxruntime", "hybrid"] if onnx_unavailable(probe) is None else []
+    return [*graphs, "packed"]
+
+
+SHORT_ROWS = (1, 2, 4, 8, 16, 32)
+
+
+def short_batches(reps: int, n_batches: int = 10, n_tasks: int = 16) -> dict:
+    """ms per batch of each float32 forward on batches of 1 to 32 GLUE rows (16 tasks mixed),
+    on one torch thread (a server worker's), variants interleaved; and each against packed."""
+    backbone = load_backbone("default", dtype="float32", device="cpu")
+    engines = {f: _engine(backbone, f, n_tasks) for f in float32_forwards()}
+    sentences = glue_sentences(n_batches * max(SHORT_ROWS), seed=7)
+    rows = encode_inputs(backbone.tokenizer, sentences, 128)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        table = [_short_row(engines, rows, size, n_batches, n_tasks, reps) for size in SHORT_ROWS]
+    finally:
+        torch.set_num_threads(before)
+    return {"small_tokens": SMALL_TOKENS, "threads": 1, "rows": table}
+
+
+def _short_row(engines, rows, size: int, n_batches: int, n_tasks: int, reps: int) -> dict:
+    pad = engines["packed"].backbone.tokenizer.pad_token_id
+    batches = [collate(rows[i * size : (i + 1) * size], pad) for i in range(n_batches)]
+    runs = {
+        f: _runner(e, batches, lambda b: [f"t{i % n_tasks}" for i in range(b)])
+        for f, e in engines.items()
+    }
+    seconds = _interleaved(runs, reps)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches) / n_batches
+    ms = {f: 1000 * s / n_batches for f, s in seconds.items()}
+    ratios = {f: m / ms["packed"] for f, m in ms.items()}
+    return {"rows": size, "real_tokens": tokens, "ms": ms, "vs_packed": ratios}
+
+
+def server_forwards(seconds: float, rounds: int) -> dict:
+    """float32 servers (16 tasks), one per forward, in interleaved rounds: 1 client's p50 (1
+    input a request), and inputs/s of 32 clients sending 1 input and 1-4 inputs a request."""
+    from .server_bench import load
+    from .servers import PatchSource
+
+    source, forwards = PatchSource(), float32_forwards()
+    loads = {  # figure -> (clients, most inputs a request, the load's summary key)
+        "one_client_p50_ms": (1, 1, "p50_ms"),
+        "c32_1_input_per_s": (32, 1, "inputs_per_s"),
+        "c32_1to4_inputs_per_s": (32, 4, "inputs_per_s"),
+    }
+    out = {f: {name: [] for name in loads} for f in forwards}
+    with tempfile.TemporaryDirectory(prefix="bitpatch-forwards-") as tmp:
+        servers = {}
+        try:
+            for forward in forwards:
+                flags = ("--no-demo-patches", "--log-level", "warning", "--forward", forward)
+                server = ServerProcess("default", Path(tmp) / forward, *flags, dtype="float32")
+                servers[forward] = server.__enter__()
+                source.upload(server.url, 16)
+                load(server.url, 16, 32, min(seconds, 3.0), 1)  # warm-up
+            for r in range(rounds):
+                for forward in forwards if r % 2 == 0 else forwards[::-1]:
+                    for name, (clients, inputs, figure) in loads.items():
+                        result = load(servers[forward].url, 16, clients, seconds, inputs)
+                        out[forward][name].append(result[figure])
+        finally:
+            for server in servers.values():
+                server.__exit__(None, None, None)
+    means = {f: {name: statistics.mean(v) for name, v in fig.items()} for f, fig in out.items()}
+    return means | {"rounds": rounds, "seconds": seconds}
+
+
 def _runner(engine: MultiTaskEngine, batches: list[dict], keys_of):
     def run():
         for batch in batches:
@@ -215,4 +291,49 @@ def backends_markdown(result: dict) -> str:
         for r in result["starts"]:
             name = f"{r['forward']} ({r['cache']})" if r["cache"] else r["forward"]
             lines.append(f"| {name} | {r['ready_s']:.1f} | {r['rss_mb']:.0f} |")
+    if "short" in result:
+        lines += _short_lines(result["short"])
+    if "servers" in result:
+        lines += _server_lines(result["servers"])
     return "\n".join(lines)
+
+
+def _short_lines(short: dict) -> list[str]:
+    forwards = list(short["rows"][0]["ms"])
+    lines = [
+        "",
+        f"Short batches, float32, {short['threads']} thread, 16 tasks mixed (hybrid: ONNX "
+        f"Runtime up to {short['small_tokens']} real tokens, the eager walk above):",
+        "",
+        "| rows | real tokens | "
+        + " | ".join(f"{f} ms" for f in forwards)
+        + " | "
+        + " | ".join(f"{f} / packed" for f in forwards if f != "packed")
+        + " |",
+        "|" + "---|" * (2 + 2 * len(forwards) - 1),
+    ]
+    for r in short["rows"]:
+        ms = " | ".join(f"{r['ms'][f]:.1f}" for f in forwards)
+        ratio = " | ".join(f"{r['vs_packed'][f]:.2f}" for f in forwards if f != "packed")
+        lines.append(f"| {r['rows']} | {r['real_tokens']:.0f} | {ms} | {ratio} |")
+    return lines
+
+
+def _server_lines(servers: dict) -> list[str]:
+    forwards = [f for f in servers if f not in ("rounds", "seconds")]
+    lines = [
+        "",
+        f"float32 servers, 16 tasks, {servers['rounds']} interleaved rounds of "
+        f"{servers['seconds']:.0f} s per load:",
+        "",
+        "| forward | 1 client p50 ms | 32 clients x 1 input: inputs/s "
+        "| 32 clients x 1-4 inputs: inputs/s |",
+        "|---|---|---|---|",
+    ]
+    for f in forwards:
+        s = servers[f]
+        lines.append(
+            f"| {f} | {s['one_client_p50_ms']:.1f} | {s['c32_1_input_per_s']:.0f} "
+            f"| {s['c32_1to4_inputs_per_s']:.0f} |"
+        )
+    return lines

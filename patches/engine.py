@@ -103,7 +103,7 @@ class MultiTaskEngine:
     """
 
     def __init__(self, backbone: Backbone, forward: str = "auto", cache_root: Path | None = None):
-        """`forward`: auto | onnxruntime | packed | padded (see `forwards.py`); `cache_root`:
+        """`forward`: auto | onnxruntime | hybrid | packed | padded (see `forwards.py`); `cache_root`:
         where compiled forwards are cached (default: the user's cache folder)."""
         self.backbone = backbone
         names = install_task_layers(backbone.model)
@@ -120,12 +120,13 @@ class MultiTaskEngine:
 
     @property
     def forward_name(self) -> str:
-        """Which forward runs: onnxruntime, packed or padded."""
+        """Which forward runs: onnxruntime, hybrid, packed or padded."""
         return self.backbone_forward.name
 
     @property
     def forward_kernel(self) -> str:
-        """What runs the forward's matrix products: aten, onednn_prepacked or onnxruntime."""
+        """What runs the forward's matrix products: aten, onednn_prepacked, onnxruntime, or
+        onnxruntime+aten (hybrid)."""
         return self.backbone_forward.kernel
 
     @property

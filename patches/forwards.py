@@ -5,13 +5,15 @@ task (its row of the table), and returns the backbone's output with every row co
 its own task's biases:
 
 - `onnxruntime`: the packed walk as one ONNX Runtime graph (CPU, float32; `onnx_forward.py`);
+- `hybrid`: that graph for a batch of at most SMALL_TOKENS real tokens, the eager packed walk
+  for a larger one (on an Intel CPU each is the faster of the two there);
 - `packed`: the eager padding-free walk (`packed.py`; BERT/RoBERTa);
 - `padded`: the transformers model itself with per-row biases (any architecture).
 
-`auto` picks from what it detects, never by a benchmark at start: ONNX Runtime wherever it
-serves (a float32 backbone on the CPU, a packable architecture, the runtime installed) and is
-the faster one (not on Intel CPUs, where torch's MKL GEMMs outrun it), else the eager packed
-walk, else the padded one; the reason for a fallback is logged once.
+`auto` picks from what it detects, never by a benchmark at start: wherever ONNX Runtime serves
+(a float32 backbone on the CPU, a packable architecture, the runtime installed), `onnxruntime`,
+or `hybrid` on Intel CPUs (where torch's MKL GEMMs outrun ONNX Runtime's on larger batches);
+else the eager packed walk, else the padded one. The choice and its reason are logged once.
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ from .tuning import cpu_vendor
 
 log = logging.getLogger(__name__)
 
-FORWARDS = ("auto", "onnxruntime", "packed", "padded")
+FORWARDS = ("auto", "onnxruntime", "hybrid", "packed", "padded")
+# a hybrid forward's batches of at most this many real tokens run through ONNX Runtime: on an
+# Intel Xeon (float32, one thread, 16 tasks) the graph takes 0.68x the eager walk's time at 26
+# tokens, 0.95x at 114, 1.0x at 165 and 1.16x at 321 (docs/BENCHMARKS.md)
+SMALL_TOKENS = 128
 GRAPH_VERSION = 1  # bump when onnx_graph.py changes what it builds: old cache entries go unused
 
 
@@ -88,6 +94,23 @@ class PaddedForward(_Eager):
             return self.model(**inputs)
 
 
+class HybridForward:
+    """Few real tokens through ONNX Runtime's graph, more through the eager packed walk: the
+    graph's one call beats the walk's ~200 ops on short batches, MKL's GEMMs win on long ones."""
+
+    name = "hybrid"
+    yields = True  # its large forwards break between layers; its small ones are short
+
+    def __init__(self, small: BackboneForward, large: BackboneForward, small_tokens: int):
+        self.small, self.large, self.small_tokens = small, large, small_tokens
+        self.kernel = f"{small.kernel}+{large.kernel}"
+
+    def __call__(self, inputs, table, row_task) -> BaseModelOutputWithPooling:
+        tokens = int(inputs["attention_mask"].sum())
+        forward = self.small if tokens <= self.small_tokens else self.large
+        return forward(inputs, table, row_task)
+
+
 def onnx_unavailable(backbone: Backbone) -> str | None:
     """Why the ONNX Runtime forward cannot serve this backbone here, or None when it can."""
     if backbone.device.type != "cpu":
@@ -105,16 +128,21 @@ def onnx_unavailable(backbone: Backbone) -> str | None:
     return None
 
 
-def onnx_slower_here() -> str | None:
-    """Why the eager packed walk outruns ONNX Runtime on this CPU, or None where it does not.
+def onnx_choice_here() -> tuple[str, str]:
+    """Which ONNX Runtime forward serves best on this CPU (onnxruntime or hybrid), and why.
 
-    Measured (bench micro, docs/BENCHMARKS.md): on AMD EPYCs ONNX Runtime's MLAS GEMMs beat
-    torch's (1.14x the eager walk with AVX2 only, 1.48x with AVX-512); on an Intel Xeon torch's
-    MKL GEMMs win (ONNX Runtime 0.8x the eager walk).
+    Measured (bench micro and bench server, docs/BENCHMARKS.md): on AMD EPYCs ONNX Runtime's
+    MLAS GEMMs beat torch's at every batch (1.14x the eager walk with AVX2 only, 1.48x with
+    AVX-512, B=32); on an Intel Xeon torch's MKL GEMMs win on long batches (ONNX Runtime 0.8x
+    the eager walk at B=32) and the graph on short ones (a 1-input request answered 1.7x
+    sooner).
     """
     if cpu_vendor() == "GenuineIntel":
-        return "on an Intel CPU torch's MKL GEMMs outrun ONNX Runtime's (bench micro)"
-    return None
+        return "hybrid", (
+            f"on an Intel CPU ONNX Runtime is faster up to {SMALL_TOKENS} tokens a batch, "
+            "torch's MKL GEMMs above"
+        )
+    return "onnxruntime", "ONNX Runtime's GEMMs outrun torch's on this CPU"
 
 
 def onnx_forward(backbone: Backbone, slices: Mapping[str, slice], cache_root: Path | None):
@@ -156,17 +184,21 @@ def choose_forward(
             )
         return PackedForward(model, slices)
     reason = onnx_unavailable(backbone)
-    if requested == "onnxruntime" and reason:
-        raise ValueError(f"the onnxruntime forward cannot serve this backbone: {reason}")
-    if requested == "auto" and reason is None:
-        reason = onnx_slower_here()
+    if requested != "auto" and reason:
+        raise ValueError(f"the {requested} forward cannot serve this backbone: {reason}")
     if reason is None:
+        wanted, why = (requested, "forced") if requested != "auto" else onnx_choice_here()
         try:
-            return onnx_forward(backbone, slices, cache_root)
+            graph = onnx_forward(backbone, slices, cache_root)
         except Exception as err:  # an unsupported part or a runtime error: eager still serves
-            if requested == "onnxruntime":
-                raise ValueError(f"the onnxruntime forward failed to build: {err}") from err
+            if requested != "auto":
+                raise ValueError(f"the {requested} forward failed to build: {err}") from err
             reason = f"building it failed: {err}"
+        else:
+            if wanted == "hybrid":
+                graph = HybridForward(graph, PackedForward(model, slices), SMALL_TOKENS)
+            log.info("event=forward_chosen forward=%s reason=%s", graph.name, why)
+            return graph
     eager = PackedForward if supports_packing(model) else PaddedForward
     chosen = eager(model, slices)
     log.info(

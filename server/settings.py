@@ -46,10 +46,11 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     forward: str = Field(
         "auto",
-        description="auto | onnxruntime | packed | padded: onnxruntime runs the padding-free "
-        "walk as one compiled graph (float32 on CPU), packed the same walk in eager PyTorch, "
-        "padded the transformers model; auto takes the first of them this host and backbone "
-        "support, passing over onnxruntime on Intel CPUs (where the eager walk is faster)",
+        description="auto | onnxruntime | hybrid | packed | padded: onnxruntime runs the "
+        "padding-free walk as one compiled graph (float32 on CPU), packed the same walk in eager "
+        "PyTorch, hybrid the graph for batches of at most 128 real tokens and the eager walk "
+        "above, padded the transformers model; auto takes onnxruntime where it serves (hybrid "
+        "on Intel CPUs, whose MKL GEMMs win on larger batches), else packed, else padded",
     )
     forward_cache: str | None = Field(
         None,

@@ -1,10 +1,10 @@
-"""The backends benchmark's arithmetic: the FLOPs it credits and the host it names."""
+"""The backends benchmark's arithmetic and tables: the FLOPs it credits, the host it names."""
 
 from __future__ import annotations
 
 import torch
 
-from bench.backends import host_cpu, useful_flops
+from bench.backends import _server_lines, _short_lines, host_cpu, useful_flops
 from tiny import make_model
 
 
@@ -29,3 +29,36 @@ def test_the_host_is_named_with_its_kernel_flags():
         "avx_vnni",
         "amx_bf16",
     }
+
+
+def test_short_batch_and_server_tables_name_every_forward():
+    short = {
+        "small_tokens": 128,
+        "threads": 1,
+        "rows": [
+            {
+                "rows": 1,
+                "real_tokens": 19.0,
+                "ms": {"onnxruntime": 6.4, "hybrid": 6.3, "packed": 11.4},
+                "vs_packed": {"onnxruntime": 0.56, "hybrid": 0.55, "packed": 1.0},
+            }
+        ],
+    }
+    servers = {
+        "hybrid": {
+            "one_client_p50_ms": 4.8,
+            "c32_1_input_per_s": 295,
+            "c32_1to4_inputs_per_s": 333,
+        },
+        "packed": {
+            "one_client_p50_ms": 8.6,
+            "c32_1_input_per_s": 229,
+            "c32_1to4_inputs_per_s": 315,
+        },
+        "rounds": 4,
+        "seconds": 8.0,
+    }
+    table = "\n".join(_short_lines(short) + _server_lines(servers))
+    assert "| 1 | 19 | 6.4 | 6.3 | 11.4 | 0.56 | 0.55 |" in table
+    assert "| hybrid | 4.8 | 295 | 333 |" in table and "| packed | 8.6 | 229 | 315 |" in table
+    assert "4 interleaved rounds of 8 s" in table

@@ -5,9 +5,10 @@ Capacity is the server's rows per second (closed-loop clients sending 4-input re
 tasks). Load is counted in rows, so the forward is what is overloaded, not the HTTP parser:
 - Noisy neighbour: task A sends 8-input requests at 5x capacity, task B 1-input requests at
   10%; B's latency and errors beside A against B alone, side by side in one run on five
-  servers (all with --max-queue-per-task): fair batching (the default), fair batching with
-  express forwards (--express-rows 8), fair batching with smaller forwards (--max-batch-size 16
-  and 8), and arrival-order batching.
+  servers (all with --max-queue-per-task): the defaults (fair batching, and express forwards
+  where the forward has layer breaks), fair batching without express forwards
+  (--express-rows 0), the same with smaller forwards (--max-batch-size 16 and 8), and
+  arrival-order batching.
 - Overload: 16 tasks at 2x capacity (4-input requests) with a deadline (X-Bitpatch-Timeout-Ms)
   and without: how fast a shed request is answered, the admitted requests' p99 against the
   deadline plus one forward.
@@ -37,11 +38,12 @@ TASKS = 16
 PER_TASK_QUEUE = 64  # --max-queue-per-task of both servers
 DEADLINE_MS = 250
 CONNECTIONS = 256  # open-loop connection pool
+NO_EXPRESS = ("--express-rows", "0")
 POLICIES = {  # the noisy neighbour's servers: name -> flags
-    "fair": ("--batching", "fair"),
-    "fair_express": ("--batching", "fair", "--express-rows", "8"),
-    "fair_batch16": ("--batching", "fair", "--max-batch-size", "16"),
-    "fair_batch8": ("--batching", "fair", "--max-batch-size", "8"),
+    "default": (),  # fair batching; express forwards where forwards have layer breaks
+    "fair_no_express": ("--batching", "fair", *NO_EXPRESS),
+    "fair_batch16": ("--batching", "fair", "--max-batch-size", "16", *NO_EXPRESS),
+    "fair_batch8": ("--batching", "fair", "--max-batch-size", "8", *NO_EXPRESS),
     "arrival": ("--batching", "arrival"),
 }
 
@@ -277,13 +279,13 @@ def run_tenancy(quick: bool) -> dict:
         flags = ("--no-demo-patches", "--max-queue-per-task", str(PER_TASK_QUEUE))
         for policy, policy_flags in POLICIES.items():
             with ServerProcess("default", store, *flags, *policy_flags) as server:
-                if policy == "fair":
+                if policy == next(iter(POLICIES)):
                     source.upload(server.url, TASKS)
                 rate = capacity(server.url, seconds)
                 results[policy] = {"capacity_rows_per_s": round(rate, 1)}
                 results[policy]["noisy"] = noisy_neighbour(server.url, rate, seconds)
-        fair_rate = results["fair"]["capacity_rows_per_s"]
-        results["overload"] = overload(store, flags, fair_rate, seconds)
+        default_rate = results["default"]["capacity_rows_per_s"]
+        results["overload"] = overload(store, flags, default_rate, seconds)
         results["storm"] = refusal_storm(store, ("--no-demo-patches",), seconds)
     return results
 

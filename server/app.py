@@ -52,7 +52,7 @@ async def _start(state: ServerState) -> None:
         plan.workers,
         plan.threads_per_worker,
         plan.lone_threads,
-        plan.express_rows,
+        state.pipeline.batcher.express_rows,
     )
 
 

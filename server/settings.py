@@ -138,8 +138,8 @@ class Settings(BaseSettings):
         "other workers idle) uses every worker's CPU threads, so a request at low load gets "
         "all cores",
     )
-    express_rows: int = Field(
-        0,
+    express_rows: int | None = Field(
+        None,
         ge=0,
         le=64,
         description="on CPU, while some flow has more than a forward's rows queued and "
@@ -147,7 +147,8 @@ class Settings(BaseSettings):
         "first, alone, in short forwards that a busy worker runs between two halves of a "
         "layer (or, for a forward without layer breaks, one more thread): a quiet tenant "
         "beside a flood waits for half a layer instead of whole forwards, for part of the "
-        "flood's throughput (docs/TENANCY.md; 0: off)",
+        "flood's throughput (docs/TENANCY.md; default: 8 where forwards have layer breaks, "
+        "the packed and hybrid ones, else none; 0: off)",
     )
     cudnn_attention: bool = Field(
         False,

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ import torch
 from bitpatch.patches.backbone import backbone_from_model
 from bitpatch.patches.encoding import encode_inputs
 from bitpatch.patches.engine import MultiTaskEngine
-from bitpatch.server.core.batcher import WIDEN_ROWS, Batcher, BatchPlan
+from bitpatch.server.core.batcher import DEFAULT_EXPRESS_ROWS, WIDEN_ROWS, Batcher, BatchPlan
 from bitpatch.server.core.registry import Lease
 from bitpatch.server.core.scheduling import Flow, pick_rows
 from bitpatch.server.errors import DeadlineExceeded, Overloaded, TaskQueueFull
@@ -320,7 +321,17 @@ def test_the_plan_splits_the_cores_between_workers():
     express = Settings(express_rows=4)
     assert BatchPlan.from_settings(express, on_gpu=False, cores=2).threads == 3  # and its thread
     assert BatchPlan.from_settings(express, on_gpu=True, cores=2).express_rows == 0
-    assert BatchPlan.from_settings(Settings(), on_gpu=False, cores=2).threads == 2  # off
+    default = BatchPlan.from_settings(Settings(), on_gpu=False, cores=2)
+    assert (default.express_rows, default.threads) == (None, 2)  # only in layer breaks
+
+
+def test_express_forwards_default_to_forwards_with_layer_breaks(engine, unbroken_engine):
+    default = BatchPlan.from_settings(Settings(), on_gpu=False, cores=2)
+    assert Batcher(engine, Metrics(), default).express_rows == DEFAULT_EXPRESS_ROWS == 8
+    assert Batcher(unbroken_engine, Metrics(), default).express_rows == 0  # it would add a thread
+    chosen = replace(default, express_rows=4)
+    assert Batcher(unbroken_engine, Metrics(), chosen).express_rows == 4
+    assert Batcher(engine, Metrics(), replace(default, express_rows=0)).express_rows == 0
 
 
 def test_one_task_over_its_queue_bound_gets_429_and_others_go_on(engine):

@@ -39,7 +39,7 @@ def test_the_overload_table_shows_both_kinds_of_refusal():
     none = {**side, "server_p99_ms_worst_task": 900.0}
     table = tenancy_markdown(
         {
-            "fair": policy,
+            "default": policy,
             "arrival": policy,
             "overload": {"deadline": deadline, "no_deadline": none, "deadline_ms": 250},
         }  # fmt: skip

@@ -441,6 +441,7 @@ def test_python_client_and_push_command(server, model, tmp_path, capsys):
         ("packed", 2, False),
         ("onnxruntime", 2, True),
         ("onnxruntime", 1, True),
+        ("hybrid", 2, True),
     ],
 )
 def test_forward_modes_serve_the_engine_answers(
@@ -453,7 +454,10 @@ def test_forward_modes_serve_the_engine_answers(
     with ServerProcess(tiny_bert_dir, store, *flags) as srv, httpx.Client(base_url=srv.url) as http:
         info = http.get("/info").json()
         assert (info["forward"], info["workers"]) == (mode, workers)
-        assert info["forward_kernel"] == ("onnxruntime" if mode == "onnxruntime" else "aten")
+        kernels = {"onnxruntime": "onnxruntime", "hybrid": "onnxruntime+aten"}
+        assert info["forward_kernel"] == kernels.get(mode, "aten")
+        # express forwards by default only where forwards have layer breaks (no thread added)
+        assert info["express_rows"] == (0 if mode in ("padded", "onnxruntime") else 8)
         # a forward alone widens to both workers' threads; one worker has them anyway
         assert info["threads_per_worker"] == 2 // workers
         assert info["lone_forward_threads"] == (2 if widen else 2 // workers)

@@ -18,16 +18,17 @@ alone; a batch of a few rows that leaves nothing queued while no other worker is
 *lone* forward and may run on every worker's threads (`lone_threads`): the others wait until it
 ends.
 
-Express forwards (`express_rows`, CPU only): while some flow is heavy (more than max-batch-size
-rows queued and in running forwards), the rows of light flows (a tenant or task with at most
-express_rows rows queued and as many in running forwards) are taken first, alone, in a short
-forward: by the next worker to free up, or, while every worker is busy, by the first worker to
-finish a layer of its full forward, which runs the short forward on its own threads before its
-next layer (patches/layer_breaks.py). A light flow's row then waits at most one layer of the
-flood's forwards, never a whole one, and no thread is added. A forward without layer breaks (one
-ONNX Runtime graph) gets one more thread (one torch thread) that runs express forwards beside
-the full ones instead. Short forwards cost more CPU per row than full ones, so the flood gets
-somewhat less throughput.
+Express forwards (`express_rows`, CPU only; by default where forwards have layer breaks): while
+some flow is heavy (more than max-batch-size rows queued and in running forwards), the rows of
+light flows (a tenant or task with at most express_rows rows queued and as many in running
+forwards) are taken first, alone, in a short forward: by the next worker to free up, or, while
+every worker is busy, by the first worker to finish a layer of its full forward, which runs the
+short forward on its own threads before its next layer (patches/layer_breaks.py; the hybrid
+forward runs it through its ONNX Runtime graph). A light flow's row then waits at most one
+layer of the flood's forwards, never a whole one, and no thread is added. A forward without
+layer breaks (one ONNX Runtime graph) gets one more thread (one torch thread) that runs express
+forwards beside the full ones instead, when express_rows is set. Short forwards cost more CPU
+per row than full ones, so the flood gets somewhat less throughput.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ ADMISSION_MARGIN = 0.8
 # that halves a request's latency; a larger batch alone means the load is high, where the
 # extra OpenMP threads' spinning between parallel regions cost CPU and add no throughput
 WIDEN_ROWS = 4
+# rows of an express forward by default, where forwards have layer breaks (none is added
+# elsewhere): beside a flood at 5x capacity a quiet tenant's p99 was 1.9x its p99 alone with
+# them, 5-9x without (bench tenancy, docs/BENCHMARKS.md)
+DEFAULT_EXPRESS_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,9 @@ class BatchPlan:
     lone_threads: int | None = None
     max_queue_per_task: int = 0  # 0: only max_queue bounds a task
     policy: str = "fair"  # scheduling.QUEUES
-    express_rows: int = 0  # rows of an express forward at most; 0: no express forwards
+    # rows of an express forward at most; 0: none; None: DEFAULT_EXPRESS_ROWS where the
+    # engine's forwards have layer breaks, else none
+    express_rows: int | None = 0
 
     @property
     def threads(self) -> int:
@@ -171,10 +178,10 @@ class Batcher:
         self._lone = False  # a lone forward holds every worker's threads
         self._lone_threads = plan.lone_threads  # torch threads of a lone forward; None: never
         self._threads_per_worker = plan.threads_per_worker
-        self._express_rows = plan.express_rows
+        self._express_rows = _express_rows(plan.express_rows, engine.forward_yields)
         self._express_busy = False  # the express thread runs an express forward now
         # express forwards run in the workers' layer breaks, or else on an express thread
-        self._in_breaks = bool(plan.express_rows) and engine.forward_yields
+        self._in_breaks = bool(self._express_rows) and engine.forward_yields
         self._paused = threading.local()  # seconds each thread spent in express forwards in breaks
         # flow key -> rows in running forwards (kept only with express forwards: light flows)
         self._running_flows: Counter[str] = Counter()
@@ -186,6 +193,11 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: list[asyncio.Future] = []
         self.history = BatchHistory()
+
+    @property
+    def express_rows(self) -> int:
+        """Rows of an express forward at most (0: none)."""
+        return self._express_rows
 
     @property
     def queued_rows(self) -> int:
@@ -516,6 +528,14 @@ class Batcher:
 def _paused_seconds(paused: threading.local) -> float:
     """Seconds this thread has spent in express forwards in its layer breaks."""
     return getattr(paused, "seconds", 0.0)
+
+
+def _express_rows(planned: int | None, forward_yields: bool) -> int:
+    """The plan's express rows, or by default DEFAULT_EXPRESS_ROWS where forwards have layer
+    breaks (express forwards then add no thread) and none elsewhere."""
+    if planned is not None:
+        return planned
+    return DEFAULT_EXPRESS_ROWS if forward_yields else 0
 
 
 def _own_torch_threads(count: int) -> None:

@@ -103,8 +103,8 @@ class MultiTaskEngine:
     """
 
     def __init__(self, backbone: Backbone, forward: str = "auto", cache_root: Path | None = None):
-        """`forward`: auto | onnxruntime | hybrid | packed | padded (see `forwards.py`); `cache_root`:
-        where compiled forwards are cached (default: the user's cache folder)."""
+        """`forward`: auto | onnxruntime | hybrid | packed | padded (see `forwards.py`);
+        `cache_root`: where compiled forwards are cached (default: the user's cache folder)."""
         self.backbone = backbone
         names = install_task_layers(backbone.model)
         self.patchable = set(names)

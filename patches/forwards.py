@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 FORWARDS = ("auto", "onnxruntime", "hybrid", "packed", "padded")
 # a hybrid forward's batches of at most this many real tokens run through ONNX Runtime: on an
-# Intel Xeon (float32, one thread, 16 tasks) the graph takes 0.68x the eager walk's time at 26
-# tokens, 0.95x at 114, 1.0x at 165 and 1.16x at 321 (docs/BENCHMARKS.md)
+# Intel Xeon (float32, one thread, 16 tasks) the graph takes 0.58x the eager walk's time at 19
+# real tokens, 0.82x at 69, 0.91x at 141, 1.13x at 253 (bench micro, docs/BENCHMARKS.md)
 SMALL_TOKENS = 128
 GRAPH_VERSION = 1  # bump when onnx_graph.py changes what it builds: old cache entries go unused
 
@@ -133,9 +133,9 @@ def onnx_choice_here() -> tuple[str, str]:
 
     Measured (bench micro and bench server, docs/BENCHMARKS.md): on AMD EPYCs ONNX Runtime's
     MLAS GEMMs beat torch's at every batch (1.14x the eager walk with AVX2 only, 1.48x with
-    AVX-512, B=32); on an Intel Xeon torch's MKL GEMMs win on long batches (ONNX Runtime 0.8x
-    the eager walk at B=32) and the graph on short ones (a 1-input request answered 1.7x
-    sooner).
+    AVX-512, B=32); on an Intel Xeon torch's MKL GEMMs win on long batches (ONNX Runtime 0.82x
+    the eager walk at B=32) and the graph on short ones (1.7x as fast for one row; the hybrid
+    server answers a lone request 3.1x sooner than the eager one).
     """
     if cpu_vendor() == "GenuineIntel":
         return "hybrid", (

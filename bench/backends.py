@@ -14,6 +14,7 @@ import platform
 import statistics
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -171,10 +172,10 @@ def start_times() -> list[dict]:
     return out
 
 
-def float32_forwards() -> list[str]:
-    """The float32 forwards that differ on short batches and that this host serves."""
-    probe = load_backbone("default", dtype="float32", device="cpu")
-    graphs = ["onnxruntime", "hybrid"] if onnx_unavailable(probe) is None else []
+def float32_forwards(backbone) -> list[str]:
+    """The float32 forwards that differ on short batches and that this host serves for
+    `backbone` (the default one, loaded in float32)."""
+    graphs = ["onnxruntime", "hybrid"] if onnx_unavailable(backbone) is None else []
     return [*graphs, "packed"]
 
 
@@ -185,7 +186,7 @@ def short_batches(reps: int, n_batches: int = 10, n_tasks: int = 16) -> dict:
     """ms per batch of each float32 forward on batches of 1 to 32 GLUE rows (16 tasks mixed),
     on one torch thread (a server worker's), variants interleaved; and each against packed."""
     backbone = load_backbone("default", dtype="float32", device="cpu")
-    engines = {f: _engine(backbone, f, n_tasks) for f in float32_forwards()}
+    engines = {f: _engine(backbone, f, n_tasks) for f in float32_forwards(backbone)}
     sentences = glue_sentences(n_batches * max(SHORT_ROWS), seed=7)
     rows = encode_inputs(backbone.tokenizer, sentences, 128)
     before = torch.get_num_threads()
@@ -217,30 +218,27 @@ def server_forwards(seconds: float, rounds: int) -> dict:
     from .server_bench import load
     from .servers import PatchSource
 
-    source, forwards = PatchSource(), float32_forwards()
+    source = PatchSource()
+    forwards = float32_forwards(source.backbone)
     loads = {  # figure -> (clients, most inputs a request, the load's summary key)
         "one_client_p50_ms": (1, 1, "p50_ms"),
         "c32_1_input_per_s": (32, 1, "inputs_per_s"),
         "c32_1to4_inputs_per_s": (32, 4, "inputs_per_s"),
     }
     out = {f: {name: [] for name in loads} for f in forwards}
-    with tempfile.TemporaryDirectory(prefix="bitpatch-forwards-") as tmp:
-        servers = {}
-        try:
-            for forward in forwards:
-                flags = ("--no-demo-patches", "--log-level", "warning", "--forward", forward)
-                server = ServerProcess("default", Path(tmp) / forward, *flags, dtype="float32")
-                servers[forward] = server.__enter__()
-                source.upload(server.url, 16)
-                load(server.url, 16, 32, min(seconds, 3.0), 1)  # warm-up
-            for r in range(rounds):
-                for forward in forwards if r % 2 == 0 else forwards[::-1]:
-                    for name, (clients, inputs, figure) in loads.items():
-                        result = load(servers[forward].url, 16, clients, seconds, inputs)
-                        out[forward][name].append(result[figure])
-        finally:
-            for server in servers.values():
-                server.__exit__(None, None, None)
+    with tempfile.TemporaryDirectory(prefix="bitpatch-forwards-") as tmp, ExitStack() as stack:
+        urls = {}
+        for forward in forwards:
+            flags = ("--no-demo-patches", "--log-level", "warning", "--forward", forward)
+            server = ServerProcess("default", Path(tmp) / forward, *flags, dtype="float32")
+            urls[forward] = stack.enter_context(server).url
+            source.upload(urls[forward], 16)
+            load(urls[forward], 16, 32, min(seconds, 3.0), 1)  # warm-up
+        for r in range(rounds):
+            for forward in forwards if r % 2 == 0 else forwards[::-1]:
+                for name, (clients, inputs, figure) in loads.items():
+                    result = load(urls[forward], 16, clients, seconds, inputs)
+                    out[forward][name].append(result[figure])
     means = {f: {name: statistics.mean(v) for name, v in fig.items()} for f, fig in out.items()}
     return means | {"rounds": rounds, "seconds": seconds}
 

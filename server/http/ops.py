@@ -34,7 +34,8 @@ async def readyz(state: StateDep):
 @router.get("/info")
 async def info(state: StateDep):
     """Backbone identity, dtype, device and version."""
-    registry = state.ready().registry
+    pipeline = state.ready()
+    registry = pipeline.registry
     backbone = registry.engine.backbone
     on_gpu = backbone.device.type == "cuda"
     return {
@@ -52,7 +53,7 @@ async def info(state: StateDep):
         "workers": state.plan.workers,
         "threads_per_worker": state.plan.threads_per_worker,
         "lone_forward_threads": state.plan.lone_threads or state.plan.threads_per_worker,
-        "express_rows": state.ready().batcher.express_rows,
+        "express_rows": pipeline.batcher.express_rows,
         "gil_switch_ms": round(sys.getswitchinterval() * 1000, 3),
         "max_batch_size": state.settings.max_batch_size,
         "max_inputs": state.settings.max_inputs,

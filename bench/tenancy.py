@@ -4,11 +4,11 @@ request is sent at its scheduled time whatever the answers; latency counts from 
 Capacity is the server's rows per second (closed-loop clients sending 4-input requests over 16
 tasks). Load is counted in rows, so the forward is what is overloaded, not the HTTP parser:
 - Noisy neighbour: task A sends 8-input requests at 5x capacity, task B 1-input requests at
-  10%; B's latency and errors beside A against B alone, side by side in one run on five
+  10%; B's latency and errors beside A against B alone, side by side in one run on seven
   servers (all with --max-queue-per-task): the defaults (fair batching, and express forwards
   where the forward has layer breaks), fair batching without express forwards
-  (--express-rows 0), the same with smaller forwards (--max-batch-size 16 and 8), and
-  arrival-order batching.
+  (--express-rows 0), the onnxruntime forward (auto on AMD CPUs) with and without them, fair
+  batching with smaller forwards (--max-batch-size 16 and 8), and arrival-order batching.
 - Overload: 16 tasks at 2x capacity (4-input requests) with a deadline (X-Bitpatch-Timeout-Ms)
   and without: how fast a shed request is answered, the admitted requests' p99 against the
   deadline plus one forward.
@@ -42,6 +42,8 @@ NO_EXPRESS = ("--express-rows", "0")
 POLICIES = {  # the noisy neighbour's servers: name -> flags
     "default": (),  # fair batching; express forwards where forwards have layer breaks
     "fair_no_express": ("--batching", "fair", *NO_EXPRESS),
+    "onnxruntime": ("--forward", "onnxruntime"),  # auto on AMD CPUs: express in its chain
+    "onnxruntime_no_express": ("--forward", "onnxruntime", *NO_EXPRESS),
     "fair_batch16": ("--batching", "fair", "--max-batch-size", "16", *NO_EXPRESS),
     "fair_batch8": ("--batching", "fair", "--max-batch-size", "8", *NO_EXPRESS),
     "arrival": ("--batching", "arrival"),

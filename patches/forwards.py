@@ -4,7 +4,8 @@ Every forward takes a right-padded batch, the batch's (U, total) bias table and 
 task (its row of the table), and returns the backbone's output with every row computed under
 its own task's biases:
 
-- `onnxruntime`: the packed walk as one ONNX Runtime graph (CPU, float32; `onnx_forward.py`);
+- `onnxruntime`: the packed walk as ONNX Runtime graphs (CPU, float32; `onnx_forward.py`): one
+  whole graph, or one graph per layer with layer breaks for a server worker's long forwards;
 - `hybrid`: that graph for a batch of at most SMALL_TOKENS real tokens, the eager packed walk
   for a larger one (on an Intel CPU each is the faster of the two there);
 - `packed`: the eager padding-free walk (`packed.py`; BERT/RoBERTa);
@@ -41,7 +42,7 @@ FORWARDS = ("auto", "onnxruntime", "hybrid", "packed", "padded")
 # Intel Xeon (float32, one thread, 16 tasks) the graph takes 0.58x the eager walk's time at 19
 # real tokens, 0.82x at 69, 0.91x at 141, 1.13x at 253 (bench micro, docs/BENCHMARKS.md)
 SMALL_TOKENS = 128
-GRAPH_VERSION = 1  # bump when onnx_graph.py changes what it builds: old cache entries go unused
+GRAPH_VERSION = 2  # bump when onnx_graph.py changes what it builds: old cache entries go unused
 
 
 class BackboneForward(Protocol):

@@ -27,6 +27,11 @@ def between_layers(callback: Callable[[], None]) -> Iterator[None]:
         _local.callback = previous
 
 
+def breaks_wanted() -> bool:
+    """Whether a walk on this thread has a callback to run at its layer breaks."""
+    return getattr(_local, "callback", None) is not None
+
+
 def layer_done() -> None:
     """A walk finished a layer: run this thread's callback, if any (never re-entrantly)."""
     callback = getattr(_local, "callback", None)

@@ -1,4 +1,4 @@
-"""The packed multi-task walk of a BERT-style encoder as one ONNX graph.
+"""The packed multi-task walk of a BERT-style encoder as a chain of ONNX graphs.
 
 Weights are initializers; everything that varies per batch is a graph input: the packed tokens,
 where they sit in the (B, T) grid, each token's and row's task, and the batch's (U, total) bias
@@ -34,6 +34,9 @@ INPUTS = (
     ("key_mask", TensorProto.INT32, ["B", "T"]),  # 1 for real keys, 0 for pads
     ("bias_table", TensorProto.FLOAT, ["U", "total"]),  # each task's flat bias vector
 )
+
+
+HIDDEN_IN = "hidden_in"  # (N, H) the previous segment's output
 
 
 class UnsupportedGraph(ValueError):
@@ -102,23 +105,40 @@ class _Builder:
         return self.op("Add", [normed, self.task_bias([module.bias_name], "token_task")], "ln_b")
 
 
-def build_graph(model: nn.Module, slices: Mapping[str, slice]) -> ModelProto:
-    """The packed multi-task forward of `model` (float32 weights) as an ONNX model."""
+def build_segments(
+    model: nn.Module, slices: Mapping[str, slice], layers_per_segment: int | None = None
+) -> list[ModelProto]:
+    """The packed multi-task forward of `model` (float32 weights) as a chain of ONNX models,
+    each of `layers_per_segment` layers (None: one model); the first embeds the tokens, the
+    last adds the pooler (where the model has one)."""
     act = getattr(model.config, "hidden_act", None)
     if not isinstance(act, str) or act not in ACTIVATIONS:
         raise UnsupportedGraph(f"activation {act!r} (supported: {', '.join(ACTIVATIONS)})")
-    g = _Builder(slices)
-    hidden = _embed(g, model.embeddings)  # (N, H)
-    for layer in model.encoder.layer:
-        hidden = _layer(g, layer, hidden, ACTIVATIONS[act])
+    layers = list(model.encoder.layer)
+    step = layers_per_segment or len(layers)
+    segments = []
+    for first in range(0, len(layers), step):
+        g = _Builder(slices)
+        hidden = _embed(g, model.embeddings) if first == 0 else HIDDEN_IN  # (N, H)
+        for layer in layers[first : first + step]:
+            hidden = _layer(g, layer, hidden, ACTIVATIONS[act])
+        last = first + step >= len(layers)
+        segments.append(_segment(g, hidden, getattr(model, "pooler", None) if last else None))
+    return segments
+
+
+def _segment(g: _Builder, hidden: str, pooler: nn.Module | None) -> ModelProto:
+    """One segment's model: the graph inputs its nodes read, `hidden` (and `pooled`) out."""
     outputs = [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["N", "H"])]
     g.nodes.append(helper.make_node("Identity", [hidden], ["hidden"]))
-    if getattr(model, "pooler", None) is not None:
+    if pooler is not None:
         first = g.op("Gather", [hidden, "first_token"], "first", axis=0)  # (B, H)
-        dense = g.linear(first, [model.pooler.dense], index="row_task")
+        dense = g.linear(first, [pooler.dense], index="row_task")
         g.nodes.append(helper.make_node("Tanh", [dense], ["pooled"]))
         outputs.append(helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["B", "H"]))
-    inputs = [helper.make_tensor_value_info(n, t, s) for n, t, s in INPUTS]
+    read = {name for node in g.nodes for name in node.input}
+    declared = (*INPUTS, (HIDDEN_IN, TensorProto.FLOAT, ["N", "H"]))
+    inputs = [helper.make_tensor_value_info(n, t, s) for n, t, s in declared if n in read]
     graph = helper.make_graph(g.nodes, "bitpatch_packed", inputs, outputs, g.weights)
     opset = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
     return helper.make_model(graph, opset_imports=opset, producer_name="bitpatch")

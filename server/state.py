@@ -14,9 +14,10 @@ import torch
 
 from ..patches.backbone import load_backbone, resolve_device
 from ..patches.engine import EngineFactory, MultiTaskEngine
+from ..patches.layer_breaks import between_layers
 from ..patches.patch_file import PatchError
 from ..patches.tuning import bound_kernel_caches, choose_attention_kernels, name_os_thread
-from .core.batcher import Batcher, BatchPlan
+from .core.batcher import Batcher, BatchPlan, express_rows_for
 from .core.pipeline import PredictPipeline
 from .core.registry import Registry
 from .errors import NotReady
@@ -66,6 +67,9 @@ class ServerState:
         cache_root = Path(s.forward_cache) if s.forward_cache else None
         engine = self.engine_factory(backbone, s.forward, cache_root)
         engine.warm_up()
+        if express_rows_for(plan.express_rows, engine.forward_yields):  # workers' forwards
+            with between_layers(lambda: None):  # break: set up what they run then
+                engine.warm_up()
         if plan.lone_threads:  # and as a widened lone forward runs
             torch.set_num_threads(plan.lone_threads)
             engine.warm_up()

@@ -22,7 +22,8 @@ def test_a_second_start_loads_the_cached_graph(tiny_bert_dir, tmp_path, caplog):
     assert "event=forward_cache_hit" in caplog.text and "forward_built" not in caplog.text
     (entry,) = tmp_path.iterdir()  # one entry, no scratch folder left behind
     assert entry.name.startswith("onnxruntime") and "float32" in entry.name
-    assert [p.name for p in entry.iterdir()] == ["model.onnx"]
+    files = sorted(p.name for p in entry.iterdir())
+    assert files == ["layer00.onnx", "layer01.onnx", "model.onnx"]  # whole, and one per layer
 
 
 def test_each_backbone_has_its_own_entry(tiny_bert_dir, tiny_roberta_dir, tmp_path):

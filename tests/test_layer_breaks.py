@@ -1,5 +1,5 @@
-"""Layer breaks: the packed walk calls back between layers, and a forward run inside a break
-leaves both forwards' outputs exactly as each alone."""
+"""Layer breaks: the packed walk and the ONNX Runtime chain call back between layers, and a
+forward run inside a break leaves both forwards' outputs exactly as each alone."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from bitpatch.patches.layer_breaks import between_layers, layer_done
 from tiny import make_model, random_patch
 
 
-def packed_engine() -> MultiTaskEngine:
+def packed_engine(forward: str = "packed", cache_root=None) -> MultiTaskEngine:
     model, tokenizer = make_model("bert")
-    engine = MultiTaskEngine(backbone_from_model(model, tokenizer, "tiny"), "packed")
+    backbone = backbone_from_model(model, tokenizer, "tiny")
+    engine = MultiTaskEngine(backbone, forward, cache_root)
     for i in range(2):
         engine.register(f"t{i}", random_patch(model, f"t{i}", 3, "cls", seed=i))
     return engine
@@ -61,6 +62,31 @@ def test_a_forward_inside_a_break_leaves_both_forwards_as_alone():
         for a, b in zip(got, want, strict=True):
             assert a.rows == b.rows
             torch.testing.assert_close(a.logits, b.logits, atol=1e-6, rtol=1e-6)
+
+
+def test_the_onnxruntime_forward_breaks_long_forwards_between_layers(tmp_path):
+    engine = packed_engine("onnxruntime", tmp_path)
+    long_text = " ".join(["word"] * 40)  # 32 tokens a row: 6 rows are a long forward
+    outer, inner = batch_of(engine, [long_text] * 6), batch_of(engine, ["q"])
+    outer_keys, inner_keys = ["t0", "t1"] * 3, ["t1"]
+    want_outer = engine.forward_by_task(outer, outer_keys)
+    want_inner = engine.forward_by_task(inner, inner_keys)
+    got_inner = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a chain on several threads: sessions that do not spin
+    try:
+        with between_layers(lambda: got_inner.append(engine.forward_by_task(inner, inner_keys))):
+            engine.forward_by_task(inner, inner_keys)  # short: whole, no break
+            assert not got_inner
+            got_outer = engine.forward_by_task(outer, outer_keys)
+    finally:
+        torch.set_num_threads(before)
+    assert engine.forward_yields
+    assert len(got_inner) == engine.backbone.model.config.num_hidden_layers - 1
+    assert {(2, True), (2, False)} <= set(engine.backbone_forward._sessions)
+    for got, want in ((got_outer, want_outer), (got_inner[0], want_inner)):
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
 
 
 def test_a_block_holds_for_its_own_thread_only():

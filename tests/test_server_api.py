@@ -457,7 +457,7 @@ def test_forward_modes_serve_the_engine_answers(
         kernels = {"onnxruntime": "onnxruntime", "hybrid": "onnxruntime+aten"}
         assert info["forward_kernel"] == kernels.get(mode, "aten")
         # express forwards by default only where forwards have layer breaks (no thread added)
-        assert info["express_rows"] == (0 if mode in ("padded", "onnxruntime") else 8)
+        assert info["express_rows"] == (0 if mode == "padded" else 8)
         # a forward alone widens to both workers' threads; one worker has them anyway
         assert info["threads_per_worker"] == 2 // workers
         assert info["lone_forward_threads"] == (2 if widen else 2 // workers)

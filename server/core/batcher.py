@@ -178,7 +178,7 @@ class Batcher:
         self._lone = False  # a lone forward holds every worker's threads
         self._lone_threads = plan.lone_threads  # torch threads of a lone forward; None: never
         self._threads_per_worker = plan.threads_per_worker
-        self._express_rows = _express_rows(plan.express_rows, engine.forward_yields)
+        self._express_rows = express_rows_for(plan.express_rows, engine.forward_yields)
         self._express_busy = False  # the express thread runs an express forward now
         # express forwards run in the workers' layer breaks, or else on an express thread
         self._in_breaks = bool(self._express_rows) and engine.forward_yields
@@ -530,7 +530,7 @@ def _paused_seconds(paused: threading.local) -> float:
     return getattr(paused, "seconds", 0.0)
 
 
-def _express_rows(planned: int | None, forward_yields: bool) -> int:
+def express_rows_for(planned: int | None, forward_yields: bool) -> int:
     """The plan's express rows, or by default DEFAULT_EXPRESS_ROWS where forwards have layer
     breaks (express forwards then add no thread) and none elsewhere."""
     if planned is not None:

@@ -149,13 +149,14 @@ def _engine(backbone, forward: str, n_tasks: int) -> MultiTaskEngine:
 def start_times() -> list[dict]:
     """`bitpatch serve --dtype float32` (default backbone, demo patches) with each forward:
     seconds from process start to ready and RSS; onnxruntime with an empty forward cache
-    (it builds the graph) and again on the cache that start left."""
+    (it builds the graphs) and again on the cache that start left, hybrid on that cache."""
     out = []
     with tempfile.TemporaryDirectory(prefix="bitpatch-starts-") as tmp:
         cache = Path(tmp) / "forwards"
         for forward, label in (
             ("onnxruntime", "cold cache"),
             ("onnxruntime", "warm cache"),
+            ("hybrid", "warm cache"),
             ("packed", ""),
         ):
             store = Path(tmp) / f"store-{len(out)}"

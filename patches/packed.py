@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import torch
@@ -64,6 +65,10 @@ class _TokenBiases:
 
 
 PACKABLE_TYPES = ("bert", "roberta", "xlm-roberta")
+# attention runs on rows re-padded to the longest; a batch of more rows runs it in groups of
+# this many rows of similar length, each padded to its own longest (B=32 GLUE batches, one
+# layer: 1.41 -> 0.72 ms in float32, 1.59 -> 0.97 ms in bf16 against one group of 32 rows)
+ATTENTION_ROWS = 8
 
 
 def supports_packing(model: nn.Module) -> bool:
@@ -111,6 +116,24 @@ class Packing:
         key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         return cls(token_index, token_index // length, key_mask, rows, length)
 
+    @cached_property
+    def attention_groups(self) -> list[AttentionGroup]:
+        """Rows in groups of ATTENTION_ROWS by length, each re-padded to its own longest."""
+        lengths = torch.bincount(self.token_row, minlength=self.rows)  # (B,)
+        by_length = lengths.argsort(stable=True)
+        column = self.token_index % self.length  # (N,) each token's position in its row
+        device, groups = self.token_row.device, []
+        for rows in by_length.split(ATTENTION_ROWS):
+            rows = rows.sort().values  # (b,) in batch order, so tokens stay in packed order
+            local = torch.full((self.rows,), -1, dtype=torch.long, device=device)
+            local[rows] = torch.arange(len(rows), device=device)
+            tokens = (local[self.token_row] >= 0).nonzero().squeeze(1)  # (n,)
+            length = int(lengths[rows].max())
+            slots = local[self.token_row[tokens]] * length + column[tokens]  # (n,)
+            mask = torch.arange(length, device=device) < lengths[rows, None]  # (b, length)
+            groups.append(AttentionGroup(tokens, slots, mask[:, None, None, :], len(rows), length))
+        return groups
+
     def pack(self, grid: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) -> (N, ...)."""
         return grid.reshape(self.rows * self.length, *grid.shape[2:])[self.token_index]
@@ -120,6 +143,17 @@ class Packing:
         grid = tokens.new_zeros(self.rows * self.length, tokens.shape[-1])  # (B*T, D)
         grid[self.token_index] = tokens
         return grid.view(self.rows, self.length, -1)
+
+
+@dataclass(frozen=True)
+class AttentionGroup:
+    """Some rows of a batch, re-padded together for attention."""
+
+    tokens: torch.Tensor  # (n,) packed index of each of their tokens, in packed order
+    slots: torch.Tensor  # (n,) flat index of each in the group's (rows, length) grid
+    key_mask: torch.Tensor  # (rows, 1, 1, length) True where a key is a real token
+    rows: int
+    length: int
 
 
 class LinearKernel(Protocol):
@@ -215,13 +249,26 @@ def _attend(self_attention: nn.Module, hidden, packing: Packing, biases: _TokenB
         ],
         dim=-1,
     )  # (N, 3H)
-    grid = packing.unpack(qkv)  # (B, T, 3H)
+    scale = self_attention.scaling
+    if packing.rows <= ATTENTION_ROWS:
+        grid = packing.unpack(qkv)  # (B, T, 3H)
+        return packing.pack(_attention(grid, packing.key_mask, heads, scale))  # (N, H)
+    context = qkv.new_empty(qkv.shape[0], qkv.shape[1] // 3)  # (N, H)
+    for group in packing.attention_groups:
+        grid = qkv.new_zeros(group.rows * group.length, qkv.shape[1])  # (b*t, 3H)
+        grid[group.slots] = qkv.index_select(0, group.tokens)
+        grid = grid.view(group.rows, group.length, -1)  # (b, t, 3H)
+        out = _attention(grid, group.key_mask, heads, scale)  # (b, t, H)
+        context.index_copy_(0, group.tokens, out.reshape(-1, out.shape[-1])[group.slots])
+    return context
+
+
+def _attention(grid: torch.Tensor, key_mask: torch.Tensor, heads: int, scale: float):
+    """Self-attention of re-padded rows: (b, t, 3H) -> (b, t, H), pad keys masked."""
     rows, length, width = grid.shape
     q, k, v = grid.view(rows, length, 3, heads, width // (3 * heads)).permute(2, 0, 3, 1, 4)
-    context = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=packing.key_mask, scale=self_attention.scaling
-    )  # (B, heads, T, d)
-    return packing.pack(context.transpose(1, 2).reshape(rows, length, -1))  # (N, H)
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, scale=scale)
+    return context.transpose(1, 2).reshape(rows, length, -1)  # (b, t, H)
 
 
 def _linear(x: torch.Tensor, module: nn.Linear, biases: _TokenBiases) -> torch.Tensor:

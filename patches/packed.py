@@ -67,8 +67,10 @@ class _TokenBiases:
 PACKABLE_TYPES = ("bert", "roberta", "xlm-roberta")
 # attention runs on rows re-padded to the longest; a batch of more rows runs it in groups of
 # this many rows of similar length, each padded to its own longest (B=32 GLUE batches, one
-# layer: 1.41 -> 0.72 ms in float32, 1.59 -> 0.97 ms in bf16 against one group of 32 rows)
+# layer: 1.41 -> 0.72 ms in float32, 1.59 -> 0.97 ms in bf16 against one group of 32 rows),
+# where that leaves at most this share of the batch's padded slots (else one group is cheaper)
 ATTENTION_ROWS = 8
+GROUPED_SLOTS = 0.75
 
 
 def supports_packing(model: nn.Module) -> bool:
@@ -117,8 +119,11 @@ class Packing:
         return cls(token_index, token_index // length, key_mask, rows, length)
 
     @cached_property
-    def attention_groups(self) -> list[AttentionGroup]:
-        """Rows in groups of ATTENTION_ROWS by length, each re-padded to its own longest."""
+    def attention_groups(self) -> list[AttentionGroup] | None:
+        """Rows in groups of ATTENTION_ROWS by length, each re-padded to its own longest; None
+        where one group of all rows is as good (few rows, or lengths alike)."""
+        if self.rows <= ATTENTION_ROWS:
+            return None
         lengths = torch.bincount(self.token_row, minlength=self.rows)  # (B,)
         by_length = lengths.argsort(stable=True)
         column = self.token_index % self.length  # (N,) each token's position in its row
@@ -132,7 +137,8 @@ class Packing:
             slots = local[self.token_row[tokens]] * length + column[tokens]  # (n,)
             mask = torch.arange(length, device=device) < lengths[rows, None]  # (b, length)
             groups.append(AttentionGroup(tokens, slots, mask[:, None, None, :], len(rows), length))
-        return groups
+        grouped = sum(g.rows * g.length for g in groups)
+        return groups if grouped <= GROUPED_SLOTS * self.rows * self.length else None
 
     def pack(self, grid: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) -> (N, ...)."""
@@ -250,11 +256,12 @@ def _attend(self_attention: nn.Module, hidden, packing: Packing, biases: _TokenB
         dim=-1,
     )  # (N, 3H)
     scale = self_attention.scaling
-    if packing.rows <= ATTENTION_ROWS:
+    groups = packing.attention_groups
+    if groups is None:
         grid = packing.unpack(qkv)  # (B, T, 3H)
         return packing.pack(_attention(grid, packing.key_mask, heads, scale))  # (N, H)
     context = qkv.new_empty(qkv.shape[0], qkv.shape[1] // 3)  # (N, H)
-    for group in packing.attention_groups:
+    for group in groups:
         grid = qkv.new_zeros(group.rows * group.length, qkv.shape[1])  # (b*t, 3H)
         grid[group.slots] = qkv.index_select(0, group.tokens)
         grid = grid.view(group.rows, group.length, -1)  # (b, t, 3H)

@@ -40,6 +40,7 @@ def test_each_row_equals_the_plain_forward_of_its_task(family, copies):
     other = shifted(base, seed=1)
     texts = TEXTS * copies
     batch = collate(encode_inputs(tokenizer, texts, 32), tokenizer.pad_token_id)  # (B, T)
+    assert (Packing.of(batch["attention_mask"]).attention_groups is None) == (copies == 1)
     with torch.no_grad():
         want = [base(**batch), other(**batch)]
     patched = copy.deepcopy(base)
@@ -80,6 +81,8 @@ def test_attention_groups_hold_rows_of_similar_length_each_padded_to_its_longest
     packing = Packing.of(mask)
     groups = packing.attention_groups
     assert [g.rows for g in groups] == [ATTENTION_ROWS, ATTENTION_ROWS, 18 - 2 * ATTENTION_ROWS]
+    alike = Packing.of(torch.ones(18, 10, dtype=torch.long))  # rows of one length
+    assert alike.attention_groups is None and Packing.of(mask[:8]).attention_groups is None
     tokens = torch.cat([g.tokens for g in groups])
     assert sorted(tokens.tolist()) == list(range(int(lengths.sum())))  # each token once
     longest = [int(lengths[packing.token_row[g.tokens]].max()) for g in groups]

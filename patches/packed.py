@@ -2,7 +2,8 @@
 
 A server batch mixes lengths, so a padded (B, T) forward spends part of its matrix work on pad
 tokens. Here the real tokens are packed into (N, H) for the embeddings, every Linear and
-LayerNorm, and re-padded only around attention (the one step that needs rows). Each token adds
+LayerNorm, and re-padded only around attention (the one step that needs rows), in groups of
+rows of similar length where the batch's lengths differ enough to pay for it. Each token adds
 its own row's task bias, so the result equals the padded forward of the same rows. The layer
 walk mirrors transformers' BertModel/RobertaModel in eval mode (no dropout) and is used only
 for models whose structure `supports_packing` recognises.

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 FORWARDS = ("auto", "onnxruntime", "hybrid", "packed", "padded")
 # a hybrid forward's batches of at most this many real tokens run through ONNX Runtime: on an
-# Intel Xeon (float32, one thread, 16 tasks) the graph takes 0.58x the eager walk's time at 19
-# real tokens, 0.82x at 69, 0.91x at 141, 1.13x at 253 (bench micro, docs/BENCHMARKS.md)
+# Intel Xeon (float32, one thread, 16 tasks) the graph takes 0.65x the eager walk's time at 19
+# real tokens, 0.89x at 69, 0.99x at 141, 1.20x at 253 (bench micro, docs/BENCHMARKS.md)
 SMALL_TOKENS = 128
 GRAPH_VERSION = 2  # bump when onnx_graph.py changes what it builds: old cache entries go unused
 
@@ -134,9 +134,9 @@ def onnx_choice_here() -> tuple[str, str]:
 
     Measured (bench micro and bench server, docs/BENCHMARKS.md): on AMD EPYCs ONNX Runtime's
     MLAS GEMMs beat torch's at every batch (1.14x the eager walk with AVX2 only, 1.48x with
-    AVX-512, B=32); on an Intel Xeon torch's MKL GEMMs win on long batches (ONNX Runtime 0.82x
-    the eager walk at B=32) and the graph on short ones (1.7x as fast for one row; the hybrid
-    server answers a lone request 3.1x sooner than the eager one).
+    AVX-512, B=32); on an Intel Xeon torch's MKL GEMMs win on long batches (ONNX Runtime 0.78x
+    the eager walk at B=32) and the graph on short ones (1.5x as fast for one row; the hybrid
+    server answers a lone request 2.7x sooner than the eager one).
     """
     if cpu_vendor() == "GenuineIntel":
         return "hybrid", (

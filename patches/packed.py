@@ -127,6 +127,10 @@ class Packing:
             return None
         lengths = torch.bincount(self.token_row, minlength=self.rows)  # (B,)
         by_length = lengths.argsort(stable=True)
+        chunks = lengths[by_length].split(ATTENTION_ROWS)  # sorted lengths of each group
+        grouped = sum(len(c) * int(c[-1]) for c in chunks)  # padded slots of the groups
+        if grouped > GROUPED_SLOTS * self.rows * self.length:
+            return None
         column = self.token_index % self.length  # (N,) each token's position in its row
         device, groups = self.token_row.device, []
         for rows in by_length.split(ATTENTION_ROWS):
@@ -138,8 +142,7 @@ class Packing:
             slots = local[self.token_row[tokens]] * length + column[tokens]  # (n,)
             mask = torch.arange(length, device=device) < lengths[rows, None]  # (b, length)
             groups.append(AttentionGroup(tokens, slots, mask[:, None, None, :], len(rows), length))
-        grouped = sum(g.rows * g.length for g in groups)
-        return groups if grouped <= GROUPED_SLOTS * self.rows * self.length else None
+        return groups
 
     def pack(self, grid: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) -> (N, ...)."""

@@ -67,9 +67,9 @@ class ServerState:
         cache_root = Path(s.forward_cache) if s.forward_cache else None
         engine = self.engine_factory(backbone, s.forward, cache_root)
         engine.warm_up()
-        if express_rows_for(plan.express_rows, engine.forward_yields):  # workers' forwards
-            with between_layers(lambda: None):  # break: set up what they run then
-                engine.warm_up()
+        if express_rows_for(plan.express_rows, engine.forward_yields):  # workers' long
+            with between_layers(lambda: None):  # forwards break: set up what they run then
+                engine.warm_up(lengths=(128,))
         if plan.lone_threads:  # and as a widened lone forward runs
             torch.set_num_threads(plan.lone_threads)
             engine.warm_up()

@@ -72,7 +72,7 @@ ADMISSION_MARGIN = 0.8
 WIDEN_ROWS = 4
 # rows of an express forward by default, where forwards have layer breaks (none is added
 # elsewhere): beside a flood at 5x capacity a quiet tenant's p99 was 1.8-2.4x its p99 alone
-# with them (2.0x or less in 6 of 7 runs), 5-11x without (bench tenancy, docs/BENCHMARKS.md)
+# with them (2.0x or less in 7 of 10 runs), 5-11x without (bench tenancy, docs/BENCHMARKS.md)
 DEFAULT_EXPRESS_ROWS = 8
 
 
